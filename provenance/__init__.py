@@ -1,0 +1,1 @@
+"""provenance: watermarks, signed C2PA manifests, verification; usable without sdkit."""

@@ -1,0 +1,1 @@
+"""sdkit: text-to-image diffusion in which every image carries its own provenance."""

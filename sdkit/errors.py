@@ -1,0 +1,121 @@
+"""Errors raised by sdkit.
+
+Every error sdkit raises on purpose derives from :class:`SdkitError`, so an app can catch one
+type. Each carries the context a user needs (the option and the value, or the path) and a
+``hint`` that says how to fix the call::
+
+    SdkitError
+    ├── InvalidOptionError      a generation option is out of range or unknown (before any work)
+    ├── ModelLoadError          weights could not be found, read, or recognised
+    │   ├── ModelNotFoundError  a hub id not in the local cache while offline, or a missing path
+    │   └── UnsafeCheckpointError  a pickle checkpoint without ``allow_pickle=True``
+    ├── GenerationCancelled     a step callback asked to stop
+    └── OutputError             an image could not be written (exists, unwritable, bad format)
+
+The CLI maps each class to an exit code (see ``sdkit.cli.EXIT_CODES``); no traceback reaches a
+user for an expected failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "GenerationCancelled",
+    "InvalidOptionError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "OutputError",
+    "SdkitError",
+    "UnsafeCheckpointError",
+]
+
+
+class SdkitError(Exception):
+    """Base class of every error sdkit raises on purpose.
+
+    Attributes:
+        hint: one sentence on how to fix the problem, or ``None``.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message if hint is None else f"{message}\nHint: {hint}")
+
+
+class InvalidOptionError(SdkitError, ValueError):
+    """A generation option has a value sdkit cannot use.
+
+    Raised by validation, before any model work starts.
+
+    Attributes:
+        option: the option's name as the caller wrote it (``"width"``, ``"sampler"``).
+        value: the value that was refused.
+        allowed: a short description of what is allowed, or the allowed values.
+    """
+
+    def __init__(
+        self,
+        option: str,
+        value: Any,
+        allowed: str | Sequence[str],
+        *,
+        hint: str | None = None,
+    ) -> None:
+        self.option = option
+        self.value = value
+        self.allowed = allowed
+        if isinstance(allowed, str):
+            allowed_text = allowed
+        else:
+            shown = ", ".join(repr(a) for a in list(allowed)[:40])
+            more = len(allowed) - 40
+            allowed_text = "one of " + shown + (f", … ({more} more)" if more > 0 else "")
+        super().__init__(f"invalid {option}={value!r}: expected {allowed_text}", hint=hint)
+
+
+class ModelLoadError(SdkitError):
+    """Weights could not be loaded.
+
+    Attributes:
+        source: the hub id or path the caller asked for.
+    """
+
+    def __init__(self, message: str, *, source: str | Path, hint: str | None = None) -> None:
+        self.source = str(source)
+        super().__init__(message, hint=hint)
+
+
+class ModelNotFoundError(ModelLoadError):
+    """The model is neither on disk nor in the local Hugging Face cache (and we are offline)."""
+
+
+class UnsafeCheckpointError(ModelLoadError):
+    """A pickle checkpoint (``.ckpt``, ``.pt``, ``.bin``) was refused: loading it can run code."""
+
+
+class GenerationCancelled(SdkitError):
+    """A step callback returned ``False`` (or raised this) to stop generation.
+
+    Attributes:
+        step: the step after which generation stopped.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        super().__init__(f"generation cancelled by the step callback after step {step}")
+
+
+class OutputError(SdkitError, OSError):
+    """An image could not be written.
+
+    Attributes:
+        path: the destination.
+    """
+
+    def __init__(self, message: str, *, path: str | Path, hint: str | None = None) -> None:
+        self.path = str(path)
+        SdkitError.__init__(self, message, hint=hint)

@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny pipelines built once per session, saved to disk."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+# Tests never touch the network: the hub is read from the local cache only.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from tiny_models import build_tiny_sd, build_tiny_sdxl  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved SD 1.x-style diffusers folder (random weights, real classes, 64x64 native)."""
+    return build_tiny_sd(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved SDXL-style diffusers folder (two text encoders, random weights)."""
+    return build_tiny_sdxl(tmp_path_factory.mktemp("models"))
