@@ -77,13 +77,18 @@ def _text_config(hidden: int = 32, *, layers: int = 4, act: str = "quick_gelu") 
     )
 
 
-def build_tiny_sd(folder: Path, *, seed: int = 0) -> Path:
-    """Build an SD 1.x-style pipeline (random weights) and save it in diffusers format."""
+def build_tiny_sd(
+    folder: Path, *, seed: int = 0, sample_size: int = 8, name: str = "tiny-sd"
+) -> Path:
+    """Build an SD 1.x-style pipeline (random weights) and save it in diffusers format.
+
+    ``sample_size`` is in latents: the native image size is 8x that (64 px by default).
+    """
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=1,
-        sample_size=8,
+        sample_size=sample_size,
         in_channels=4,
         out_channels=4,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -105,7 +110,7 @@ def build_tiny_sd(folder: Path, *, seed: int = 0) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    out = folder / "tiny-sd"
+    out = folder / name
     pipe.save_pretrained(out, safe_serialization=True)
     return out
 

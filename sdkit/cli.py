@@ -1,0 +1,314 @@
+"""The ``sdkit`` command line: generate, samplers, models, and provenance's commands.
+
+Library errors become exit codes here and nowhere else (see :data:`EXIT_CODES`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from . import __version__
+from .errors import (
+    GenerationCancelled,
+    InvalidOptionError,
+    ModelLoadError,
+    OutputError,
+    SdkitError,
+)
+
+__all__ = ["EXIT_CODES", "main"]
+
+#: Exit code per error class; the first match in order wins.
+EXIT_CODES: tuple[tuple[type[SdkitError], int], ...] = (
+    (InvalidOptionError, 2),
+    (ModelLoadError, 3),
+    (OutputError, 4),
+    (GenerationCancelled, 130),
+    (SdkitError, 1),
+)
+
+
+def _fail(exc: SdkitError) -> NoReturn:
+    code = next(c for cls, c in EXIT_CODES if isinstance(exc, cls))
+    click.echo(f"error: {exc.message}", err=True)
+    if exc.hint:
+        click.echo(f"hint: {exc.hint}", err=True)
+    sys.exit(code)
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", value)
+    if not match:
+        raise click.BadParameter("expected WIDTHxHEIGHT, e.g. 512x512")
+    return int(match[1]), int(match[2])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sdkit")
+def cli() -> None:
+    """sdkit: text-to-image diffusion with provenance.
+
+    Run `sdkit COMMAND --help` for each command's options.
+    """
+
+
+@cli.command()
+@click.argument("prompt")
+@click.option("-n", "--num-images", default=1, show_default=True, help="Images to make.")
+@click.option("--negative", "negative_prompt", default="", help="Negative prompt.")
+@click.option(
+    "--sampler",
+    default=None,
+    help="Sampler, e.g. 'Euler a', 'DPM++ 2M' (see `sdkit samplers`). Default: the model's own.",
+)
+@click.option(
+    "--schedule", default=None, help="Schedule type: karras, exponential, beta, sgm_uniform, …"
+)
+@click.option("--steps", default=25, show_default=True, help="Denoising steps.")
+@click.option(
+    "--cfg",
+    "guidance_scale",
+    default=7.0,
+    show_default=True,
+    help="CFG (guidance) scale; <= 1 turns guidance off.",
+)
+@click.option(
+    "--guidance-rescale", default=0.0, show_default=True, help="Guidance rescale φ, 0..1."
+)
+@click.option(
+    "--clip-skip",
+    default=None,
+    type=int,
+    help="1 = last text-encoder layer, 2 = penultimate (A1111 meaning).",
+)
+@click.option(
+    "--seed",
+    default=None,
+    type=int,
+    help="First seed; image i uses seed+i. Default: random (printed).",
+)
+@click.option(
+    "--size",
+    default=None,
+    callback=_size,
+    metavar="WxH",
+    help="Image size, multiples of 8. Default: the model's native size.",
+)
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    metavar="ID|PATH",
+    help="Hub id, diffusers folder or .safetensors file. Default: the model sdkit ships.",
+)
+@click.option(
+    "--init-image",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Start from this image (img2img).",
+)
+@click.option(
+    "--mask",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Inpaint where the mask is white (needs --init-image).",
+)
+@click.option(
+    "--strength", type=float, default=None, help="img2img/inpaint strength, 0..1 (default 0.75)."
+)
+@click.option(
+    "-o",
+    "--output",
+    default="sdkit.png",
+    show_default=True,
+    help="Output file (.png, .jpg, .webp). With -n > 1, '-1', '-2'… are added before the suffix.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace existing files.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N, mps. Default: the best present.")
+@click.option(
+    "--dtype", default=None, help="float32, float16 or bfloat16. Default: fp16 on GPU, fp32 on CPU."
+)
+@click.option(
+    "--offline", is_flag=True, help="Never contact the Hugging Face hub (same as HF_HUB_OFFLINE=1)."
+)
+@click.option(
+    "--allow-pickle",
+    is_flag=True,
+    help="Allow .ckpt/.bin weights. They can run code: only for files you trust.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the files and their Recipes as JSON.")
+def generate(
+    prompt: str,
+    output: str,
+    size: tuple[int, int] | None,
+    model: str | None,
+    overwrite: bool,
+    device: str | None,
+    dtype: str | None,
+    offline: bool,
+    allow_pickle: bool,
+    quiet: bool,
+    as_json: bool,
+    **options: Any,
+) -> None:
+    """Generate images from PROMPT and write them with their parameters."""
+    paths = _output_paths(Path(output), options["num_images"])
+    if not overwrite:
+        taken = [p for p in paths if p.exists()]
+        if taken:
+            _fail(
+                OutputError(
+                    f"{taken[0]} exists",
+                    path=taken[0],
+                    hint="choose another -o or pass --overwrite.",
+                )
+            )
+    try:
+        from .generator import Generator
+
+        if not quiet:
+            click.echo(f"loading {model or 'the default model'} …", err=True)
+        gen = Generator(
+            model,
+            device=device,
+            dtype=dtype,
+            progress=not quiet,
+            allow_pickle=allow_pickle,
+            local_files_only=True if offline else None,
+        )
+        width, height = size if size else (None, None)
+        result = gen(prompt, width=width, height=height, **options)
+        written = [
+            im.save(path, overwrite=overwrite)
+            for im, path in zip(result.images, paths, strict=True)
+        ]
+    except SdkitError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {"path": str(p), "recipe": im.recipe.to_dict()}
+                    for p, im in zip(written, result.images, strict=True)
+                ],
+                indent=2,
+            )
+        )
+        return
+    for path, image in zip(written, result.images, strict=True):
+        click.echo(f"{path}  seed {image.recipe.seed}  {image.recipe.width}x{image.recipe.height}")
+    click.echo(f"{len(written)} image(s) in {result.elapsed_s:.1f} s", err=True)
+
+
+def _output_paths(output: Path, n: int) -> list[Path]:
+    if n <= 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(n)]
+
+
+@cli.command("samplers")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def samplers_command(as_json: bool) -> None:
+    """List the sampler names and schedule types --sampler/--schedule accept."""
+    from .samplers import SAMPLERS, SCHEDULES
+
+    if as_json:
+        data = {
+            "samplers": [
+                {
+                    "name": s.name,
+                    "scheduler": s.scheduler_class.__name__,
+                    "config": dict(s.config),
+                    "aliases": list(s.aliases),
+                    "schedules": list(s.schedules),
+                    "description": s.description,
+                }
+                for s in SAMPLERS.values()
+            ],
+            "schedules": {
+                name: {"config": dict(cfg), "description": desc}
+                for name, (cfg, desc) in SCHEDULES.items()
+            },
+        }
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    rows = [
+        (s.name, ", ".join(s.aliases), s.scheduler_class.__name__, ", ".join(s.schedules))
+        for s in SAMPLERS.values()
+    ]
+    _table(("sampler", "also accepted", "diffusers scheduler", "schedules"), rows)
+    click.echo("")
+    _table(("schedule", "meaning"), [(name, desc) for name, (_, desc) in SCHEDULES.items()])
+    click.echo(
+        "\nLegacy A1111 names with a schedule suffix also work: 'DPM++ 2M Karras' = --sampler 'DPM++ 2M' --schedule karras."
+    )
+
+
+@cli.command("models")
+@click.argument("dirs", nargs=-1, type=click.Path(file_okay=False))
+@click.option(
+    "--cache-dir",
+    default=None,
+    help="Hugging Face hub cache to scan (default: HF_HUB_CACHE or ~/.cache/huggingface/hub).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def models_command(dirs: tuple[str, ...], cache_dir: str | None, as_json: bool) -> None:
+    """List models that load offline: the default, the hub cache, and DIRS.
+
+    DIRS are scanned two levels deep for diffusers folders and .safetensors files; the
+    SDKIT_MODELS environment variable adds more (separated by the path separator).
+    """
+    import os
+
+    from .models import list_local_models
+
+    extra = [d for d in os.environ.get("SDKIT_MODELS", "").split(os.pathsep) if d]
+    found = list_local_models([*dirs, *extra], cache_dir=cache_dir)
+    if as_json:
+        click.echo(json.dumps([m.to_dict() for m in found], indent=2))
+        return
+    if not found:
+        click.echo("no models found offline")
+        return
+    _table(
+        ("model", "kind", "family", "size"),
+        [(m.name, m.kind, m.family, _human(m.size_bytes)) for m in found],
+    )
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for i, row in enumerate([header, *rows]):
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if i == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+def _mount_provenance() -> None:
+    from provenance.cli import verify_command
+
+    cli.add_command(verify_command)
+
+
+_mount_provenance()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()

@@ -1,0 +1,517 @@
+"""Generator: load a Stable Diffusion pipeline once, then make images with a Recipe each.
+
+Example:
+    >>> from sdkit import Generator                                  # doctest: +SKIP
+    >>> gen = Generator.from_pretrained("stabilityai/sdxl-turbo")    # doctest: +SKIP
+    >>> result = gen("a lighthouse at dusk", sampler="Euler a", steps=4, guidance_scale=0.0)
+    ... # doctest: +SKIP
+    >>> result.image.save("lighthouse.png")                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from PIL import Image
+
+from . import models, prompts, samplers
+from .errors import GenerationCancelled, InvalidOptionError, ModelLoadError
+from .images import GeneratedImage, GenerationResult
+from .recipe import Mode, Recipe
+from .runtime import DeviceLike, DtypeLike, resolve_device, resolve_dtype
+
+__all__ = ["Generator", "StepCallback"]
+
+#: ``callback(step, timestep, latents)``; return ``False`` (or raise GenerationCancelled) to stop.
+StepCallback = Callable[[int, int, torch.Tensor], bool | None]
+ImageInput = Image.Image | str | os.PathLike[str]
+MAX_SEED = 2**32 - 1
+DEFAULT_STRENGTH = 0.75
+
+
+class _Cancel(Exception):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Validated options of one call (steps 1-2 of ``__call__``)."""
+
+    mode: Mode
+    width: int
+    height: int
+    seeds: list[int]
+    sampler: samplers.ResolvedSampler | None
+    init_image: Image.Image | None
+    mask: Image.Image | None
+    strength: float | None
+
+
+class Generator:
+    """A loaded diffusion pipeline plus the options users of A1111, ComfyUI and diffusers expect.
+
+    Build one with :meth:`from_pretrained` (hub id or diffusers folder), :meth:`from_single_file`
+    (one ``.safetensors`` checkpoint) or ``Generator()`` for the default model; then call it.
+
+    Args:
+        model: hub id, folder, single file, or ``None`` for the model sdkit ships.
+        device: ``"cuda"``, ``"cpu"``, ``"mps"``…; ``None`` picks the best present.
+        dtype: weights' dtype; ``None`` = float16 on GPUs, float32 on CPUs.
+        progress: show a progress bar while denoising.
+        allow_pickle: allow ``.ckpt``/``.bin`` weights (they can run code).
+        local_files_only: never contact the hub (default: ``HF_HUB_OFFLINE``).
+        **load_options: ``revision``, ``variant``, ``cache_dir`` (hub); ``family``, ``config``,
+            ``prediction_type`` (single file).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        device: DeviceLike = None,
+        dtype: DtypeLike = None,
+        progress: bool = True,
+        allow_pickle: bool = False,
+        local_files_only: bool | None = None,
+        **load_options: Any,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.source = models.resolve_source(model)
+        pipe, files = models.load_pipeline(
+            self.source,
+            torch_dtype=self.dtype,
+            allow_pickle=allow_pickle,
+            local_files_only=local_files_only,
+            **load_options,
+        )
+        self._init_pipeline(pipe, files, progress=progress)
+
+    @classmethod
+    def from_pretrained(cls, id_or_folder: str | os.PathLike[str], **options: Any) -> Generator:
+        """Load a hub id (cache only when offline) or a local diffusers folder."""
+        source = models.resolve_source(id_or_folder)
+        if source.kind == "single_file":
+            raise ModelLoadError(
+                f"{id_or_folder} is a file, not a diffusers folder or hub id",
+                source=str(id_or_folder),
+                hint="use Generator.from_single_file(path) for one checkpoint file.",
+            )
+        return cls(id_or_folder, **options)
+
+    @classmethod
+    def from_single_file(cls, path: str | os.PathLike[str], **options: Any) -> Generator:
+        """Load one original-format checkpoint (SD 1.x, 2.x, SDXL), offline.
+
+        Options beyond the constructor's: ``family`` (``"sd1"``, ``"sd2"``, ``"sdxl"``, … to
+        override detection), ``config`` (a diffusers folder describing a custom architecture),
+        ``prediction_type``.
+        """
+        source = models.resolve_source(path)
+        if source.kind != "single_file":
+            raise ModelLoadError(
+                f"{path} is not a checkpoint file",
+                source=str(path),
+                hint="use Generator.from_pretrained for folders and hub ids.",
+            )
+        return cls(path, **options)
+
+    @classmethod
+    def from_pipeline(cls, pipe: Any, *, name: str = "custom", progress: bool = True) -> Generator:
+        """Wrap an already-loaded diffusers pipeline (its weights are hashed from memory)."""
+        self = cls.__new__(cls)
+        self.device = torch.device(getattr(pipe, "device", "cpu"))
+        self.dtype = getattr(pipe, "dtype", torch.float32)
+        self.source = models.ModelSource("folder", name, name)
+        self._init_pipeline(pipe, [], progress=progress, to_device=False)
+        return self
+
+    def _init_pipeline(
+        self, pipe: Any, files: list[Path], *, progress: bool, to_device: bool = True
+    ) -> None:
+        if to_device:
+            pipe = pipe.to(self.device)
+        self.pipe = pipe
+        self.family = models.pipeline_family(pipe)
+        self.progress = progress
+        self._derived: dict[str, Any] = {}
+        self._base_scheduler_config = dict(pipe.scheduler.config)
+        self._base_scheduler_class = type(pipe.scheduler)
+        self.model_sha256 = models.weights_sha256(files) if files else _state_sha256(pipe)
+        self._versions = _versions()
+
+    def __repr__(self) -> str:
+        return (
+            f"Generator(model={self.source.name!r}, pipeline={type(self.pipe).__name__}, "
+            f"device={self.device}, dtype={str(self.dtype).removeprefix('torch.')})"
+        )
+
+    # -- generation -------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        prompt: str,
+        *,
+        negative_prompt: str = "",
+        sampler: str | None = None,
+        schedule: str | None = None,
+        steps: int = 25,
+        guidance_scale: float = 7.0,
+        guidance_rescale: float = 0.0,
+        clip_skip: int | None = None,
+        seed: int | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        num_images: int = 1,
+        init_image: ImageInput | None = None,
+        strength: float | None = None,
+        mask: ImageInput | None = None,
+        callback: StepCallback | None = None,
+    ) -> GenerationResult:
+        """Make ``num_images`` images; image ``i`` uses seed ``seed + i``.
+
+        Args:
+            prompt: text, with A1111 weighting syntax (``(word:1.3)``) and no length limit.
+            negative_prompt: what to steer away from.
+            sampler: A1111 or ComfyUI sampler name (see ``sdkit samplers``); ``None`` keeps the
+                model's own scheduler.
+            schedule: ``"karras"``, ``"exponential"``, ``"beta"``, ``"sgm_uniform"``…
+            steps: denoising steps (>= 1).
+            guidance_scale: classifier-free guidance; <= 1 turns it off.
+            guidance_rescale: φ of "Common Diffusion Noise Schedules…" (0..1).
+            clip_skip: A1111 meaning, 1 = last layer, 2 = penultimate.
+            seed: first seed (0 .. 2**32-1); ``None`` draws one (recorded in the Recipe).
+            width: pixels, a multiple of 8 (default: the model's native size, or the init image's).
+            height: pixels, a multiple of 8.
+            num_images: images to make in one batch.
+            init_image: image (or path) to start from: img2img, or inpaint with ``mask``.
+            strength: how much of ``init_image`` to repaint, 0..1 (default 0.75).
+            mask: white = repaint, black = keep; same size as ``init_image``.
+            callback: ``callback(step, timestep, latents)`` after each step; return ``False``
+                to cancel (raises :class:`~sdkit.errors.GenerationCancelled`).
+
+        Raises:
+            InvalidOptionError: an option is invalid (raised before any work starts).
+            GenerationCancelled: the callback asked to stop.
+        """
+        started = time.perf_counter()
+        # 1. Validate every option before any work.
+        plan = self._plan(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            sampler=sampler,
+            schedule=schedule,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            guidance_rescale=guidance_rescale,
+            clip_skip=clip_skip,
+            seed=seed,
+            width=width,
+            height=height,
+            num_images=num_images,
+            init_image=init_image,
+            strength=strength,
+            mask=mask,
+        )
+        # 2. The pipeline for the mode, sharing weights, with a fresh scheduler.
+        pipe = self._pipeline(plan.mode)
+        pipe.scheduler = self._scheduler(plan.sampler)
+        pipe.set_progress_bar_config(disable=not self.progress, leave=False)
+        # 3. Prompt embeddings (weighting, long prompts).
+        do_cfg = (
+            guidance_scale > 1 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None
+        )
+        embeds = prompts.encode_prompts(
+            pipe,
+            prompt,
+            negative_prompt,
+            clip_skip=clip_skip,
+            do_classifier_free_guidance=do_cfg,
+            device=self.device,
+        )
+        # 4. One CPU generator per image, so seeds reproduce across devices.
+        generators = [torch.Generator("cpu").manual_seed(s) for s in plan.seeds]
+        kwargs: dict[str, Any] = {
+            **embeds.as_pipeline_kwargs(),
+            "num_inference_steps": steps,
+            "guidance_scale": guidance_scale,
+            "num_images_per_prompt": num_images,
+            "generator": generators,
+            "output_type": "pil",
+        }
+        if guidance_rescale:
+            kwargs["guidance_rescale"] = guidance_rescale
+        if plan.mode == "txt2img" or plan.mode == "inpaint":
+            kwargs.update(height=plan.height, width=plan.width)
+        if plan.init_image is not None:
+            kwargs.update(image=plan.init_image, strength=plan.strength)
+        if plan.mask is not None:
+            kwargs["mask_image"] = plan.mask
+        if callback is not None:
+            kwargs["callback_on_step_end"] = _step_hook(callback)
+        # 5. Denoise and decode.
+        try:
+            output = pipe(**kwargs)
+        except _Cancel as stop:
+            raise GenerationCancelled(stop.step) from None
+        # 6. One Recipe per image.
+        recipe_base = self._recipe_fields(
+            pipe,
+            plan,
+            locals_=dict(
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                steps=steps,
+                guidance_scale=guidance_scale,
+                guidance_rescale=guidance_rescale,
+                clip_skip=clip_skip,
+            ),
+        )
+        images = tuple(
+            GeneratedImage(image=img.convert("RGB"), recipe=Recipe(seed=s, **recipe_base), index=i)
+            for i, (img, s) in enumerate(zip(output.images, plan.seeds, strict=True))
+        )
+        return GenerationResult(images=images, elapsed_s=time.perf_counter() - started)
+
+    generate = __call__
+
+    def stream(
+        self, prompt: str, *, num_images: int = 1, seed: int | None = None, **options: Any
+    ) -> Iterator[GeneratedImage]:
+        """Yield images one at a time (same pixels as one batch with the same first seed)."""
+        first = secrets.randbelow(MAX_SEED + 1) if seed is None else seed
+        _check_int("num_images", num_images, 1, None)
+        _check_int("seed", first, 0, MAX_SEED - num_images + 1)
+        for i in range(num_images):
+            yield self(prompt, seed=first + i, num_images=1, **options).image
+
+    # -- steps of __call__ -------------------------------------------------------------------
+
+    def _plan(self, **o: Any) -> _Plan:
+        if not isinstance(o["prompt"], str):
+            raise InvalidOptionError("prompt", o["prompt"], "a string")
+        if not isinstance(o["negative_prompt"], str):
+            raise InvalidOptionError("negative_prompt", o["negative_prompt"], "a string")
+        _check_int("steps", o["steps"], 1, 1000)
+        _check_int("num_images", o["num_images"], 1, 64)
+        _check_float("guidance_scale", o["guidance_scale"], 0.0, 100.0)
+        _check_float("guidance_rescale", o["guidance_rescale"], 0.0, 1.0)
+        if o["clip_skip"] is not None:
+            _check_int("clip_skip", o["clip_skip"], 1, 12)
+        resolved = None
+        if o["sampler"] is not None or o["schedule"] is not None:
+            if o["sampler"] is None:
+                raise InvalidOptionError(
+                    "schedule",
+                    o["schedule"],
+                    "a schedule together with a sampler",
+                    hint="pass sampler=... too (see `sdkit samplers`).",
+                )
+            resolved = samplers.resolve_sampler(o["sampler"], o["schedule"])
+        seed = o["seed"]
+        if seed is None:
+            seed = secrets.randbelow(MAX_SEED + 1 - o["num_images"] + 1)
+        _check_int("seed", seed, 0, MAX_SEED - o["num_images"] + 1)
+        init = _load_image("init_image", o["init_image"], "RGB")
+        mask = _load_image("mask", o["mask"], "L")
+        mode: Mode = "txt2img"
+        strength = o["strength"]
+        if mask is not None and init is None:
+            raise InvalidOptionError(
+                "mask", "given", "a mask only with init_image", hint="pass init_image=... as well."
+            )
+        if init is not None:
+            mode = "inpaint" if mask is not None else "img2img"
+            strength = DEFAULT_STRENGTH if strength is None else strength
+            _check_float("strength", strength, 0.0, 1.0)
+            if int(o["steps"] * strength) < 1:
+                raise InvalidOptionError(
+                    "strength",
+                    strength,
+                    f"at least 1/steps = {1 / o['steps']:.3g} with steps={o['steps']}",
+                    hint="raise strength or steps: img2img runs steps*strength denoising steps.",
+                )
+            if mask is not None and mask.size != init.size:
+                raise InvalidOptionError(
+                    "mask",
+                    f"{mask.size[0]}x{mask.size[1]}",
+                    f"the init image's size {init.size[0]}x{init.size[1]}",
+                )
+            if not self.family == "sdxl" and mode == "img2img" and o["guidance_rescale"]:
+                raise InvalidOptionError(
+                    "guidance_rescale",
+                    o["guidance_rescale"],
+                    "0 for SD 1.x/2.x img2img",
+                    hint="diffusers' SD img2img pipeline has no guidance rescale.",
+                )
+            if self.family != "sdxl" and mode == "inpaint" and o["guidance_rescale"]:
+                raise InvalidOptionError(
+                    "guidance_rescale",
+                    o["guidance_rescale"],
+                    "0 for SD 1.x/2.x inpaint",
+                    hint="diffusers' SD inpaint pipeline has no guidance rescale.",
+                )
+        elif strength is not None:
+            raise InvalidOptionError(
+                "strength",
+                strength,
+                "strength only with init_image",
+                hint="pass init_image=... for img2img.",
+            )
+        default_w, default_h = init.size if init is not None else self.native_size
+        width = default_w if o["width"] is None else o["width"]
+        height = default_h if o["height"] is None else o["height"]
+        for name, value in (("width", width), ("height", height)):
+            _check_int(name, value, 8, 16384)
+            if value % 8:
+                raise InvalidOptionError(
+                    name,
+                    value,
+                    "a multiple of 8",
+                    hint=f"try {value - value % 8} or {value - value % 8 + 8}"
+                    + (
+                        " (or pass width/height to resize the init image)"
+                        if init is not None
+                        else ""
+                    )
+                    + ".",
+                )
+        if init is not None and init.size != (width, height):
+            init = init.resize((width, height), Image.Resampling.LANCZOS)
+            if mask is not None:
+                mask = mask.resize((width, height), Image.Resampling.NEAREST)
+        seeds = [seed + i for i in range(o["num_images"])]
+        return _Plan(
+            mode, width, height, seeds, resolved, init, mask, strength if init is not None else None
+        )
+
+    @property
+    def native_size(self) -> tuple[int, int]:
+        """(width, height) the model was trained at: UNet sample size x VAE scale factor."""
+        factor = int(getattr(self.pipe, "vae_scale_factor", 8))
+        size = self.pipe.unet.config.sample_size
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        return int(w) * factor, int(h) * factor
+
+    def _pipeline(self, mode: Mode) -> Any:
+        if mode == "txt2img":
+            return self.pipe
+        if mode not in self._derived:
+            self._derived[mode] = models.derived_pipeline(self.pipe, mode)
+        return self._derived[mode]
+
+    def _scheduler(self, resolved: samplers.ResolvedSampler | None) -> Any:
+        if resolved is None:
+            return self._base_scheduler_class.from_config(self._base_scheduler_config)
+        return samplers.make_scheduler(
+            resolved.spec.name, self._base_scheduler_config, resolved.schedule
+        )
+
+    def _recipe_fields(self, pipe: Any, plan: _Plan, locals_: dict[str, Any]) -> dict[str, Any]:
+        scheduler = pipe.scheduler
+        return dict(
+            model=self.source.name,
+            model_sha256=self.model_sha256,
+            pipeline=type(pipe).__name__,
+            mode=plan.mode,
+            sampler=plan.sampler.spec.name if plan.sampler else None,
+            schedule=plan.sampler.schedule if plan.sampler else "default",
+            scheduler=type(scheduler).__name__,
+            scheduler_config=dict(scheduler.config),
+            width=plan.width,
+            height=plan.height,
+            strength=plan.strength,
+            init_image_sha256=_pixels_sha256(plan.init_image),
+            mask_sha256=_pixels_sha256(plan.mask),
+            dtype=str(self.dtype).removeprefix("torch."),
+            versions=self._versions,
+            **locals_,
+        )
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _step_hook(callback: StepCallback) -> Callable[..., dict[str, Any]]:
+    def hook(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            keep_going = callback(step + 1, int(timestep), kwargs["latents"])
+        except GenerationCancelled:
+            raise _Cancel(step + 1) from None
+        if keep_going is False:
+            raise _Cancel(step + 1)
+        return kwargs
+
+    return hook
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None) -> None:
+    allowed = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidOptionError(name, value, allowed)
+    if value < low or (high is not None and value > high):
+        raise InvalidOptionError(name, value, allowed)
+
+
+def _check_float(name: str, value: Any, low: float, high: float) -> None:
+    allowed = f"a number in {low:g}..{high:g}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidOptionError(name, value, allowed)
+    if not low <= float(value) <= high:
+        raise InvalidOptionError(name, value, allowed)
+
+
+def _load_image(
+    name: str, value: ImageInput | None, mode: Literal["RGB", "L"]
+) -> Image.Image | None:
+    if value is None:
+        return None
+    if isinstance(value, Image.Image):
+        return value.convert(mode)
+    if isinstance(value, (str, os.PathLike)):
+        try:
+            with Image.open(value) as im:
+                return im.convert(mode)
+        except (OSError, ValueError) as exc:
+            raise InvalidOptionError(
+                name, os.fspath(value), "a readable image file", hint=str(exc)
+            ) from exc
+    raise InvalidOptionError(name, type(value).__name__, "a PIL image or an image path")
+
+
+def _pixels_sha256(image: Image.Image | None) -> str | None:
+    if image is None:
+        return None
+    return hashlib.sha256(image.tobytes()).hexdigest()
+
+
+def _state_sha256(pipe: Any) -> str:
+    digest = hashlib.sha256()
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, name, None)
+        if module is None:
+            continue
+        for key, tensor in sorted(module.state_dict().items()):
+            digest.update(f"{name}.{key}".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("sdkit", "diffusers", "transformers", "torch"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "unknown"
+    return out

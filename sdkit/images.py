@@ -1,0 +1,223 @@
+"""Generated images and how they are written: infotext first, atomically, never clobbering.
+
+Formats: PNG (infotext in a ``parameters`` text chunk, as AUTOMATIC1111 writes it), JPEG
+(4:4:4 chroma, infotext in EXIF UserComment) and WebP (infotext in EXIF UserComment). A file is
+written to a temporary name in the destination folder and moved into place only when complete;
+an existing file is never replaced unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from PIL import Image, PngImagePlugin
+
+from .errors import OutputError
+from .recipe import Recipe
+
+__all__ = ["FORMATS", "GeneratedImage", "GenerationResult", "encode_image", "read_infotext"]
+
+ImageFormat = Literal["png", "jpeg", "webp"]
+FORMATS: dict[str, ImageFormat] = {
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".webp": "webp",
+}
+_EXIF_IFD = 0x8769
+_USER_COMMENT = 0x9286
+_UNICODE_PREFIX = b"UNICODE\x00"
+
+
+def encode_image(
+    image: Image.Image, fmt: ImageFormat, *, infotext: str | None = None, quality: int = 95
+) -> bytes:
+    """Encode ``image`` as PNG, JPEG or WebP bytes, with ``infotext`` embedded when given."""
+    buffer = io.BytesIO()
+    if fmt == "png":
+        info = PngImagePlugin.PngInfo()
+        if infotext is not None:
+            info.add_text("parameters", infotext)
+        image.save(buffer, format="PNG", pnginfo=info)
+    elif fmt in ("jpeg", "webp"):
+        exif = Image.Exif()
+        if infotext is not None:
+            # A1111 (piexif) writes UserComment as "UNICODE\0" + UTF-16BE.
+            exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = _UNICODE_PREFIX + infotext.encode("utf-16-be")
+        rgb = image.convert("RGB")
+        if fmt == "jpeg":
+            rgb.save(buffer, format="JPEG", quality=quality, subsampling=0, exif=exif.tobytes())
+        else:
+            rgb.save(buffer, format="WEBP", quality=quality, exif=exif.tobytes())
+    else:
+        raise OutputError(f"unknown image format {fmt!r}", path="-", hint="use png, jpeg or webp.")
+    return buffer.getvalue()
+
+
+def read_infotext(source: str | os.PathLike[str] | Image.Image) -> str | None:
+    """Read A1111-style infotext from a PNG text chunk or an EXIF UserComment.
+
+    Returns:
+        The text, or ``None`` when the image carries none.
+    """
+    image = source if isinstance(source, Image.Image) else Image.open(source)
+    text = image.info.get("parameters")
+    if isinstance(text, str):
+        return text
+    raw = image.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+    if isinstance(raw, bytes):
+        if raw.startswith(_UNICODE_PREFIX):
+            body = raw[len(_UNICODE_PREFIX) :]
+            # piexif writes big-endian; some tools write little-endian with a BOM.
+            if body.startswith(b"\xff\xfe"):
+                return body.decode("utf-16")
+            return body.decode("utf-16-be")
+        if raw.startswith(b"ASCII\x00\x00\x00"):
+            return raw[8:].decode("ascii", errors="replace")
+    if isinstance(raw, str):
+        return raw
+    return None
+
+
+def write_atomic(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` through a temporary file; never leave a partial file.
+
+    Raises:
+        OutputError: the file exists (and ``overwrite`` is False) or cannot be written.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder", path=path, hint="give a file name.")
+    if not overwrite and path.exists():
+        raise OutputError(
+            f"{path} exists", path=path, hint="choose another name or pass overwrite=True."
+        )
+    if not folder.is_dir():
+        raise OutputError(f"folder {folder} does not exist", path=path, hint="create it first.")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(f"cannot write in {folder}: {exc.strerror}", path=path) from exc
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            # link() fails if the name was taken meanwhile: no race can clobber a file.
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise OutputError(
+                    f"{path} exists", path=path, hint="choose another name or pass overwrite=True."
+                ) from None
+            except OSError:
+                # file systems without hard links: fall back to a checked rename
+                if path.exists():
+                    raise OutputError(f"{path} exists", path=path) from None
+                os.replace(tmp, path)
+    except OSError as exc:
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}", path=path) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """One generated image and the Recipe that made it.
+
+    Attributes:
+        image: the pixels (RGB).
+        recipe: every parameter that made them.
+        index: position in its batch.
+    """
+
+    image: Image.Image
+    recipe: Recipe
+    index: int = 0
+
+    @property
+    def infotext(self) -> str:
+        """A1111 "parameters" text for this image."""
+        return self.recipe.to_infotext()
+
+    def to_bytes(self, fmt: str = "png", *, quality: int = 95) -> bytes:
+        """Encode as ``"png"``, ``"jpeg"`` or ``"webp"`` with the infotext embedded."""
+        return encode_image(self.image, _format(fmt, "-"), infotext=self.infotext, quality=quality)
+
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fmt: str | None = None,
+        overwrite: bool = False,
+        quality: int = 95,
+    ) -> Path:
+        """Write the image (format from ``fmt`` or the suffix) atomically.
+
+        Raises:
+            OutputError: unknown format, existing file without ``overwrite``, or unwritable.
+        """
+        dest = Path(path)
+        chosen = _format(fmt or dest.suffix, dest)
+        return write_atomic(dest, self.to_bytes(chosen, quality=quality), overwrite=overwrite)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "size": list(self.image.size), "recipe": self.recipe.to_dict()}
+
+
+def _format(fmt: str, path: str | os.PathLike[str]) -> ImageFormat:
+    key = fmt.lower()
+    key = key if key.startswith(".") else "." + key
+    if key not in FORMATS:
+        raise OutputError(
+            f"unknown image format {fmt!r}",
+            path=path,
+            hint="use a .png, .jpg/.jpeg or .webp name (or fmt='png').",
+        )
+    return FORMATS[key]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """What one call of a Generator made.
+
+    Attributes:
+        images: one :class:`GeneratedImage` per image, in seed order.
+        elapsed_s: wall time of the call, in seconds.
+    """
+
+    images: tuple[GeneratedImage, ...]
+    elapsed_s: float = 0.0
+
+    @property
+    def image(self) -> GeneratedImage:
+        """The first image (the only one when ``num_images=1``)."""
+        return self.images[0]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [im.recipe.seed for im in self.images]
+
+    def __iter__(self) -> Iterator[GeneratedImage]:
+        return iter(self.images)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"elapsed_s": self.elapsed_s, "images": [im.to_dict() for im in self.images]}

@@ -1,0 +1,464 @@
+"""Where weights come from: the embedded default, a hub id, a local folder, or a single file.
+
+Rules:
+    * A path that exists is loaded from disk; a folder must be in diffusers format
+      (``model_index.json``), a file must be a single-file checkpoint.
+    * Anything else that looks like ``owner/name`` is a Hugging Face hub id. Offline
+      (``local_files_only=True`` or ``HF_HUB_OFFLINE=1``) it is read from the local cache only,
+      and a missing model is a :class:`~sdkit.errors.ModelNotFoundError` naming the id and the
+      cache folder.
+    * Pickle weights (``.ckpt``, ``.pt``, ``.bin`` …) can run code when loaded: they are refused
+      unless the caller passes ``allow_pickle=True``. Safetensors always work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from .errors import ModelLoadError, ModelNotFoundError, UnsafeCheckpointError
+
+__all__ = [
+    "DEFAULT_MODEL_DIR",
+    "DEFAULT_MODEL_ID",
+    "LocalModel",
+    "ModelSource",
+    "derived_pipeline",
+    "hub_cache_dir",
+    "is_offline",
+    "list_local_models",
+    "load_pipeline",
+    "pipeline_family",
+    "resolve_source",
+    "weights_sha256",
+]
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+DEFAULT_MODEL_ID = "sdkit-default"
+PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"})
+SINGLE_FILE_SUFFIXES = frozenset({".safetensors"}) | PICKLE_SUFFIXES
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
+
+SourceKind = Literal["default", "folder", "hub", "single_file"]
+Family = Literal["sd", "sdxl"]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's weights are.
+
+    Attributes:
+        kind: ``"default"``, ``"folder"``, ``"hub"`` or ``"single_file"``.
+        location: the folder or file path, or the hub id.
+        name: what the Recipe records as the model (hub id, path, or ``"sdkit-default"``).
+    """
+
+    kind: SourceKind
+    location: str
+    name: str
+
+
+def resolve_source(model: str | os.PathLike[str] | None) -> ModelSource:
+    """Tell what ``model`` names, without loading anything.
+
+    Example:
+        >>> resolve_source("stabilityai/sdxl-turbo").kind
+        'hub'
+    """
+    if model is None or str(model) == DEFAULT_MODEL_ID:
+        return ModelSource("default", str(DEFAULT_MODEL_DIR), DEFAULT_MODEL_ID)
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return ModelSource("folder", str(path), text)
+    if path.is_file():
+        return ModelSource("single_file", str(path), text)
+    looks_like_path = (
+        text.startswith((".", "/", "~"))
+        or "\\" in text
+        or path.suffix.lower() in SINGLE_FILE_SUFFIXES
+        or text.count("/") > 1
+    )
+    if looks_like_path or not _HUB_ID.match(text):
+        raise ModelNotFoundError(
+            f"no model file or folder at {text!r}",
+            source=text,
+            hint="check the path; a hub id has the form 'owner/name'.",
+        )
+    return ModelSource("hub", text, text)
+
+
+def is_offline(local_files_only: bool | None = None) -> bool:
+    """Whether the hub may be contacted: an explicit flag wins, else ``HF_HUB_OFFLINE``."""
+    if local_files_only is not None:
+        return local_files_only
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The Hugging Face hub cache folder in use (``HF_HUB_CACHE`` / ``HF_HOME`` aware)."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
+    )
+    return Path(home) / "hub"
+
+
+def load_pipeline(
+    source: ModelSource,
+    *,
+    torch_dtype: torch.dtype,
+    allow_pickle: bool = False,
+    local_files_only: bool | None = None,
+    revision: str | None = None,
+    variant: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    family: str | None = None,
+    config: str | os.PathLike[str] | None = None,
+    prediction_type: str | None = None,
+) -> tuple[Any, list[Path]]:
+    """Load a diffusers pipeline from ``source``.
+
+    Returns:
+        The pipeline and the weight files it was read from (for :func:`weights_sha256`).
+
+    Raises:
+        ModelNotFoundError: nothing at that path, or a hub id missing from the cache offline.
+        UnsafeCheckpointError: pickle weights without ``allow_pickle=True``.
+        ModelLoadError: the weights exist but could not be read or recognised.
+    """
+    if source.kind == "single_file":
+        from ._single_file import load_single_file
+
+        path = Path(source.location)
+        pipe = load_single_file(
+            path,
+            family=family,
+            config=config,
+            torch_dtype=torch_dtype,
+            prediction_type=prediction_type,
+            allow_pickle=allow_pickle,
+        )
+        return pipe, [path]
+    if source.kind in ("folder", "default"):
+        folder = Path(source.location)
+        _check_folder(folder, source, allow_pickle=allow_pickle)
+        pipe = _from_pretrained(
+            str(folder), source, torch_dtype=torch_dtype, allow_pickle=allow_pickle, variant=variant
+        )
+        return pipe, _weight_files(folder, allow_pickle=allow_pickle)
+    return _load_hub(
+        source,
+        torch_dtype=torch_dtype,
+        allow_pickle=allow_pickle,
+        offline=is_offline(local_files_only),
+        revision=revision,
+        variant=variant,
+        cache_dir=cache_dir,
+    )
+
+
+def _check_folder(folder: Path, source: ModelSource, *, allow_pickle: bool) -> None:
+    if not (folder / "model_index.json").is_file():
+        if source.kind == "default":
+            raise ModelNotFoundError(
+                "the default model is not installed in this copy of sdkit",
+                source=source.name,
+                hint="reinstall sdkit, or pass a model: a hub id, a diffusers folder or a .safetensors file.",
+            )
+        raise ModelLoadError(
+            f"{folder} is not a diffusers model folder (no model_index.json)",
+            source=source.name,
+            hint="for one checkpoint file use Generator.from_single_file(path).",
+        )
+    if not allow_pickle and not _weight_files(folder, allow_pickle=False):
+        if _weight_files(folder, allow_pickle=True):
+            raise UnsafeCheckpointError(
+                f"{folder} holds only pickle weights (.bin), which can run code when loaded",
+                source=source.name,
+                hint="convert them to safetensors, or pass allow_pickle=True if you trust the source.",
+            )
+
+
+def _from_pretrained(
+    location: str,
+    source: ModelSource,
+    *,
+    torch_dtype: torch.dtype,
+    allow_pickle: bool,
+    variant: str | None,
+    **kwargs: Any,
+) -> Any:
+    from diffusers import DiffusionPipeline
+
+    try:
+        return DiffusionPipeline.from_pretrained(
+            location,
+            torch_dtype=torch_dtype,
+            use_safetensors=None if allow_pickle else True,
+            variant=variant,
+            **kwargs,
+        )
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+        if not allow_pickle and "safetensors" in str(exc).lower():
+            raise UnsafeCheckpointError(
+                f"{source.name} has no safetensors weights for every component",
+                source=source.name,
+                hint="pass allow_pickle=True if you trust the source (pickle weights can run code).",
+            ) from exc
+        raise ModelLoadError(f"could not load {source.name}: {exc}", source=source.name) from exc
+
+
+def _load_hub(
+    source: ModelSource,
+    *,
+    torch_dtype: torch.dtype,
+    allow_pickle: bool,
+    offline: bool,
+    revision: str | None,
+    variant: str | None,
+    cache_dir: str | os.PathLike[str] | None,
+) -> tuple[Any, list[Path]]:
+    from huggingface_hub import snapshot_download, try_to_load_from_cache
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    cache = hub_cache_dir(cache_dir)
+    cached = try_to_load_from_cache(
+        source.location, "model_index.json", cache_dir=str(cache), revision=revision
+    )
+    if offline and not isinstance(cached, str):
+        raise ModelNotFoundError(
+            f"model {source.location!r} is not in the local Hugging Face cache ({cache}) "
+            "and downloads are off",
+            source=source.name,
+            hint=(
+                f"download it where there is network (`hf download {source.location}`) and copy "
+                "the cache here, set HF_HUB_CACHE to the cache that holds it, or pass a local folder."
+            ),
+        )
+    pipe = _from_pretrained(
+        source.location,
+        source,
+        torch_dtype=torch_dtype,
+        allow_pickle=allow_pickle,
+        variant=variant,
+        revision=revision,
+        cache_dir=str(cache),
+        local_files_only=offline,
+    )
+    try:
+        folder = Path(
+            snapshot_download(
+                source.location, revision=revision, cache_dir=str(cache), local_files_only=True
+            )
+        )
+    except (LocalEntryNotFoundError, OSError):
+        return pipe, []
+    return pipe, _weight_files(folder, allow_pickle=allow_pickle)
+
+
+def _weight_files(folder: Path, *, allow_pickle: bool) -> list[Path]:
+    suffixes = {".safetensors"} | ({".bin"} if allow_pickle else set())
+    files = [
+        p
+        for p in folder.rglob("*")
+        if p.suffix in suffixes and p.is_file() and not any(s.startswith(".") for s in p.parts)
+    ]
+    return sorted(files)
+
+
+# -- weights' identity ------------------------------------------------------------------------
+
+
+def weights_sha256(files: Iterable[Path], *, root: Path | None = None) -> str:
+    """SHA-256 that names a model's weights.
+
+    One file: the file's SHA-256 (so A1111's short hash is its first 10 digits). Several files:
+    the SHA-256 of the sorted lines ``"<relative path> <file sha256>"``. File hashes are cached
+    by (path, size, mtime) in ``~/.cache/sdkit/hashes.json`` (``SDKIT_CACHE`` overrides).
+    """
+    paths = sorted(Path(f) for f in files)
+    if not paths:
+        return hashlib.sha256(b"").hexdigest()
+    if len(paths) == 1:
+        return _file_sha256(paths[0])
+    base = root or Path(os.path.commonpath([str(p.parent) for p in paths]))
+    lines = "".join(f"{p.relative_to(base).as_posix()} {_file_sha256(p)}\n" for p in paths)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("SDKIT_CACHE", os.path.expanduser("~/.cache/sdkit")))
+
+
+def _file_sha256(path: Path) -> str:
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache_file = _cache_root() / "hashes.json"
+    try:
+        cache: dict[str, str] = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    cache[key] = digest.hexdigest()
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=".hashes-")
+        with os.fdopen(fd, "w") as out:
+            json.dump(cache, out)
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass  # a read-only home only costs re-hashing next time
+    return cache[key]
+
+
+# -- families and derived pipelines -----------------------------------------------------------
+
+
+def pipeline_family(pipe: Any) -> Family:
+    """``"sdxl"`` for pipelines with SDXL's second text encoder, else ``"sd"``."""
+    return "sdxl" if hasattr(pipe, "text_encoder_2") else "sd"
+
+
+def derived_pipeline(pipe: Any, mode: Literal["img2img", "inpaint"]) -> Any:
+    """The img2img or inpaint pipeline of the same family, sharing ``pipe``'s components.
+
+    Uses diffusers' ``from_pipe``, so no weights are loaded or copied.
+    """
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+    auto = AutoPipelineForImage2Image if mode == "img2img" else AutoPipelineForInpainting
+    try:
+        return auto.from_pipe(pipe)
+    except (ValueError, KeyError) as exc:
+        raise ModelLoadError(
+            f"{type(pipe).__name__} has no {mode} counterpart: {exc}",
+            source=type(pipe).__name__,
+        ) from exc
+
+
+# -- what can be loaded offline ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A model that can be loaded without network.
+
+    Attributes:
+        name: what to pass as ``model`` (hub id or path).
+        kind: ``"default"``, ``"hub-cache"``, ``"folder"`` or ``"single_file"``.
+        family: ``"sd"``, ``"sdxl"``, a single-file family name, or ``"unknown"``.
+        size_bytes: bytes on disk.
+        location: the folder or file.
+    """
+
+    name: str
+    kind: str
+    family: str
+    size_bytes: int
+    location: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "family": self.family,
+            "size_bytes": self.size_bytes,
+            "location": self.location,
+        }
+
+
+def list_local_models(
+    dirs: Iterable[str | os.PathLike[str]] = (),
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> list[LocalModel]:
+    """List models loadable offline: the default, the hub cache, and ``dirs`` (two levels deep)."""
+    found: list[LocalModel] = []
+    if (DEFAULT_MODEL_DIR / "model_index.json").is_file():
+        found.append(_folder_entry(DEFAULT_MODEL_DIR, DEFAULT_MODEL_ID, "default"))
+    found.extend(_hub_cache_models(hub_cache_dir(cache_dir)))
+    for root in dirs:
+        for path in _walk(Path(root), depth=2):
+            if path.is_dir() and (path / "model_index.json").is_file():
+                found.append(_folder_entry(path, str(path), "folder"))
+            elif path.is_file() and path.suffix == ".safetensors":
+                found.append(
+                    LocalModel(
+                        str(path), "single_file", _file_family(path), path.stat().st_size, str(path)
+                    )
+                )
+    return found
+
+
+def _walk(root: Path, depth: int) -> Iterator[Path]:
+    if not root.exists():
+        return
+    yield root
+    if depth == 0 or not root.is_dir() or (root / "model_index.json").is_file():
+        return
+    for child in sorted(root.iterdir()):
+        if not child.name.startswith("."):
+            yield from _walk(child, depth - 1)
+
+
+def _folder_entry(folder: Path, name: str, kind: str) -> LocalModel:
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+        family = "sdxl" if "text_encoder_2" in index else "sd"
+    except (OSError, ValueError):
+        family = "unknown"
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return LocalModel(name, kind, family, size, str(folder))
+
+
+def _file_family(path: Path) -> str:
+    try:
+        from ._single_file import detect_family, read_checkpoint_header
+
+        return detect_family(read_checkpoint_header(path))
+    except Exception:  # any unreadable file is listed as unknown, not fatal
+        return "unknown"
+
+
+def _hub_cache_models(cache: Path) -> list[LocalModel]:
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        info = scan_cache_dir(cache)
+    except (CacheNotFound, OSError, ValueError):
+        return []
+    found: list[LocalModel] = []
+    for repo in sorted(info.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        for revision in repo.revisions:
+            names = {f.file_name for f in revision.files}
+            if "model_index.json" in names:
+                entry = _folder_entry(Path(revision.snapshot_path), repo.repo_id, "hub-cache")
+                found.append(
+                    LocalModel(
+                        repo.repo_id, "hub-cache", entry.family, repo.size_on_disk, entry.location
+                    )
+                )
+                break
+    return found

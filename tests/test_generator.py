@@ -1,0 +1,243 @@
+"""Generator: parity with plain diffusers, seeds, validation, callbacks, img2img/inpaint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UniPCMultistepScheduler,
+)
+from PIL import Image
+
+from sdkit import GenerationCancelled, Generator, InvalidOptionError, Recipe
+
+# Sampler name -> the scheduler a diffusers user would set by hand (from diffusers' docs table
+# of A1111 equivalents), written out here independently of sdkit's own table.
+HAND_SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
+    "Euler": (EulerDiscreteScheduler, {}),
+    "Euler a": (EulerAncestralDiscreteScheduler, {}),
+    "DPM++ 2M Karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
+    "DDIM": (DDIMScheduler, {}),
+    "UniPC": (UniPCMultistepScheduler, {}),
+}
+
+
+@pytest.fixture(scope="module")
+def sd(tiny_sd_path: Path) -> Generator:
+    return Generator.from_pretrained(tiny_sd_path, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def sdxl(tiny_sdxl_path: Path) -> Generator:
+    return Generator.from_pretrained(tiny_sdxl_path, device="cpu", progress=False)
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"))
+
+
+def _plain(pipe: Any, name: str, **kwargs: Any) -> np.ndarray:
+    cls, overrides = HAND_SCHEDULERS[name]
+    pipe.scheduler = cls.from_config({**pipe.scheduler.config, **overrides})
+    seed = kwargs.pop("seed")
+    out = pipe(generator=torch.Generator("cpu").manual_seed(seed), **kwargs).images[0]
+    return _pixels(out)
+
+
+@pytest.mark.parametrize("sampler", list(HAND_SCHEDULERS))
+def test_sd_pixels_equal_plain_diffusers(sd: Generator, tiny_sd_path: Path, sampler: str) -> None:
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_path)
+    pipe.set_progress_bar_config(disable=True)
+    args = dict(prompt="a red circle", negative_prompt="blurry", num_inference_steps=4)
+    expected = _plain(pipe, sampler, guidance_scale=7.5, height=64, width=64, seed=123, **args)
+    got = sd(
+        "a red circle",
+        negative_prompt="blurry",
+        sampler=sampler,
+        steps=4,
+        guidance_scale=7.5,
+        seed=123,
+        width=64,
+        height=64,
+    )
+    assert expected.std() > 0  # not a blank image: the comparison means something
+    np.testing.assert_array_equal(_pixels(got.image.image), expected)
+
+
+@pytest.mark.parametrize("sampler", list(HAND_SCHEDULERS))
+def test_sdxl_pixels_equal_plain_diffusers(
+    sdxl: Generator, tiny_sdxl_path: Path, sampler: str
+) -> None:
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_path)
+    pipe.set_progress_bar_config(disable=True)
+    args = dict(prompt="a blue square", negative_prompt="", num_inference_steps=4)
+    expected = _plain(pipe, sampler, guidance_scale=5.0, height=64, width=64, seed=7, **args)
+    got = sdxl("a blue square", sampler=sampler, steps=4, guidance_scale=5.0, seed=7)
+    assert expected.std() > 0
+    np.testing.assert_array_equal(_pixels(got.image.image), expected)
+
+
+def test_batch_seeds_follow_and_reproduce_singly(sd: Generator) -> None:
+    batch = sd("a cat", sampler="Euler a", steps=3, seed=40, num_images=3)
+    assert batch.seeds == [40, 41, 42]
+    assert [im.recipe.seed for im in batch] == [40, 41, 42]
+    single = sd("a cat", sampler="Euler a", steps=3, seed=41)
+    np.testing.assert_array_equal(_pixels(batch.images[1].image), _pixels(single.image.image))
+    assert not np.array_equal(_pixels(batch.images[0].image), _pixels(batch.images[1].image))
+    streamed = list(sd.stream("a cat", sampler="Euler a", steps=3, seed=40, num_images=2))
+    np.testing.assert_array_equal(_pixels(streamed[1].image), _pixels(single.image.image))
+
+
+def test_same_seed_same_pixels_and_random_seed_recorded(sd: Generator) -> None:
+    a = sd("a dog", steps=2, seed=5)
+    b = sd("a dog", steps=2, seed=5)
+    np.testing.assert_array_equal(_pixels(a.image.image), _pixels(b.image.image))
+    c = sd("a dog", steps=2)
+    assert 0 <= c.image.recipe.seed < 2**32
+    again = sd("a dog", steps=2, seed=c.image.recipe.seed)
+    np.testing.assert_array_equal(_pixels(c.image.image), _pixels(again.image.image))
+
+
+def test_recipe_records_every_parameter(sd: Generator) -> None:
+    r = sd(
+        "a (red:1.2) cube",
+        negative_prompt="fog",
+        sampler="DPM++ 2M",
+        schedule="karras",
+        steps=3,
+        guidance_scale=6.5,
+        guidance_rescale=0.3,
+        clip_skip=2,
+        seed=9,
+        width=72,
+        height=64,
+    ).image.recipe
+    assert isinstance(r, Recipe)
+    assert (r.prompt, r.negative_prompt, r.seed, r.width, r.height) == (
+        "a (red:1.2) cube",
+        "fog",
+        9,
+        72,
+        64,
+    )
+    assert (r.sampler, r.schedule, r.scheduler) == (
+        "DPM++ 2M",
+        "karras",
+        "DPMSolverMultistepScheduler",
+    )
+    assert r.scheduler_config["use_karras_sigmas"] is True
+    assert (r.steps, r.guidance_scale, r.guidance_rescale, r.clip_skip) == (3, 6.5, 0.3, 2)
+    assert r.pipeline == "StableDiffusionPipeline" and r.mode == "txt2img"
+    assert len(r.model_sha256) == 64 and r.model_hash == r.model_sha256[:10]
+    assert {"sdkit", "diffusers", "transformers", "torch"} <= set(r.versions)
+
+
+@pytest.mark.parametrize(
+    ("options", "option"),
+    [
+        ({"width": 100}, "width"),
+        ({"height": 63}, "height"),
+        ({"steps": 0}, "steps"),
+        ({"steps": 2.5}, "steps"),
+        ({"sampler": "Euler z"}, "sampler"),
+        ({"sampler": "DDIM", "schedule": "karras"}, "schedule"),
+        ({"guidance_scale": -1}, "guidance_scale"),
+        ({"guidance_rescale": 1.5}, "guidance_rescale"),
+        ({"num_images": 0}, "num_images"),
+        ({"seed": -1}, "seed"),
+        ({"clip_skip": 0}, "clip_skip"),
+        ({"strength": 0.5}, "strength"),  # strength without an init image
+    ],
+)
+def test_invalid_options_fail_before_any_work(
+    sd: Generator, options: dict[str, Any], option: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_work(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the pipeline ran")
+
+    monkeypatch.setattr(type(sd.pipe), "__call__", no_work)
+    with pytest.raises(InvalidOptionError) as info:
+        sd("x", **options)
+    assert info.value.option == option
+    assert info.value.allowed  # names what is allowed
+
+
+def test_img2img_bad_strength_and_mask_size(sd: Generator) -> None:
+    init = Image.new("RGB", (64, 64), (200, 30, 30))
+    with pytest.raises(InvalidOptionError) as info:
+        sd("x", init_image=init, strength=1.5)
+    assert info.value.option == "strength"
+    with pytest.raises(InvalidOptionError) as info:
+        sd("x", init_image=init, mask=Image.new("L", (32, 32), 255))
+    assert info.value.option == "mask"
+    with pytest.raises(InvalidOptionError) as info:
+        sd("x", init_image=init, steps=4, strength=0.1)  # 0 denoising steps
+    assert info.value.option == "strength"
+
+
+def test_callback_sees_each_step_and_can_cancel(sd: Generator) -> None:
+    seen: list[tuple[int, int, tuple[int, ...]]] = []
+
+    def watch(step: int, timestep: int, latents: torch.Tensor) -> None:
+        seen.append((step, timestep, tuple(latents.shape)))
+
+    sd("x", sampler="Euler", steps=4, seed=1, callback=watch)
+    assert [s for s, _, _ in seen] == [1, 2, 3, 4]
+    assert all(shape == (1, 4, 8, 8) for _, _, shape in seen)
+    assert seen[0][1] > seen[-1][1]  # timesteps decrease
+
+    calls: list[int] = []
+
+    def stop_after_two(step: int, timestep: int, latents: torch.Tensor) -> bool:
+        calls.append(step)
+        return step < 2
+
+    with pytest.raises(GenerationCancelled) as info:
+        sd("x", steps=6, seed=1, callback=stop_after_two)
+    assert info.value.step == 2 and calls == [1, 2]
+
+
+def test_img2img_and_inpaint_share_weights_and_change_pixels(sd: Generator) -> None:
+    init = Image.new("RGB", (64, 64), (10, 200, 10))
+    out = sd("x", init_image=init, strength=0.5, steps=4, seed=3)
+    assert out.image.recipe.mode == "img2img"
+    assert out.image.recipe.pipeline == "StableDiffusionImg2ImgPipeline"
+    assert out.image.recipe.strength == 0.5
+    img2img = sd._derived["img2img"]
+    assert img2img.unet is sd.pipe.unet and img2img.vae is sd.pipe.vae
+    assert img2img.text_encoder is sd.pipe.text_encoder
+
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))  # repaint the left half only
+    inpainted = sd("x", init_image=init, mask=mask, strength=1.0, steps=4, seed=3)
+    r = inpainted.image.recipe
+    assert r.mode == "inpaint" and r.pipeline == "StableDiffusionInpaintPipeline"
+    assert r.mask_sha256 is not None and r.init_image_sha256 is not None
+    assert sd._derived["inpaint"].unet is sd.pipe.unet
+
+
+def test_sdxl_img2img_uses_the_sdxl_sibling(sdxl: Generator) -> None:
+    init = Image.new("RGB", (64, 64), (100, 100, 200))
+    out = sdxl("x", init_image=init, strength=0.6, steps=3, seed=2)
+    assert out.image.recipe.pipeline == "StableDiffusionXLImg2ImgPipeline"
+    assert sdxl._derived["img2img"].text_encoder_2 is sdxl.pipe.text_encoder_2
+
+
+def test_init_image_size_sets_output_size(sd: Generator, tmp_path: Path) -> None:
+    path = tmp_path / "init.png"
+    Image.new("RGB", (80, 64), (1, 2, 3)).save(path)
+    out = sd("x", init_image=str(path), steps=2, seed=1)
+    assert out.image.image.size == (80, 64)
+    with pytest.raises(InvalidOptionError) as info:
+        sd("x", init_image=Image.new("RGB", (70, 64)), steps=2)
+    assert info.value.option == "width"

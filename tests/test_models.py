@@ -1,0 +1,112 @@
+"""Where weights come from: folders, the hub cache (offline), pickle refusal, listings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sdkit import Generator, ModelLoadError, ModelNotFoundError, UnsafeCheckpointError
+from sdkit.models import list_local_models, resolve_source, weights_sha256
+
+
+def _fake_hub_cache(root: Path, repo_id: str, model: Path) -> Path:
+    """Lay out ``model`` as huggingface_hub caches a download of ``repo_id``."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    return root
+
+
+def test_hub_id_loads_from_cache_offline(
+    tiny_sd_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = _fake_hub_cache(tmp_path / "hub", "acme/tiny-sd", tiny_sd_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    gen = Generator.from_pretrained("acme/tiny-sd", cache_dir=cache, device="cpu", progress=False)
+    ref = Generator.from_pretrained(tiny_sd_path, device="cpu", progress=False)
+    assert gen.source.kind == "hub"
+    assert gen.model_sha256 == ref.model_sha256
+    a = gen("x", steps=2, seed=1).image
+    b = ref("x", steps=2, seed=1).image
+    assert a.recipe.model == "acme/tiny-sd"
+    np.testing.assert_array_equal(np.asarray(a.image), np.asarray(b.image))
+
+
+@pytest.mark.parametrize("how", ["env", "flag"])
+def test_missing_hub_id_offline_names_id_and_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    kwargs: dict[str, object] = {"cache_dir": tmp_path}
+    if how == "env":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        kwargs["local_files_only"] = True
+    with pytest.raises(ModelNotFoundError) as info:
+        Generator.from_pretrained("acme/not-here", **kwargs)  # type: ignore[arg-type]
+    assert "acme/not-here" in str(info.value) and str(tmp_path) in str(info.value)
+    assert info.value.hint and "hf download" in info.value.hint
+
+
+def test_paths_that_do_not_exist_are_not_taken_for_hub_ids(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError):
+        resolve_source(str(tmp_path / "nope"))
+    with pytest.raises(ModelNotFoundError):
+        resolve_source("./model.safetensors")
+    assert resolve_source("stabilityai/stable-diffusion-xl-base-1.0").kind == "hub"
+
+
+def test_folder_without_model_index(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError) as info:
+        Generator.from_pretrained(tmp_path)
+    assert "model_index.json" in str(info.value)
+
+
+@pytest.mark.parametrize("suffix", [".ckpt", ".pt", ".bin"])
+def test_pickle_checkpoints_refused_by_default(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"model{suffix}"
+    path.write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(UnsafeCheckpointError) as info:
+        Generator.from_single_file(path)
+    assert "allow_pickle" in str(info.value.hint)
+
+
+def test_folder_with_only_pickle_weights_refused(tiny_sd_path: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_sd_path, folder)
+    for weights in folder.rglob("*.safetensors"):
+        weights.rename(weights.with_suffix(".bin"))
+    with pytest.raises(UnsafeCheckpointError):
+        Generator.from_pretrained(folder)
+
+
+def test_weights_sha256_is_stable_and_content_bound(tmp_path: Path) -> None:
+    a = tmp_path / "a.safetensors"
+    a.write_bytes(b"abc")
+    import hashlib
+
+    assert weights_sha256([a]) == hashlib.sha256(b"abc").hexdigest()
+    b = tmp_path / "b.safetensors"
+    b.write_bytes(b"def")
+    both = weights_sha256([a, b])
+    assert both == weights_sha256([b, a])
+    b.write_bytes(b"deg")  # same size: the hash cache is keyed on mtime too
+    stat = b.stat()
+    os.utime(b, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert weights_sha256([a, b]) != both
+
+
+def test_list_local_models(tiny_sd_path: Path, tmp_path: Path) -> None:
+    cache = _fake_hub_cache(tmp_path / "hub", "acme/tiny-sd", tiny_sd_path)
+    found = list_local_models([tiny_sd_path.parent], cache_dir=cache)
+    by_name = {m.name: m for m in found}
+    assert by_name["acme/tiny-sd"].kind == "hub-cache"
+    assert by_name["acme/tiny-sd"].family == "sd"
+    assert by_name[str(tiny_sd_path)].kind == "folder"
+    assert by_name["sdkit-default"].kind == "default"
