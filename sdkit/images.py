@@ -66,11 +66,13 @@ def read_infotext(source: str | os.PathLike[str] | Image.Image) -> str | None:
     Returns:
         The text, or ``None`` when the image carries none.
     """
-    image = source if isinstance(source, Image.Image) else Image.open(source)
-    text = image.info.get("parameters")
+    if not isinstance(source, Image.Image):
+        with Image.open(source) as opened:
+            return read_infotext(opened)
+    text = source.info.get("parameters")
     if isinstance(text, str):
         return text
-    raw = image.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+    raw = source.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
     if isinstance(raw, bytes):
         if raw.startswith(_UNICODE_PREFIX):
             body = raw[len(_UNICODE_PREFIX) :]
