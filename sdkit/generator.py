@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import secrets
 import time
@@ -225,7 +226,7 @@ class Generator:
         )
         # 2. The pipeline for the mode, sharing weights, with a fresh scheduler.
         pipe = self._pipeline(plan.mode)
-        pipe.scheduler = self._scheduler(plan.sampler)
+        pipe.scheduler = self._scheduler(plan.sampler, plan.seeds)
         pipe.set_progress_bar_config(disable=not self.progress, leave=False)
         # 3. Prompt embeddings (weighting, long prompts).
         do_cfg = (
@@ -278,7 +279,7 @@ class Generator:
             ),
         )
         images = tuple(
-            GeneratedImage(image=img.convert("RGB"), recipe=Recipe(seed=s, **recipe_base), index=i)
+            GeneratedImage(image=img.convert("RGB"), recipe=_recipe_for(recipe_base, s), index=i)
             for i, (img, s) in enumerate(zip(output.images, plan.seeds, strict=True))
         )
         return GenerationResult(images=images, elapsed_s=time.perf_counter() - started)
@@ -410,12 +411,16 @@ class Generator:
             self._derived[mode] = models.derived_pipeline(self.pipe, mode)
         return self._derived[mode]
 
-    def _scheduler(self, resolved: samplers.ResolvedSampler | None) -> Any:
+    def _scheduler(self, resolved: samplers.ResolvedSampler | None, seeds: list[int]) -> Any:
+        base = {k: v for k, v in self._base_scheduler_config.items() if k != "_use_default_values"}
+        cls = resolved.spec.scheduler_class if resolved else self._base_scheduler_class
+        if "noise_sampler_seed" in inspect.signature(cls.__init__).parameters:
+            # DPM++ SDE draws its noise from a Brownian tree, not from the pipeline's
+            # generators: seed it per image so that seeds reproduce.
+            base["noise_sampler_seed"] = seeds[0] if len(seeds) == 1 else list(seeds)
         if resolved is None:
-            return self._base_scheduler_class.from_config(self._base_scheduler_config)
-        return samplers.make_scheduler(
-            resolved.spec.name, self._base_scheduler_config, resolved.schedule
-        )
+            return self._base_scheduler_class.from_config(base)
+        return samplers.make_scheduler(resolved.spec.name, base, resolved.schedule)
 
     def _recipe_fields(self, pipe: Any, plan: _Plan, locals_: dict[str, Any]) -> dict[str, Any]:
         scheduler = pipe.scheduler
@@ -440,6 +445,14 @@ class Generator:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _recipe_for(fields: dict[str, Any], seed: int) -> Recipe:
+    config = fields["scheduler_config"]
+    if "noise_sampler_seed" in config:
+        # each image's Brownian-tree noise comes from its own seed
+        config = {**config, "noise_sampler_seed": seed}
+    return Recipe(**{**fields, "scheduler_config": config, "seed": seed})
 
 
 def _step_hook(callback: StepCallback) -> Callable[..., dict[str, Any]]:
@@ -503,7 +516,9 @@ def _state_sha256(pipe: Any) -> str:
             continue
         for key, tensor in sorted(module.state_dict().items()):
             digest.update(f"{name}.{key}".encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            digest.update(
+                tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            )
     return digest.hexdigest()
 
 

@@ -77,6 +77,15 @@ def _text_config(hidden: int = 32, *, layers: int = 4, act: str = "quick_gelu") 
     )
 
 
+def _realistic_final_norm(encoder: torch.nn.Module) -> None:
+    # Trained CLIP encoders end in a layer norm with a bias, so embeddings have a clear nonzero
+    # mean (A1111's emphasis rescales by it). A fresh LayerNorm's zero bias would not.
+    inner = getattr(encoder, "text_model", encoder)
+    norm = inner.final_layer_norm
+    with torch.no_grad():
+        norm.bias.normal_(0.0, 0.5)
+
+
 def build_tiny_sd(
     folder: Path, *, seed: int = 0, sample_size: int = 8, name: str = "tiny-sd"
 ) -> Path:
@@ -99,6 +108,7 @@ def build_tiny_sd(
     )
     vae = _vae()
     text_encoder = CLIPTextModel(_text_config())
+    _realistic_final_norm(text_encoder)
     tokenizer = clip_tokenizer(folder / "_tok")
     pipe = StableDiffusionPipeline(
         unet=unet,
@@ -138,6 +148,8 @@ def build_tiny_sdxl(folder: Path, *, seed: int = 0) -> Path:
     vae = _vae()
     text_encoder = CLIPTextModel(_text_config())
     text_encoder_2 = CLIPTextModelWithProjection(_text_config(act="gelu"))
+    _realistic_final_norm(text_encoder)
+    _realistic_final_norm(text_encoder_2)
     pipe = StableDiffusionXLPipeline(
         unet=unet,
         vae=vae,

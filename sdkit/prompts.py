@@ -1,0 +1,418 @@
+"""Prompt weighting and long prompts, read the way AUTOMATIC1111's web UI reads them.
+
+The grammar (A1111's "attention" syntax):
+
+- ``(text)``: weight x 1.1; nesting multiplies, so ``((text))`` is x 1.1 x 1.1.
+- ``[text]``: weight / 1.1.
+- ``(text:1.3)``: weight x 1.3 (no spaces around the number).
+- ``\\(``, ``\\)``, ``\\[``, ``\\]``, ``\\\\``: the literal character.
+- ``BREAK``: end the current 75-token chunk here.
+
+Unbalanced brackets are tolerated as A1111 does: an unmatched close bracket is plain text, an
+unclosed open bracket applies to the rest of the prompt. A backslash before any other character
+is dropped, as in A1111.
+
+Prompts longer than CLIP's window are split into chunks of 75 tokens; each chunk is encoded on
+its own as ``[BOS] + 75 tokens + [EOS]`` (padded) and the results are concatenated along the
+sequence axis, so ``prompt_embeds`` has ``77 * k`` positions. When a chunk fills up, its end
+moves back to the last comma if that is at most 20 tokens back (A1111's default). No library on PyPI does this
+faithfully for both SD and SDXL (``compel`` has its own syntax and weighting), hence this module.
+
+Example:
+    >>> parse_prompt_attention("a (red:1.5) cat")
+    [('a ', 1.0), ('red', 1.5), (' cat', 1.0)]
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sdkit.errors import InvalidOptionError, SdkitError
+
+__all__ = ["BREAK", "PromptEmbeddings", "encode_prompts", "parse_prompt_attention"]
+
+BREAK: tuple[str, float] = ("BREAK", -1.0)
+"""The entry :func:`parse_prompt_attention` returns for the ``BREAK`` keyword (as A1111 does)."""
+
+ROUND_BRACKET_MULTIPLIER = 1.1
+SQUARE_BRACKET_MULTIPLIER = 1 / 1.1
+COMMA_BACKTRACK = 20
+"""A1111's default: a chunk boundary moves back to a comma at most this many tokens earlier."""
+
+_SPECIAL = "\\()[]:"
+_ESCAPABLE = "\\()[]"
+_EXPLICIT_WEIGHT = re.compile(r":([+-]?[.\d]+)\)")
+_BREAK_WORD = re.compile(r"\s*\bBREAK\b\s*", re.S)
+
+# A parsed prompt: runs of (text, weight); ``None`` stands for BREAK.
+_Run = tuple[str, float] | None
+# One chunk: up to 75 token ids and their weights (no BOS/EOS).
+_Chunk = tuple[list[int], list[float]]
+
+
+def _parse(text: str) -> list[_Run]:
+    texts: list[str | None] = []  # None marks a BREAK
+    weights: list[float] = []
+    round_open: list[int] = []
+    square_open: list[int] = []
+
+    def add_text(piece: str) -> None:
+        for i, part in enumerate(_BREAK_WORD.split(piece)):
+            if i > 0:
+                texts.append(None)
+                weights.append(BREAK[1])
+            if part:
+                texts.append(part)
+                weights.append(1.0)
+
+    def scale_from(start: int, factor: float) -> None:
+        for k in range(start, len(texts)):
+            if texts[k] is not None:
+                weights[k] *= factor
+
+    pos = 0
+    while pos < len(text):
+        char = text[pos]
+        if char == "\\":
+            nxt = text[pos + 1 : pos + 2]
+            if nxt and nxt in _ESCAPABLE:
+                texts.append(nxt)
+                weights.append(1.0)
+                pos += 2
+            else:  # a lone backslash is dropped, as in A1111
+                pos += 1
+            continue
+        if char == "(":
+            round_open.append(len(texts))
+        elif char == "[":
+            square_open.append(len(texts))
+        elif char == ")" and round_open:
+            scale_from(round_open.pop(), ROUND_BRACKET_MULTIPLIER)
+        elif char == "]" and square_open:
+            scale_from(square_open.pop(), SQUARE_BRACKET_MULTIPLIER)
+        elif char == ":" and round_open and (factor := _explicit_weight(text, pos)):
+            scale_from(round_open.pop(), factor[0])
+            pos = factor[1]
+            continue
+        elif char in _SPECIAL:  # ":" (also ":1.3)" with no "(" open), or an unmatched close
+            add_text(char)
+        else:
+            end = pos + 1
+            while end < len(text) and text[end] not in _SPECIAL:
+                end += 1
+            add_text(text[pos:end])
+            pos = end
+            continue
+        pos += 1
+
+    for start in round_open:
+        scale_from(start, ROUND_BRACKET_MULTIPLIER)
+    for start in square_open:
+        scale_from(start, SQUARE_BRACKET_MULTIPLIER)
+
+    runs: list[_Run] = []
+    for piece, weight in zip(texts, weights, strict=True):
+        last = runs[-1] if runs else None
+        if piece is None:
+            runs.append(None)
+        elif last is not None and last[1] == weight:
+            runs[-1] = (last[0] + piece, weight)
+        else:
+            runs.append((piece, weight))
+    return runs or [("", 1.0)]
+
+
+def _explicit_weight(text: str, pos: int) -> tuple[float, int] | None:
+    # ":1.3)" at pos: the factor and where the match ends. A1111 would crash on ":1.2.3)";
+    # here it is text (and the ")" closes the bracket with the usual 1.1).
+    match = _EXPLICIT_WEIGHT.match(text, pos)
+    try:
+        return None if match is None else (float(match.group(1)), match.end())
+    except ValueError:
+        return None
+
+
+def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
+    """Split a prompt into runs of text and their A1111 attention weights.
+
+    Adjacent runs with the same weight are merged; ``BREAK`` appears as :data:`BREAK`
+    (``("BREAK", -1.0)``). Weights are products of the bracket factors in the order the brackets
+    close, exactly as A1111 computes them (``((x))`` is ``1.1 * 1.1``).
+
+    Args:
+        text: the prompt.
+
+    Returns:
+        ``(text, weight)`` pairs; ``[("", 1.0)]`` for an empty prompt.
+
+    Example:
+        >>> for run in parse_prompt_attention("a ((house)) [on] a (hill:0.5) BREAK sky"):
+        ...     print(run)
+        ('a ', 1.0)
+        ('house', 1.2100000000000002)
+        (' ', 1.0)
+        ('on', 0.9090909090909091)
+        (' a ', 1.0)
+        ('hill', 0.5)
+        ('BREAK', -1.0)
+        ('sky', 1.0)
+    """
+    return [BREAK if run is None else run for run in _parse(text)]
+
+
+@dataclass(frozen=True)
+class PromptEmbeddings:
+    """Text embeddings ready for a diffusers pipeline.
+
+    Attributes:
+        prompt_embeds: ``(batch, 77 * k, dim)``.
+        negative_prompt_embeds: same shape; ``None`` when guidance is off.
+        pooled_prompt_embeds: ``(batch, dim2)``, SDXL only.
+        negative_pooled_prompt_embeds: as above, for the negative prompt.
+    """
+
+    prompt_embeds: torch.Tensor
+    negative_prompt_embeds: torch.Tensor | None = None
+    pooled_prompt_embeds: torch.Tensor | None = None
+    negative_pooled_prompt_embeds: torch.Tensor | None = None
+
+    def as_pipeline_kwargs(self) -> dict[str, torch.Tensor]:
+        """The non-``None`` tensors, keyed by the pipeline's argument names.
+
+        Example:
+            >>> PromptEmbeddings(torch.zeros(1, 77, 8)).as_pipeline_kwargs().keys()
+            dict_keys(['prompt_embeds'])
+        """
+        fields = {
+            "prompt_embeds": self.prompt_embeds,
+            "negative_prompt_embeds": self.negative_prompt_embeds,
+            "pooled_prompt_embeds": self.pooled_prompt_embeds,
+            "negative_pooled_prompt_embeds": self.negative_pooled_prompt_embeds,
+        }
+        return {name: value for name, value in fields.items() if value is not None}
+
+
+def _text_encoders(pipe: Any) -> list[tuple[Any, Any]]:
+    # SDXL is recognised by its second encoder; the refiner has only that one.
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        pairs = [(pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)]
+        return [(tok, model) for tok, model in pairs if tok is not None and model is not None]
+    if getattr(pipe, "text_encoder", None) is None or getattr(pipe, "tokenizer", None) is None:
+        raise SdkitError(
+            f"{type(pipe).__name__} has no CLIP tokenizer and text encoder to encode prompts with",
+            hint="pass a Stable Diffusion 1.x/2.x or SDXL pipeline loaded with its text encoder",
+        )
+    return [(pipe.tokenizer, pipe.text_encoder)]
+
+
+def _split_chunks(
+    stream: Sequence[tuple[int, float] | None], size: int, comma: int | None, backtrack: int
+) -> list[_Chunk]:
+    chunks: list[_Chunk] = []
+    ids: list[int] = []
+    weights: list[float] = []
+    last_comma = -1  # index of the last comma in the current chunk
+    for item in stream:
+        if item is None:  # BREAK ends the chunk, even an empty one (as A1111)
+            chunks.append((ids, weights))
+            ids, weights, last_comma = [], [], -1
+            continue
+        token, weight = item
+        if len(ids) == size:  # full, and more is coming: start a new chunk
+            keep = size
+            if token != comma and last_comma >= 0 and size - last_comma <= backtrack:
+                keep = last_comma + 1  # carry the words after the last comma over
+            chunks.append((ids[:keep], weights[:keep]))
+            ids, weights, last_comma = ids[keep:], weights[keep:], -1
+        if token == comma:
+            last_comma = len(ids)
+        ids.append(token)
+        weights.append(weight)
+    if ids or not chunks:
+        chunks.append((ids, weights))
+    return chunks
+
+
+def _emphasize(z: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
+    # A1111 "Original" emphasis: scale each token, then restore the chunk's mean.
+    if all(w == 1.0 for w in weights):
+        return z  # untouched, so that unweighted prompts stay bit-identical
+    z32 = z.float()
+    multipliers = torch.tensor(weights, dtype=torch.float32, device=z.device).reshape(1, -1, 1)
+    original_mean = z32.mean()
+    weighted = z32 * multipliers
+    new_mean = weighted.mean()
+    # Real encoders' final layer norms have a bias, so the mean is well away from zero. A mean
+    # near zero (e.g. an untrained encoder) would turn the ratio into noise or NaN: skip it.
+    if new_mean.abs() <= 1e-4 * weighted.abs().mean():
+        return weighted.to(z.dtype)
+    return (weighted * (original_mean / new_mean)).to(z.dtype)
+
+
+def _module_device(module: Any, fallback: torch.device) -> torch.device:
+    try:
+        from diffusers.utils.torch_utils import get_module_execution_device
+    except ImportError:  # older diffusers
+        return fallback
+    device: torch.device = get_module_execution_device(module)
+    return device
+
+
+class _TextEncoder:
+    """One tokenizer + CLIP text encoder: prompts to chunks, chunks to hidden states."""
+
+    def __init__(self, pipe: Any, pair: tuple[Any, Any], skip: int, device: torch.device) -> None:
+        self.tokenizer, self.model = pair
+        self.xl = getattr(pipe, "text_encoder_2", None) is not None  # no final norm; pooled
+        self.convert = getattr(pipe, "maybe_convert_prompt", None)  # textual inversion
+        self.skip = skip
+        self.size = int(self.tokenizer.model_max_length) - 2
+        self.bos, self.eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id
+        self.pad = self.eos if pad is None else pad
+        comma = self.tokenizer.convert_tokens_to_ids(",</w>")
+        self.comma = None if comma == self.tokenizer.unk_token_id else comma
+        self.device = _module_device(self.model, device)
+        self.use_mask = bool(getattr(self.model.config, "use_attention_mask", False))
+        self.cache: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def chunks(self, text: str, backtrack: int) -> list[_Chunk]:
+        stream: list[tuple[int, float] | None] = []
+        for run in _parse(text):
+            if run is None:
+                stream.append(None)
+                continue
+            piece = run[0] if self.convert is None else self.convert(run[0], self.tokenizer)
+            ids = self.tokenizer(piece, add_special_tokens=False, truncation=False, verbose=False)
+            stream.extend((int(token), run[1]) for token in ids.input_ids)
+        return _split_chunks(stream, self.size, self.comma, backtrack)
+
+    def encode(self, chunk: _Chunk) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ids, weights = chunk
+        padding = self.size - len(ids)
+        key = (self.bos, *ids, self.eos, *([self.pad] * padding))
+        if key not in self.cache:
+            self.cache[key] = self._run(key, len(ids) + 2)
+        hidden, pooled = self.cache[key]
+        return _emphasize(hidden, [1.0, *weights, *([1.0] * (padding + 1))]), pooled
+
+    def _run(self, key: tuple[int, ...], used: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        model, skip = self.model, self.skip
+        input_ids = torch.tensor([key], dtype=torch.long, device=self.device)
+        if self.xl:  # as diffusers' SDXL encode_prompt: no final norm, no mask
+            out = model(input_ids, output_hidden_states=True)
+            pooled = out[0] if out[0].ndim == 2 else None
+            return out.hidden_states[-(skip + 1)], pooled
+        mask = None
+        if self.use_mask:
+            mask = torch.zeros_like(input_ids)
+            mask[:, :used] = 1
+        if skip == 1:
+            return model(input_ids, attention_mask=mask)[0], None
+        out = model(input_ids, attention_mask=mask, output_hidden_states=True)
+        norm = getattr(model, "text_model", model).final_layer_norm  # transformers 4 and 5
+        return norm(out.hidden_states[-skip]), None
+
+
+def _check_clip_skip(clip_skip: int | None, pairs: Sequence[tuple[Any, Any]]) -> int:
+    layers = min(int(model.config.num_hidden_layers) for _, model in pairs)
+    if clip_skip is None:
+        return 1
+    if isinstance(clip_skip, bool) or not isinstance(clip_skip, int) or not 0 < clip_skip <= layers:
+        raise InvalidOptionError(
+            "clip_skip",
+            clip_skip,
+            f"None or an integer from 1 to {layers}",
+            hint="use A1111's numbering: 1 is the last layer, 2 the one before it",
+        )
+    return clip_skip
+
+
+@torch.no_grad()
+def encode_prompts(
+    pipe: Any,
+    prompt: str,
+    negative_prompt: str | None = None,
+    *,
+    clip_skip: int | None = None,
+    do_classifier_free_guidance: bool = True,
+    device: torch.device | None = None,
+    comma_backtrack: int = COMMA_BACKTRACK,
+) -> PromptEmbeddings:
+    """Encode a prompt (and its negative) with A1111 weighting and no 77-token limit.
+
+    Works on SD 1.x/2.x pipelines (one CLIP encoder) and SDXL pipelines (two encoders, or only
+    the second for the refiner), recognised by their ``text_encoder_2`` attribute. A plain prompt
+    that fits one chunk gives exactly what ``pipe.encode_prompt`` gives.
+
+    Args:
+        pipe: a diffusers Stable Diffusion or SDXL pipeline (txt2img, img2img or inpaint).
+        prompt: the prompt, in A1111 syntax.
+        negative_prompt: the negative prompt; ``None`` is the empty prompt. For SDXL with
+            ``force_zeros_for_empty_prompt``, an empty negative gives zero embeddings.
+        clip_skip: A1111's CLIP skip: ``None`` or 1 uses the last layer (SDXL: the penultimate,
+            as always for SDXL), 2 the one before it, and so on. Applies to both prompts.
+        do_classifier_free_guidance: whether to encode the negative prompt at all.
+        device: where the embeddings go; the pipeline's execution device by default.
+        comma_backtrack: when a chunk fills up, move its end back to the last comma if that is
+            at most this many tokens back (A1111's default 20; 0 turns it off).
+
+    Returns:
+        The embeddings, in the text encoder's dtype, on ``device``; the positive and negative
+        have the same number of chunks (the shorter one is padded with empty chunks).
+
+    Example:
+        >>> embeds = encode_prompts(pipe, "a (red:1.3) cat BREAK sky", "blur")  # doctest: +SKIP
+        >>> image = pipe(**embeds.as_pipeline_kwargs()).images[0]  # doctest: +SKIP
+    """
+    # 1. Check the inputs and pick the text encoders
+    pairs = _text_encoders(pipe)
+    skip = _check_clip_skip(clip_skip, pairs)
+    device = device if device is not None else pipe._execution_device
+    encoders = [_TextEncoder(pipe, pair, skip, device) for pair in pairs]
+    xl = encoders[0].xl
+    force_zeros = bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False))
+    zero_negative = xl and not negative_prompt and force_zeros
+    encode_negative = do_classifier_free_guidance and not zero_negative
+
+    # 2. Tokenize and split into chunks; pad every list to the same number of chunks
+    positive = [e.chunks(prompt, comma_backtrack) for e in encoders]
+    negative = [
+        e.chunks(negative_prompt or "", comma_backtrack) for e in encoders if encode_negative
+    ]
+    count = max(len(chunks) for chunks in positive + negative)
+    for chunks in positive + negative:
+        chunks.extend(([], []) for _ in range(count - len(chunks)))
+
+    # 3. Encode chunk by chunk, join along the sequence (and, for SDXL, the feature) axis
+    dtype = encoders[-1].model.dtype
+
+    def embed(per_encoder: list[list[_Chunk]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        columns: list[torch.Tensor] = []
+        pooled: torch.Tensor | None = None
+        for encoder, chunks in zip(encoders, per_encoder, strict=True):
+            outputs = [encoder.encode(chunk) for chunk in chunks]
+            columns.append(torch.cat([hidden for hidden, _ in outputs], dim=1))
+            pooled = outputs[0][1]  # A1111: the first chunk's; the last encoder's (SDXL)
+        hidden = torch.cat(columns, dim=-1).to(dtype=dtype, device=device)
+        if xl and pooled is None:
+            raise SdkitError(
+                "the SDXL text_encoder_2 returned no pooled embedding",
+                hint="load text_encoder_2 as CLIPTextModelWithProjection",
+            )
+        return hidden, None if pooled is None else pooled.to(dtype=dtype, device=device)
+
+    prompt_embeds, pooled_embeds = embed(positive)
+    negative_embeds: torch.Tensor | None = None
+    negative_pooled: torch.Tensor | None = None
+    if encode_negative:
+        negative_embeds, negative_pooled = embed(negative)
+    elif do_classifier_free_guidance:  # SDXL, empty negative, force_zeros_for_empty_prompt
+        negative_embeds = torch.zeros_like(prompt_embeds)
+        negative_pooled = None if pooled_embeds is None else torch.zeros_like(pooled_embeds)
+    return PromptEmbeddings(prompt_embeds, negative_embeds, pooled_embeds, negative_pooled)
