@@ -1,11 +1,13 @@
 """sdkit: text-to-image diffusion in which every image carries its own provenance.
 
 Example:
-    >>> from sdkit import Generator                      # doctest: +SKIP
-    >>> gen = Generator()                                 # the small model sdkit ships
-    ... # doctest: +SKIP
-    >>> gen("a red circle on a blue background", seed=1).image.save("circle.png")
-    ... # doctest: +SKIP
+    >>> from sdkit import Generator
+    >>> gen = Generator(device="cpu", progress=False)     # the small model sdkit ships
+    >>> result = gen("a red circle on a blue background", seed=1, steps=2, width=64, height=64)
+    >>> result.image.recipe.seed, result.image.image.size
+    (1, (64, 64))
+    >>> result.image.to_bytes("png")[:4]
+    b'\x89PNG'
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -170,6 +171,7 @@ def generate(
                     hint="choose another -o or pass --overwrite.",
                 )
             )
+    _quiet_libraries()
     try:
         from .generator import Generator
 
@@ -183,6 +185,12 @@ def generate(
             allow_pickle=allow_pickle,
             local_files_only=True if offline else None,
         )
+        if gen.source.kind == "default" and (Path(gen.source.location) / "PLACEHOLDER").exists():
+            click.echo(
+                "note: the default model is a placeholder with random weights (it makes noise); "
+                "pass --model for real images.",
+                err=True,
+            )
         width, height = size if size else (None, None)
         result = gen(prompt, width=width, height=height, **options)
         written = [
@@ -205,6 +213,21 @@ def generate(
     for path, image in zip(written, result.images, strict=True):
         click.echo(f"{path}  seed {image.recipe.seed}  {image.recipe.width}x{image.recipe.height}")
     click.echo(f"{len(written)} image(s) in {result.elapsed_s:.1f} s", err=True)
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal for sdkit's own output: no loading bars or library chatter."""
+    import warnings
+
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for lib in (diffusers_logging, transformers_logging):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+    for module in ("diffusers", "transformers", "torch", "huggingface_hub"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
 
 
 def _output_paths(output: Path, n: int) -> list[Path]:
@@ -292,7 +315,7 @@ def _human(n: int) -> str:
     return f"{size:.1f} GB"
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for i, row in enumerate([header, *rows]):
         click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

@@ -18,6 +18,7 @@ user for an expected failure.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,8 @@ class OutputError(SdkitError, OSError):
         path: the destination.
     """
 
-    def __init__(self, message: str, *, path: str | Path, hint: str | None = None) -> None:
-        self.path = str(path)
+    def __init__(
+        self, message: str, *, path: str | os.PathLike[str], hint: str | None = None
+    ) -> None:
+        self.path = os.fspath(path)
         SdkitError.__init__(self, message, hint=hint)

@@ -1,11 +1,16 @@
 """Generator: load a Stable Diffusion pipeline once, then make images with a Recipe each.
 
 Example:
-    >>> from sdkit import Generator                                  # doctest: +SKIP
-    >>> gen = Generator.from_pretrained("stabilityai/sdxl-turbo")    # doctest: +SKIP
-    >>> result = gen("a lighthouse at dusk", sampler="Euler a", steps=4, guidance_scale=0.0)
-    ... # doctest: +SKIP
-    >>> result.image.save("lighthouse.png")                          # doctest: +SKIP
+    With the model sdkit ships (for a real one: ``Generator.from_pretrained("stabilityai/sdxl-turbo")``):
+
+    >>> from sdkit import Generator
+    >>> gen = Generator(device="cpu", progress=False)
+    >>> result = gen("a lighthouse at dusk", sampler="Euler a", steps=2, seed=7, num_images=2,
+    ...              width=64, height=64)
+    >>> result.seeds
+    [7, 8]
+    >>> result.image.recipe.sampler, result.image.recipe.scheduler
+    ('Euler a', 'EulerAncestralDiscreteScheduler')
 """
 
 from __future__ import annotations
@@ -414,7 +419,7 @@ class Generator:
     def _scheduler(self, resolved: samplers.ResolvedSampler | None, seeds: list[int]) -> Any:
         base = {k: v for k, v in self._base_scheduler_config.items() if k != "_use_default_values"}
         cls = resolved.spec.scheduler_class if resolved else self._base_scheduler_class
-        if "noise_sampler_seed" in inspect.signature(cls.__init__).parameters:
+        if "noise_sampler_seed" in inspect.signature(cls).parameters:
             # DPM++ SDE draws its noise from a Brownian tree, not from the pipeline's
             # generators: seed it per image so that seeds reproduce.
             base["noise_sampler_seed"] = seeds[0] if len(seeds) == 1 else list(seeds)

@@ -184,13 +184,15 @@ def _check_folder(folder: Path, source: ModelSource, *, allow_pickle: bool) -> N
             source=source.name,
             hint="for one checkpoint file use Generator.from_single_file(path).",
         )
-    if not allow_pickle and not _weight_files(folder, allow_pickle=False):
-        if _weight_files(folder, allow_pickle=True):
-            raise UnsafeCheckpointError(
-                f"{folder} holds only pickle weights (.bin), which can run code when loaded",
-                source=source.name,
-                hint="convert them to safetensors, or pass allow_pickle=True if you trust the source.",
-            )
+    only_pickle = not _weight_files(folder, allow_pickle=False) and _weight_files(
+        folder, allow_pickle=True
+    )
+    if only_pickle and not allow_pickle:
+        raise UnsafeCheckpointError(
+            f"{folder} holds only pickle weights (.bin), which can run code when loaded",
+            source=source.name,
+            hint="convert them to safetensors, or pass allow_pickle=True if you trust the source.",
+        )
 
 
 def _from_pretrained(
@@ -207,7 +209,7 @@ def _from_pretrained(
     try:
         return DiffusionPipeline.from_pretrained(
             location,
-            torch_dtype=torch_dtype,
+            dtype=torch_dtype,
             use_safetensors=None if allow_pickle else True,
             variant=variant,
             **kwargs,

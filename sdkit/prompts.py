@@ -367,8 +367,14 @@ def encode_prompts(
         have the same number of chunks (the shorter one is padded with empty chunks).
 
     Example:
-        >>> embeds = encode_prompts(pipe, "a (red:1.3) cat BREAK sky", "blur")  # doctest: +SKIP
-        >>> image = pipe(**embeds.as_pipeline_kwargs()).images[0]  # doctest: +SKIP
+        >>> from diffusers import StableDiffusionPipeline
+        >>> from sdkit.models import DEFAULT_MODEL_DIR
+        >>> pipe = StableDiffusionPipeline.from_pretrained(DEFAULT_MODEL_DIR)
+        >>> embeds = encode_prompts(pipe, "a (red:1.3) cat BREAK sky", "blur")
+        >>> embeds.prompt_embeds.shape[1]  # BREAK made a second 77-token chunk
+        154
+        >>> embeds.negative_prompt_embeds.shape == embeds.prompt_embeds.shape
+        True
     """
     # 1. Check the inputs and pick the text encoders
     pairs = _text_encoders(pipe)

@@ -18,7 +18,7 @@ os.environ.setdefault("SDKIT_CACHE", tempfile.mkdtemp(prefix="sdkit-cache-"))
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from tiny_models import build_tiny_sd, build_tiny_sdxl  # noqa: E402
+from tiny_models import build_tiny_sd, build_tiny_sdxl
 
 
 @pytest.fixture(scope="session")

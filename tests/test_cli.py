@@ -40,8 +40,20 @@ def test_generate_json_output(runner: CliRunner, tiny_sd_path: Path, tmp_path: P
     out = tmp_path / "a.webp"
     result = runner.invoke(
         cli,
-        ["generate", "x", "--steps", "1", "--seed", "3", "-m", str(tiny_sd_path)]
-        + ["-o", str(out), "-q", "--json"],
+        [
+            "generate",
+            "x",
+            "--steps",
+            "1",
+            "--seed",
+            "3",
+            "-m",
+            str(tiny_sd_path),
+            "-o",
+            str(out),
+            "-q",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)

@@ -255,7 +255,7 @@ def test_sdxl_empty_negative_is_zeros(
     assert not ours.negative_pooled_prompt_embeds.any()
     long = encode_prompts(sdxl, "red cat " * 50, negative)
     assert long.negative_prompt_embeds is not None
-    assert long.negative_prompt_embeds.shape == long.prompt_embeds.shape == (1, 154, 64)
+    assert long.negative_prompt_embeds.shape == long.prompt_embeds.shape == (1, 154, 80)
     assert not long.negative_prompt_embeds.any()
 
 
@@ -277,7 +277,7 @@ def test_sdxl_refiner_uses_only_the_second_encoder(sdxl: StableDiffusionXLPipeli
     )
     ours = encode_prompts(refiner, "a photo of a cat", "blurry")
     ref = _sdxl_reference(refiner, "a photo of a cat", "blurry", None)
-    assert ours.prompt_embeds.shape == (1, 77, 32)
+    assert ours.prompt_embeds.shape == (1, 77, 48)
     for got, want in zip(ours.as_pipeline_kwargs().values(), ref, strict=True):
         assert torch.equal(got, want)
 
@@ -397,7 +397,7 @@ def test_break_forces_a_new_chunk(sd: StableDiffusionPipeline) -> None:
 def test_sdxl_pooled_comes_from_the_first_chunk(sdxl: StableDiffusionXLPipeline) -> None:
     first = "red " * 75
     ours = encode_prompts(sdxl, first + "cat " * 10, "blurry")
-    assert ours.prompt_embeds.shape == (1, 154, 64)
+    assert ours.prompt_embeds.shape == (1, 154, 80)
     alone = encode_prompts(sdxl, first, "blurry")
     assert ours.pooled_prompt_embeds is not None and alone.pooled_prompt_embeds is not None
     assert torch.equal(ours.pooled_prompt_embeds, alone.pooled_prompt_embeds)

@@ -141,13 +141,15 @@ def build_tiny_sdxl(folder: Path, *, seed: int = 0) -> Path:
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=6 * 8 + 32,
-        cross_attention_dim=64,
+        # as in SDXL: time ids (6 x 8) + the second encoder's pooled width; the context is
+        # both encoders' widths side by side (32 + 48, like 768 + 1280)
+        projection_class_embeddings_input_dim=6 * 8 + 48,
+        cross_attention_dim=32 + 48,
         norm_num_groups=32,
     )
     vae = _vae()
     text_encoder = CLIPTextModel(_text_config())
-    text_encoder_2 = CLIPTextModelWithProjection(_text_config(act="gelu"))
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(48, act="gelu"))
     _realistic_final_norm(text_encoder)
     _realistic_final_norm(text_encoder_2)
     pipe = StableDiffusionXLPipeline(
