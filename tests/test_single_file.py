@@ -118,9 +118,6 @@ def _generate(pipe: Any) -> np.ndarray:
 # -- (a) + (b): round trip through the LDM layout, offline ----------------------------------------
 
 
-# The tiny SDXL's two text towers are both 32 wide, which diffusers cannot tell apart by shape;
-# sdkit then routes text_encoder_2 itself (real SDXL, 768 vs 1280, takes diffusers' own route,
-# covered by test_round_trip_other_layouts[sdxl-distinct-widths]).
 @pytest.mark.parametrize("name", ["sd", "sdxl"])
 def test_round_trip_weights_and_pixels(
     name: str, exported: dict[str, tuple[Path, Path, Any]], unplugged: list[str]
@@ -573,3 +570,22 @@ def test_module_docstring_example() -> None:
     import sdkit._single_file
 
     assert doctest.testmod(sdkit._single_file).failed == 0
+
+
+def test_generator_from_single_file_offline(
+    exported: dict[str, tuple[Path, Path, Any]], unplugged: list[str]
+) -> None:
+    """The public loader: same pixels as the folder, Recipe names the file and its SHA-256."""
+    import hashlib
+
+    from sdkit import Generator
+
+    folder, ckpt, _ = exported["sd"]
+    from_file = Generator.from_single_file(ckpt, config=folder, device="cpu", progress=False)
+    from_folder = Generator.from_pretrained(folder, device="cpu", progress=False)
+    a = from_file("a red circle", sampler="Euler", steps=3, seed=4).image
+    b = from_folder("a red circle", sampler="Euler", steps=3, seed=4).image
+    diff = np.abs(np.asarray(a.image).astype(int) - np.asarray(b.image).astype(int))
+    assert diff.max() <= 1  # same weights; only float rounding of mmapped tensors differs
+    assert a.recipe.model_sha256 == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert a.recipe.model == str(ckpt)
