@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import numbers
 import os
 import secrets
 import time
@@ -229,6 +230,10 @@ class Generator:
             strength=strength,
             mask=mask,
         )
+        # numpy scalars and the like pass validation; the Recipe stores plain Python numbers
+        steps, num_images = int(steps), int(num_images)
+        guidance_scale, guidance_rescale = float(guidance_scale), float(guidance_rescale)
+        clip_skip = None if clip_skip is None else int(clip_skip)
         # 2. The pipeline for the mode, sharing weights, with a fresh scheduler.
         pipe = self._pipeline(plan.mode)
         pipe.scheduler = self._scheduler(plan.sampler, plan.seeds)
@@ -313,7 +318,7 @@ class Generator:
         _check_float("guidance_scale", o["guidance_scale"], 0.0, 100.0)
         _check_float("guidance_rescale", o["guidance_rescale"], 0.0, 1.0)
         if o["clip_skip"] is not None:
-            _check_int("clip_skip", o["clip_skip"], 1, 12)
+            _check_int("clip_skip", o["clip_skip"], 1, self._text_layers())
         resolved = None
         if o["sampler"] is not None or o["schedule"] is not None:
             if o["sampler"] is None:
@@ -396,10 +401,21 @@ class Generator:
             init = init.resize((width, height), Image.Resampling.LANCZOS)
             if mask is not None:
                 mask = mask.resize((width, height), Image.Resampling.NEAREST)
-        seeds = [seed + i for i in range(o["num_images"])]
+        seeds = [int(seed) + i for i in range(o["num_images"])]
         return _Plan(
-            mode, width, height, seeds, resolved, init, mask, strength if init is not None else None
+            mode,
+            int(width),
+            int(height),
+            seeds,
+            resolved,
+            init,
+            mask,
+            float(strength) if init is not None else None,
         )
+
+    def _text_layers(self) -> int:
+        encoders = [getattr(self.pipe, n, None) for n in ("text_encoder", "text_encoder_2")]
+        return min(int(e.config.num_hidden_layers) for e in encoders if e is not None)
 
     @property
     def native_size(self) -> tuple[int, int]:
@@ -475,15 +491,16 @@ def _step_hook(callback: StepCallback) -> Callable[..., dict[str, Any]]:
 
 def _check_int(name: str, value: Any, low: int, high: int | None) -> None:
     allowed = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InvalidOptionError(name, value, allowed)
+    value = int(value)
     if value < low or (high is not None and value > high):
         raise InvalidOptionError(name, value, allowed)
 
 
 def _check_float(name: str, value: Any, low: float, high: float) -> None:
     allowed = f"a number in {low:g}..{high:g}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidOptionError(name, value, allowed)
     if not low <= float(value) <= high:
         raise InvalidOptionError(name, value, allowed)

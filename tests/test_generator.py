@@ -193,6 +193,21 @@ def test_invalid_options_fail_before_any_work(
     assert info.value.allowed  # names what is allowed
 
 
+def test_numpy_numbers_are_accepted_and_stored_as_python_numbers(sd: Generator) -> None:
+    r = sd("x", steps=np.int64(2), seed=np.int64(3), guidance_scale=np.float32(6.0)).image.recipe
+    assert (r.steps, r.seed, r.guidance_scale) == (2, 3, 6.0)
+    assert type(r.seed) is int and type(r.steps) is int and type(r.guidance_scale) is float
+    assert Recipe.from_json(r.to_json()) == r
+
+
+def test_clip_skip_bound_follows_the_text_encoder(sd: Generator) -> None:
+    layers = sd.pipe.text_encoder.config.num_hidden_layers
+    sd("x", steps=1, clip_skip=layers)  # the first layer's output: allowed
+    with pytest.raises(InvalidOptionError) as info:
+        sd("x", steps=1, clip_skip=layers + 1)
+    assert info.value.option == "clip_skip" and str(layers) in str(info.value.allowed)
+
+
 def test_img2img_bad_strength_and_mask_size(sd: Generator) -> None:
     init = Image.new("RGB", (64, 64), (200, 30, 30))
     with pytest.raises(InvalidOptionError) as info:
