@@ -11,7 +11,9 @@ from provenance.cli import verify_command
 from provenance.errors import ManifestError
 from provenance.verify import verify
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "c2pa-interop"
+# A copy of shared/fixtures/c2pa-interop (MIT, from contentauth/c2pa-python), kept in the repo
+# so that a fresh clone tests without the workspace around it.
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "c2pa-interop"
 
 
 @pytest.mark.parametrize(
