@@ -279,14 +279,12 @@ class Generator:
         recipe_base = self._recipe_fields(
             pipe,
             plan,
-            locals_=dict(
-                prompt=prompt,
-                negative_prompt=negative_prompt,
-                steps=steps,
-                guidance_scale=guidance_scale,
-                guidance_rescale=guidance_rescale,
-                clip_skip=clip_skip,
-            ),
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            guidance_rescale=guidance_rescale,
+            clip_skip=clip_skip,
         )
         images = tuple(
             GeneratedImage(image=img.convert("RGB"), recipe=_recipe_for(recipe_base, s), index=i)
@@ -299,9 +297,12 @@ class Generator:
     def stream(
         self, prompt: str, *, num_images: int = 1, seed: int | None = None, **options: Any
     ) -> Iterator[GeneratedImage]:
-        """Yield images one at a time (same pixels as one batch with the same first seed)."""
-        first = secrets.randbelow(MAX_SEED + 1) if seed is None else seed
+        """Yield images one at a time: image ``i`` is exactly what ``self(..., seed=seed + i)`` makes.
+
+        Options are those of :meth:`__call__`; bad ones raise before the first image is made.
+        """
         _check_int("num_images", num_images, 1, None)
+        first = secrets.randbelow(MAX_SEED - num_images + 2) if seed is None else seed
         _check_int("seed", first, 0, MAX_SEED - num_images + 1)
         for i in range(num_images):
             yield self(prompt, seed=first + i, num_images=1, **options).image
@@ -443,7 +444,7 @@ class Generator:
             return self._base_scheduler_class.from_config(base)
         return samplers.make_scheduler(resolved.spec.name, base, resolved.schedule)
 
-    def _recipe_fields(self, pipe: Any, plan: _Plan, locals_: dict[str, Any]) -> dict[str, Any]:
+    def _recipe_fields(self, pipe: Any, plan: _Plan, **options: Any) -> dict[str, Any]:
         scheduler = pipe.scheduler
         return dict(
             model=self.source.name,
@@ -461,7 +462,7 @@ class Generator:
             mask_sha256=_pixels_sha256(plan.mask),
             dtype=str(self.dtype).removeprefix("torch."),
             versions=self._versions,
-            **locals_,
+            **options,
         )
 
 
