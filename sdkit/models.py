@@ -215,7 +215,8 @@ def _from_pretrained(
             **kwargs,
         )
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
-        if not allow_pickle and "safetensors" in str(exc).lower():
+        # diffusers' words when use_safetensors=True finds only pickle weights
+        if not allow_pickle and "necessary `safetensors` weights" in str(exc):
             raise UnsafeCheckpointError(
                 f"{source.name} has no safetensors weights for every component",
                 source=source.name,
@@ -251,6 +252,9 @@ def _load_hub(
                 "the cache here, set HF_HUB_CACHE to the cache that holds it, or pass a local folder."
             ),
         )
+    if isinstance(cached, str):
+        # the snapshot is on disk: refuse pickle-only weights before diffusers looks at them
+        _check_folder(Path(cached).parent, source, allow_pickle=allow_pickle)
     pipe = _from_pretrained(
         source.location,
         source,

@@ -110,3 +110,17 @@ def test_list_local_models(tiny_sd_path: Path, tmp_path: Path) -> None:
     assert by_name["acme/tiny-sd"].family == "sd"
     assert by_name[str(tiny_sd_path)].kind == "folder"
     assert by_name["sdkit-default"].kind == "default"
+
+
+def test_hub_model_with_only_pickle_weights_refused(
+    tiny_sd_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_sd_path, pickled)
+    for weights in pickled.rglob("*.safetensors"):
+        weights.rename(weights.with_name(weights.name.replace(".safetensors", ".bin")))
+    cache = _fake_hub_cache(tmp_path / "hub", "acme/pickled", pickled)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UnsafeCheckpointError) as info:
+        Generator.from_pretrained("acme/pickled", cache_dir=cache)
+    assert "allow_pickle" in str(info.value.hint)
