@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import ManifestError
 
-__all__ = ["C2paState", "VerificationReport", "verify"]
+__all__ = ["C2paState", "VerificationReport", "read_infotext", "verify"]
 
 C2paState = Literal["absent", "valid", "trusted", "invalid", "unreadable"]
 _EXIF_IFD = 0x8769
@@ -122,7 +122,7 @@ def verify(source: str | os.PathLike[str] | bytes) -> VerificationReport:
         explanations=tuple(EXPLANATIONS.get(c, "see the C2PA specification") for c in codes),
         claim_generator=_claim_generator(active),
         signer=signature.get("issuer") or signature.get("common_name"),
-        infotext=_infotext(data),
+        infotext=read_infotext(data),
         manifest=manifest,
     )
 
@@ -172,12 +172,34 @@ def _claim_generator(manifest: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _infotext(data: bytes) -> str | None:
-    with Image.open(io.BytesIO(data)) as im:
-        text = im.info.get("parameters")
-        if isinstance(text, str):
-            return text
-        raw = im.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
-    if isinstance(raw, bytes) and raw.startswith(b"UNICODE\x00"):
-        return raw[8:].decode("utf-16-be", errors="replace")
-    return None
+def read_infotext(source: str | os.PathLike[str] | bytes | Image.Image) -> str | None:
+    """Read AUTOMATIC1111-style "parameters" text from an image.
+
+    Looks in a PNG text chunk named ``parameters`` and in EXIF UserComment (JPEG, WebP), the
+    places A1111, sdkit and most generators write it.
+
+    Args:
+        source: a path, the file's bytes, or an open PIL image.
+
+    Returns:
+        The text, or ``None`` when the image carries none.
+    """
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)  # type: ignore[assignment]
+    if not isinstance(source, Image.Image):
+        with Image.open(source) as opened:  # type: ignore[arg-type]
+            return read_infotext(opened)
+    text = source.info.get("parameters")
+    if isinstance(text, str):
+        return text
+    raw = source.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+    if isinstance(raw, bytes):
+        if raw.startswith(b"UNICODE\x00"):
+            body = raw[8:]
+            # piexif (A1111) writes big-endian; some tools write little-endian with a BOM.
+            if body.startswith(b"\xff\xfe"):
+                return body.decode("utf-16", errors="replace")
+            return body.decode("utf-16-be", errors="replace")
+        if raw.startswith(b"ASCII\x00\x00\x00"):
+            return raw[8:].decode("ascii", errors="replace")
+    return raw if isinstance(raw, str) else None

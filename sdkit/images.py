@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from PIL import Image, PngImagePlugin
 
+from provenance.verify import read_infotext
+
 from .errors import OutputError
 from .recipe import Recipe
 
@@ -58,33 +60,6 @@ def encode_image(
     else:
         raise OutputError(f"unknown image format {fmt!r}", path="-", hint="use png, jpeg or webp.")
     return buffer.getvalue()
-
-
-def read_infotext(source: str | os.PathLike[str] | Image.Image) -> str | None:
-    """Read A1111-style infotext from a PNG text chunk or an EXIF UserComment.
-
-    Returns:
-        The text, or ``None`` when the image carries none.
-    """
-    if not isinstance(source, Image.Image):
-        with Image.open(source) as opened:
-            return read_infotext(opened)
-    text = source.info.get("parameters")
-    if isinstance(text, str):
-        return text
-    raw = source.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
-    if isinstance(raw, bytes):
-        if raw.startswith(_UNICODE_PREFIX):
-            body = raw[len(_UNICODE_PREFIX) :]
-            # piexif writes big-endian; some tools write little-endian with a BOM.
-            if body.startswith(b"\xff\xfe"):
-                return body.decode("utf-16")
-            return body.decode("utf-16-be")
-        if raw.startswith(b"ASCII\x00\x00\x00"):
-            return raw[8:].decode("ascii", errors="replace")
-    if isinstance(raw, str):
-        return raw
-    return None
 
 
 def write_atomic(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
