@@ -128,6 +128,11 @@ class GeneratedImage:
     index: int = 0
 
     @property
+    def seed(self) -> int:
+        """This image's seed (``recipe.seed``)."""
+        return self.recipe.seed
+
+    @property
     def infotext(self) -> str:
         """A1111 "parameters" text for this image."""
         return self.recipe.to_infotext()
@@ -188,7 +193,16 @@ class GenerationResult:
 
     @property
     def seeds(self) -> list[int]:
+        """Each image's seed, in order."""
         return [im.recipe.seed for im in self.images]
+
+    @property
+    def recipes(self) -> list[Recipe]:
+        """Each image's Recipe, in order."""
+        return [im.recipe for im in self.images]
+
+    def __getitem__(self, index: int) -> GeneratedImage:
+        return self.images[index]
 
     def __iter__(self) -> Iterator[GeneratedImage]:
         return iter(self.images)

@@ -94,6 +94,8 @@ def test_batch_seeds_follow_and_reproduce_singly(sd: Generator) -> None:
     batch = sd("a cat", sampler="Euler a", steps=3, seed=40, num_images=3)
     assert batch.seeds == [40, 41, 42]
     assert [im.recipe.seed for im in batch] == [40, 41, 42]
+    assert [r.seed for r in batch.recipes] == [im.seed for im in batch] == [40, 41, 42]
+    assert batch[2] is batch.images[2] and len(batch) == 3
     single = sd("a cat", sampler="Euler a", steps=3, seed=41)
     # Same starting noise; batched matmuls may round differently, so allow one level of noise.
     diff = np.abs(_pixels(batch.images[1].image).astype(int) - _pixels(single.image.image))
