@@ -12,11 +12,14 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ManifestError
+
+if TYPE_CHECKING:
+    from .detector import Detector
 
 __all__ = ["C2paState", "VerificationReport", "read_infotext", "verify"]
 
@@ -56,6 +59,9 @@ class VerificationReport:
         signer: the certificate's issuer / common name as c2pa reports it.
         infotext: AUTOMATIC1111-style generation parameters embedded in the file, if any.
         manifest: the active manifest as c2pa-python reports it (JSON object), if any.
+        detector_score: for files without valid Content Credentials, when a detector was
+            given: the probability that the image is AI-generated.
+        detector_threshold: the detector's threshold for calling an image AI-generated.
     """
 
     path: str
@@ -66,6 +72,8 @@ class VerificationReport:
     signer: str | None = None
     infotext: str | None = None
     manifest: dict[str, Any] | None = field(default=None, repr=False)
+    detector_score: float | None = None
+    detector_threshold: float | None = None
 
     @property
     def has_provenance(self) -> bool:
@@ -85,6 +93,14 @@ class VerificationReport:
             lines.append(f"  signed by: {self.signer}")
         for code, text in zip(self.c2pa_codes, self.explanations, strict=True):
             lines.append(f"  - {code}: {text}")
+        if self.detector_score is not None:
+            verdict = (
+                "likely AI-generated"
+                if self.detector_threshold is not None
+                and self.detector_score >= self.detector_threshold
+                else "not flagged"
+            )
+            lines.append(f"  detector: {self.detector_score:.3f} ({verdict})")
         if self.infotext:
             first = self.infotext.splitlines()[-1]
             lines.append(f"  generation parameters: {first[:200]}")
@@ -93,11 +109,14 @@ class VerificationReport:
         return "\n".join(lines)
 
 
-def verify(source: str | os.PathLike[str] | bytes) -> VerificationReport:
+def verify(
+    source: str | os.PathLike[str] | bytes, *, detector: Detector | None = None
+) -> VerificationReport:
     """Read a file's C2PA manifest and embedded parameters.
 
     Args:
         source: a path, or the file's bytes.
+        detector: when given, files without valid Content Credentials also get its score.
 
     Raises:
         ManifestError: the file cannot be read at all (missing, not an image).
@@ -115,6 +134,11 @@ def verify(source: str | os.PathLike[str] | bytes) -> VerificationReport:
     state, codes, manifest = _read_c2pa(data, mime)
     active = manifest or {}
     signature = active.get("signature_info") or {}
+    score = threshold = None
+    if detector is not None and state not in ("valid", "trusted"):
+        with Image.open(io.BytesIO(data)) as image:
+            score = float(detector.score([image.convert("RGB")])[0])
+        threshold = detector.probe.threshold if detector.probe is not None else None
     return VerificationReport(
         path=name,
         c2pa_state=state,
@@ -124,6 +148,8 @@ def verify(source: str | os.PathLike[str] | bytes) -> VerificationReport:
         signer=signature.get("issuer") or signature.get("common_name"),
         infotext=read_infotext(data),
         manifest=manifest,
+        detector_score=score,
+        detector_threshold=threshold,
     )
 
 

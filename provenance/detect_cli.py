@@ -1,0 +1,321 @@
+"""``sdkit detect``: score images, train, evaluate (click commands of provenance.detector)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from .errors import ProvenanceError
+
+if TYPE_CHECKING:
+    from .detector.backbone import SmallPolicy
+
+__all__ = ["IMAGE_SUFFIXES", "detect_group", "list_images"]
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+class _DefaultToScore(click.Group):
+    """``sdkit detect FILE...`` means ``sdkit detect score FILE...``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["score", *args]
+        return super().parse_args(ctx, args)
+
+
+def _fail(exc: ProvenanceError, code: int = 3) -> NoReturn:
+    click.echo(f"error: {exc.message}", err=True)
+    if exc.hint:
+        click.echo(f"hint: {exc.hint}", err=True)
+    sys.exit(code)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly in ``folder``, sorted."""
+    root = Path(folder)
+    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _sources(folder: str) -> dict[str, list[Path]] | list[Path]:
+    """A folder's images, or one list per subfolder (one source each) when it has subfolders."""
+    root = Path(folder)
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if subdirs:
+        return {d.name: list_images(d) for d in subdirs if list_images(d)}
+    return list_images(root)
+
+
+backbone_options = [
+    click.option(
+        "--model",
+        "backbone_model",
+        default="ViT-L-14",
+        show_default=True,
+        help="open_clip architecture.",
+    ),
+    click.option(
+        "--pretrained",
+        default="openai",
+        show_default=True,
+        help="open_clip pretrained tag (weights from the HF cache).",
+    ),
+    click.option(
+        "--checkpoint",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Local weights file for --model (instead of --pretrained).",
+    ),
+    click.option(
+        "--feature",
+        default="projected",
+        show_default=True,
+        help="projected (UnivFD), pooled, or layer:N (e.g. layer:-2).",
+    ),
+]
+
+
+def _with_backbone_options(fn: Any) -> Any:
+    for option in reversed(backbone_options):
+        fn = option(fn)
+    return fn
+
+
+@click.group("detect", cls=_DefaultToScore)
+def detect_group() -> None:
+    """Score how likely images are AI-generated (CLIP features + linear probe).
+
+    `sdkit detect FILE... --probe P` scores files; the subcommands train and evaluate probes.
+    Scores are calibrated probabilities; see docs/detector.md for what they can and cannot tell.
+    """
+
+
+@detect_group.command("score")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--probe", type=click.Path(exists=True, dir_okay=False), help="Probe file from `detect train`."
+)
+@click.option(
+    "--univfd",
+    type=click.Path(exists=True, dir_okay=False),
+    help="UnivFD's fc_weights.pth (instead of --probe).",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Local weights for the probe's backbone.",
+)
+@click.option(
+    "--small",
+    type=click.Choice(["error", "upscale"]),
+    default="error",
+    show_default=True,
+    help="Images smaller than the 224 px crop: refuse, or upscale them.",
+)
+@click.option("--device", default=None, help="cpu, cuda…")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
+def score_command(
+    files: tuple[str, ...],
+    probe: str | None,
+    univfd: str | None,
+    checkpoint: str | None,
+    small: str,
+    device: str | None,
+    as_json: bool,
+) -> None:
+    """Score FILES: probability that each is AI-generated."""
+    from .detector import Detector
+
+    if (probe is None) == (univfd is None):
+        raise click.UsageError("pass exactly one of --probe or --univfd")
+    try:
+        if probe is not None:
+            det = Detector.load(
+                probe,
+                checkpoint=checkpoint,
+                device=device,
+                small=_policy(small),
+                progress=not as_json,
+            )
+        else:
+            det = Detector.from_univfd(
+                univfd or "", checkpoint=checkpoint, device=device, small=_policy(small)
+            )
+        scores = det.score(list(files))
+    except ProvenanceError as exc:
+        _fail(exc)
+    threshold = det.probe.threshold if det.probe else 0.5
+    rows = [(name, float(s), bool(s >= threshold)) for name, s in zip(files, scores, strict=True)]
+    if as_json:
+        for name, s, flagged in rows:
+            click.echo(
+                json.dumps(
+                    {"path": name, "score": s, "ai_generated": flagged, "threshold": threshold}
+                )
+            )
+        return
+    width = max(len(name) for name, _, _ in rows)
+    click.echo(f"{'file'.ljust(width)}  score  verdict (threshold {threshold:.3f})")
+    for name, s, flagged in rows:
+        click.echo(f"{name.ljust(width)}  {s:.3f}  {'AI-generated' if flagged else 'real'}")
+
+
+@detect_group.command("train")
+@click.option(
+    "--real",
+    "real_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder of real images.",
+)
+@click.option(
+    "--fake",
+    "fake_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder of AI-generated images (subfolders allowed).",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Probe file to write (.safetensors).",
+)
+@_with_backbone_options
+@click.option(
+    "--augment/--no-augment", default=False, help="UnivFD-style blur + JPEG (q30-100) augmentation."
+)
+@click.option(
+    "--val-fraction",
+    default=0.2,
+    show_default=True,
+    help="Held out to calibrate and pick the threshold.",
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--small", type=click.Choice(["error", "upscale"]), default="error", show_default=True
+)
+@click.option("--device", default=None)
+@click.option("--overwrite", is_flag=True, help="Replace an existing probe file.")
+def train_command(
+    real_dir: str,
+    fake_dir: str,
+    output: str,
+    backbone_model: str,
+    pretrained: str,
+    checkpoint: str | None,
+    feature: str,
+    augment: bool,
+    val_fraction: float,
+    seed: int,
+    small: str,
+    device: str | None,
+    overwrite: bool,
+) -> None:
+    """Train a probe on --real and --fake images and write it to -o."""
+    from .detector import Augmentation, Backbone, Detector
+
+    out = Path(output)
+    if out.exists() and not overwrite:
+        _fail(
+            ProvenanceError(
+                f"{out} exists", path=str(out), hint="pass --overwrite or choose another -o."
+            ),
+            4,
+        )
+    try:
+        real = list_images(real_dir)
+        fake = _flatten(_sources(fake_dir))
+        backbone = Backbone(
+            backbone_model,
+            None if checkpoint else pretrained,
+            checkpoint=checkpoint,
+            feature=feature,
+            device=device,
+            small=_policy(small),
+            progress=True,
+        )
+        det = Detector(backbone)
+        probe = det.fit(
+            real,
+            fake,
+            augment=Augmentation() if augment else None,
+            val_fraction=val_fraction,
+            seed=seed,
+        )
+        path = det.save(out)
+    except ProvenanceError as exc:
+        _fail(exc)
+    summary = probe.metadata["training"]
+    click.echo(
+        f"wrote {path} ({len(real)} real, {len(fake)} fake; threshold {probe.threshold:.3f}, held-out balanced accuracy {summary['validation_balanced_accuracy']:.3f})"
+    )
+
+
+@detect_group.command("eval")
+@click.option("--probe", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--real",
+    "real_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Real images (subfolders = sources).",
+)
+@click.option(
+    "--fake",
+    "fake_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="AI-generated images (subfolders = sources).",
+)
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--small", type=click.Choice(["error", "upscale"]), default="error", show_default=True
+)
+@click.option("--device", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def eval_command(
+    probe: str,
+    real_dir: str,
+    fake_dir: str,
+    checkpoint: str | None,
+    small: str,
+    device: str | None,
+    as_json: bool,
+) -> None:
+    """Evaluate a probe: AP, ROC AUC, accuracy (overall, real, fake, per source)."""
+    from .detector import Detector
+
+    try:
+        det = Detector.load(
+            probe, checkpoint=checkpoint, device=device, small=_policy(small), progress=not as_json
+        )
+        metrics = det.evaluate(_sources(real_dir), _sources(fake_dir))
+    except ProvenanceError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(metrics.to_dict(), indent=2))
+        return
+    click.echo(
+        f"AP {metrics.average_precision:.4f}  ROC AUC {metrics.roc_auc:.4f}  accuracy {metrics.accuracy:.4f} (real {metrics.real_accuracy:.4f}, fake {metrics.fake_accuracy:.4f}) at threshold {metrics.threshold:.3f}; {metrics.n_real} real, {metrics.n_fake} fake"
+    )
+    for name, m in metrics.per_source.items():
+        extra = f"  AP {m.average_precision:.4f}" if m.average_precision is not None else ""
+        click.echo(
+            f"  {name}: n={m.n}  accuracy {m.accuracy:.4f}  mean score {m.mean_score:.3f}{extra}"
+        )
+
+
+def _policy(small: str) -> SmallPolicy:
+    return "upscale" if small == "upscale" else "error"
+
+
+def _flatten(sources: dict[str, list[Path]] | list[Path]) -> Sequence[Path]:
+    if isinstance(sources, dict):
+        return [p for items in sources.values() for p in items]
+    return sources
