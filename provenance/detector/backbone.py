@@ -126,7 +126,7 @@ class Backbone:
         device: ``"cpu"``, ``"cuda"``… (default: CUDA when present).
         batch_size: images per forward pass.
         small: what to do with images smaller than the crop (``"error"`` or ``"upscale"``).
-        progress: show a progress bar on long batches.
+        progress: show a progress bar when there is more than one batch.
     """
 
     def __init__(
@@ -139,7 +139,7 @@ class Backbone:
         device: str | torch.device | None = None,
         batch_size: int = 32,
         small: SmallPolicy = "error",
-        progress: bool = False,
+        progress: bool = True,
     ) -> None:
         import open_clip
 

@@ -125,7 +125,7 @@ class Detector:
         device: str | torch.device | None = None,
         batch_size: int = 32,
         small: SmallPolicy = "error",
-        progress: bool = False,
+        progress: bool = True,
     ) -> Detector:
         """Load a saved probe and the backbone it was trained on.
 
