@@ -1,9 +1,9 @@
 """Detector: a frozen CLIP backbone plus a calibrated linear probe.
 
-Example:
-    >>> det = Detector.load("probe.safetensors")               # doctest: +SKIP
-    >>> det.score(["photo.jpg", "generated.png"])              # doctest: +SKIP
-    array([0.03, 0.97])
+Usage (with a probe from ``sdkit detect train``)::
+
+    det = Detector.load("probe.safetensors")
+    det.score(["photo.jpg", "generated.png"])      # array([0.03, 0.97]): P(AI-generated)
 """
 
 from __future__ import annotations

@@ -34,6 +34,13 @@ _METADATA_KEY = "sdkit_detector"
 class LinearProbe:
     """``p(fake | x) = sigmoid(a * (w · (x - mean) / scale + b) + c)``.
 
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> real, fake = rng.normal(0, 1, (200, 4)), rng.normal(1, 1, (200, 4))
+        >>> probe = LinearProbe.fit(real, fake)
+        >>> bool(probe.probabilities(fake).mean() > 0.7 > 0.3 > probe.probabilities(real).mean())
+        True
+
     Attributes:
         weight: w, one per feature.
         bias: b.
