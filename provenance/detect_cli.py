@@ -47,7 +47,10 @@ def _sources(folder: str) -> dict[str, list[Path]] | list[Path]:
     root = Path(folder)
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if subdirs:
-        return {d.name: list_images(d) for d in subdirs if list_images(d)}
+        found = {d.name: list_images(d) for d in subdirs if list_images(d)}
+        if list_images(root):  # images beside the subfolders count as their own source
+            found[root.name] = list_images(root)
+        return found
     return list_images(root)
 
 

@@ -354,3 +354,25 @@ def test_calibrate_against_the_generator_and_verify_with_the_detector(
     signed = Path(__file__).parent / "fixtures" / "c2pa-interop" / "C.jpg"
     report = runner.invoke(cli, ["verify", str(signed), "--detector", str(probe), "--json"])
     assert json.loads(report.output)["detector_score"] is None
+
+
+def test_local_file_stands_in_for_a_pretrained_tag(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """Offline, a copy of the tagged weights may replace the hub download; identity holds."""
+    rng = np.random.default_rng(0)
+    backbone = Backbone(TINY, "mytag", checkpoint=tiny_checkpoints["a"], device="cpu")
+    assert backbone.id.pretrained == "mytag" and backbone.id.checkpoint_sha256
+    probe = LinearProbe(
+        weight=rng.normal(size=backbone.dim),
+        bias=0.0,
+        mean=np.zeros(backbone.dim),
+        scale=np.ones(backbone.dim),
+        metadata={"backbone": {**backbone.id.to_dict(), "checkpoint_sha256": None}},
+    )
+    path = probe.save(tmp_path / "tagged.safetensors")
+    det = Detector.load(path, checkpoint=tiny_checkpoints["b"], device="cpu")  # same tag: accepted
+    assert det.backbone.id.pretrained == "mytag"
+    other = Backbone(TINY, "othertag", checkpoint=tiny_checkpoints["a"], device="cpu")
+    with pytest.raises(DetectorError, match="trained on"):
+        Detector(other, LinearProbe.load(path))

@@ -4,9 +4,11 @@ Feature choices (``feature=``):
 
 * ``"projected"``: the image embedding after CLIP's projection (768-d for ViT-L/14). This is what
   UnivFD (Ojha, Li, Lee, CVPR 2023) feeds its linear layer.
-* ``"pooled"``: the pooled class token before the projection (1024-d for ViT-L/14).
+* ``"pooled"``: the pooled class token before the projection (1024-d for ViT-L/14), i.e. the
+  network's next-to-last layer; Cozzolino et al. 2024 build on these features (their released
+  code sets the projection aside).
 * ``"layer:N"``: the class token after transformer block N (0-based; negative counts from the
-  end, so ``"layer:-2"`` is the next-to-last block, as Cozzolino et al. 2024 use).
+  end, so ``"layer:-2"`` is the block before the last), for probing intermediate layers.
 
 Preprocessing follows UnivFD: centre-crop 224x224 **without resizing** (resizing blurs away the
 high-frequency traces generators leave), then CLIP's mean/std normalisation. An image smaller
@@ -121,7 +123,9 @@ class Backbone:
         model: open_clip architecture name (``"ViT-L-14"``, ``"ViT-B-32"``, …).
         pretrained: open_clip pretrained tag (``"openai"``, ``"laion2b_s32b_b82k"``), or
             ``None`` for random weights (speed tests) or when ``checkpoint`` is given.
-        checkpoint: a local weights file for ``model`` (open_clip or OpenAI format).
+        checkpoint: a local weights file for ``model`` (open_clip or OpenAI format). With a
+            ``pretrained`` tag too, the file stands in for those weights (e.g. OpenAI's
+            ViT-L-14 weights copied to an offline machine): the id keeps the tag.
         feature: ``"projected"``, ``"pooled"`` or ``"layer:N"`` (see the module docs).
         device: ``"cpu"``, ``"cuda"``… (default: CUDA when present).
         batch_size: images per forward pass.
@@ -155,7 +159,6 @@ class Backbone:
                 raise DetectorError(f"no checkpoint file at {path}", path=str(path))
             checkpoint_sha = _sha256(path)
             source = str(path)
-            pretrained = None
         if model not in open_clip.list_models():
             raise DetectorError(
                 f"unknown open_clip model {model!r}",

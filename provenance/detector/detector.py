@@ -201,7 +201,7 @@ class Detector:
         if backbone is None:
             backbone = Backbone(
                 "ViT-L-14",
-                None if checkpoint else "openai",
+                "openai",
                 checkpoint=checkpoint,
                 feature="projected",
                 device=device,
@@ -341,8 +341,13 @@ def _check_pair(backbone: Backbone, probe: LinearProbe) -> None:
     if expected is None:
         return
     actual = backbone.id.to_dict()
-    keys = ("model", "pretrained", "checkpoint_sha256", "feature", "image_size")
+    # Architecture, feature and crop must match. Weights: a recorded tag or file hash must
+    # match too; a file given for a recorded tag stands in for it (the caller vouches for it).
+    keys = ("model", "feature", "image_size")
     mismatched = [k for k in keys if k in expected and expected[k] != actual[k]]
+    for key in ("pretrained", "checkpoint_sha256"):
+        if expected.get(key) is not None and expected[key] != actual[key]:
+            mismatched.append(key)
     if mismatched or probe.dim != backbone.dim:
         raise DetectorError(
             f"the probe was trained on {_describe(expected)}, but the backbone is "
