@@ -1,0 +1,190 @@
+"""sdkit's own watermark method, ``sdkit-ss1``: spread spectrum on a luma chip grid.
+
+Why not invisible-watermark's methods alone: dwtDct embeds in chroma, which JPEG's 4:2:0
+subsampling destroys; dwtDctSvd is thrown off by brightness changes; neither re-synchronises
+after a crop. ``sdkit-ss1`` is built for those journeys:
+
+* **Chips relative to the image.** The image is divided into a grid of chips, 128 along the
+  long edge (4 px at 512, 8 px at 1024), so a uniformly rescaled copy (a re-share) has the same
+  grid. Each chip carries +/- one unit of luma (the same on R, G and B), low in frequency enough
+  to survive JPEG q50, WebP and a 0.5x resize.
+* **Tiles with a pilot.** The grid repeats in tiles of 32 x 32 chips. In each tile 800 chips
+  carry the 160 codeword bits (5 each, scattered by a fixed permutation, times a +/-1 PN
+  sequence) and 224 carry a known pilot. After a crop, the decoder finds the tile offset by
+  FFT cross-correlation of the folded grid with the pilot, trying a few chip sizes and sub-chip
+  phases; the pilot peak's z-score says how sure it is.
+* **Perceptual strength.** The amplitude follows the local standard deviation of luma (as SSIM
+  sees it), with a floor that survives 8-bit rounding, then the whole mark is scaled down if the
+  PSNR would fall under 38.5 dB.
+* **Whitened, weighted decoding.** The decoder removes the host's local mean from each chip and
+  weights chips by the inverse of the local residual variance, so flat areas (where the mark is
+  clean) count more than busy ones.
+
+The layout (grid, tile, permutation, PN and pilot seeds, strength) is fixed for this method name;
+a later method gets a new name and this one stays decodable.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+from scipy.ndimage import uniform_filter
+
+from ..errors import WatermarkError
+
+__all__ = ["METHOD", "MIN_SIDE", "Candidate", "embed_bits", "soft_candidates"]
+
+METHOD = "sdkit-ss1"
+MIN_SIDE = 256
+GRID = 128  # chips along the long edge
+TILE = 32  # chips per tile side
+CHIPS_PER_BIT = 5
+SEED = 0x5D_C1_55_01  # fixes permutation, PN and pilot: part of the method's definition
+STRENGTH = 1.6  # amplitude per unit of local luma standard deviation / 8
+FLOOR = 0.7  # minimum amplitude (levels): smaller changes vanish in 8-bit rounding
+CEILING = 5.0  # maximum amplitude (levels)
+MIN_PSNR = 38.5
+SYNC_Z = 5.0  # pilot z-score below which a grid alignment is not trusted
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    assign: npt.NDArray[np.int64]  # (TILE, TILE): bit index per chip, -1 = pilot
+    pn: FloatArray  # (TILE, TILE): +/-1
+    pilot: FloatArray  # (TILE, TILE): pn on pilot chips, 0 elsewhere
+    n_bits: int
+
+
+@functools.cache
+def _layout(n_bits: int) -> _Layout:
+    if n_bits * CHIPS_PER_BIT >= TILE * TILE:
+        raise WatermarkError(f"{n_bits} bits do not fit a {TILE}x{TILE} tile")
+    rng = np.random.default_rng(SEED)
+    order = rng.permutation(TILE * TILE)
+    flat = -np.ones(TILE * TILE, dtype=np.int64)
+    flat[order[: n_bits * CHIPS_PER_BIT]] = np.repeat(np.arange(n_bits), CHIPS_PER_BIT)
+    assign = flat.reshape(TILE, TILE)
+    pn = rng.choice(np.array([-1.0, 1.0]), size=(TILE, TILE))
+    return _Layout(assign, pn, np.where(assign < 0, pn, 0.0), n_bits)
+
+
+def _luma(rgb: FloatArray) -> FloatArray:
+    return np.asarray(rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114)
+
+
+def _grid_shape(height: int, width: int) -> tuple[int, int, float]:
+    chip = max(height, width) / GRID
+    return max(1, round(height / chip)), max(1, round(width / chip)), chip
+
+
+def _check_size(image: Image.Image) -> None:
+    if min(image.size) < MIN_SIDE:
+        raise WatermarkError(
+            f"a {image.width}x{image.height} image is too small to carry the watermark",
+            hint=f"both sides must be at least {MIN_SIDE} px.",
+        )
+
+
+def embed_bits(image: Image.Image, bits: npt.NDArray[np.uint8]) -> Image.Image:
+    """Return a copy of ``image`` carrying ``bits`` (alpha, if any, is kept).
+
+    Raises:
+        WatermarkError: the image is smaller than 256 px on a side.
+    """
+    _check_size(image)
+    layout = _layout(len(bits))
+    alpha = image.getchannel("A") if "A" in image.getbands() else None
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float64)
+    height, width = rgb.shape[:2]
+    grid_h, grid_w, _ = _grid_shape(height, width)
+    ty, tx = np.mgrid[0:grid_h, 0:grid_w]
+    ty, tx = ty % TILE, tx % TILE
+    index = layout.assign[ty, tx]
+    symbols = np.where(index < 0, 1.0, 2.0 * bits[np.maximum(index, 0)].astype(np.float64) - 1.0)
+    chips = (symbols * layout.pn[ty, tx]).astype(np.float32)
+    pattern = np.asarray(
+        Image.fromarray(chips, "F").resize((width, height), Image.Resampling.NEAREST),
+        dtype=np.float64,
+    )
+    luma = _luma(rgb)
+    mean = uniform_filter(luma, 7)
+    std = np.sqrt(np.maximum(uniform_filter(luma * luma, 7) - mean * mean, 0.0))
+    delta = pattern * np.clip(STRENGTH * std / 8.0, FLOOR, CEILING)
+    mse = float(np.mean(delta**2))
+    limit = 255.0**2 / 10 ** (MIN_PSNR / 10)
+    if mse > limit:
+        delta *= np.sqrt(limit / mse)
+    marked = np.clip(np.rint(rgb + delta[..., None]), 0, 255).astype(np.uint8)
+    out = Image.fromarray(marked, "RGB")
+    if alpha is not None:
+        out.putalpha(alpha)
+    return out
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One grid alignment the decoder tried: soft bits and how sure the pilot is."""
+
+    soft: FloatArray
+    z: float
+    chip: float
+    phase: tuple[float, float]
+    offset: tuple[int, int]
+
+
+def _soft_at(
+    luma: npt.NDArray[np.float32], chip: float, px: float, py: float, layout: _Layout
+) -> Candidate | None:
+    height, width = luma.shape
+    grid_h, grid_w = int((height - py) // chip), int((width - px) // chip)
+    if min(grid_h, grid_w) < TILE // 2:
+        return None
+    box = (px, py, px + grid_w * chip, py + grid_h * chip)
+    grid = np.asarray(
+        Image.fromarray(luma, "F").resize((grid_w, grid_h), Image.Resampling.BOX, box=box),
+        dtype=np.float64,
+    )
+    residual = grid - uniform_filter(grid, 3)
+    weighted = residual / (uniform_filter(residual * residual, 5) + 1.0)
+    folded = np.zeros((TILE, TILE))
+    yy, xx = np.mgrid[0:grid_h, 0:grid_w]
+    np.add.at(folded, (yy % TILE, xx % TILE), weighted)
+    corr = np.real(np.fft.ifft2(np.fft.fft2(folded) * np.conj(np.fft.fft2(layout.pilot))))
+    oy, ox = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    z = float((corr[oy, ox] - corr.mean()) / (corr.std() + 1e-12))
+    aligned = np.roll(folded, (-oy, -ox), axis=(0, 1)) * layout.pn
+    soft = np.zeros(layout.n_bits)
+    data = layout.assign >= 0
+    np.add.at(soft, layout.assign[data], aligned[data])
+    return Candidate(soft, z, chip, (px, py), (int(oy), int(ox)))
+
+
+def soft_candidates(image: Image.Image, n_bits: int, *, keep: int = 3) -> list[Candidate]:
+    """Try likely grid alignments; return the ``keep`` best with a pilot z >= SYNC_Z.
+
+    Tried: the chip size the image's own size implies (any uniform rescale), the sizes an
+    original 5 % or 10 % larger would imply (crops), the nearest whole-pixel sizes, each at
+    4 x 4 sub-chip phases; the tile offset comes from the pilot correlation.
+    """
+    layout = _layout(n_bits)
+    luma = _luma(np.asarray(image.convert("RGB"), dtype=np.float64)).astype(np.float32)
+    height, width = luma.shape
+    _, _, chip = _grid_shape(height, width)
+    chips = sorted({chip, chip / 0.95, chip / 0.9, float(np.floor(chip)), float(np.ceil(chip))})
+    found: list[Candidate] = []
+    for size in chips:
+        if size < 1.0:
+            continue
+        for py in (size * i / 4 for i in range(4)):
+            for px in (size * i / 4 for i in range(4)):
+                cand = _soft_at(luma, size, px, py, layout)
+                if cand is not None and cand.z >= SYNC_Z:
+                    found.append(cand)
+    found.sort(key=lambda c: -c.z)
+    return found[:keep]
