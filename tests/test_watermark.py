@@ -1,0 +1,78 @@
+"""provenance.watermark's public API on real photos: round trips, refusals, no inventions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from provenance.watermark import Detection, Payload, WatermarkError, embed, extract
+from provenance.watermark.spread import soft_candidates
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    return Image.fromarray(data.astronaut())
+
+
+def test_round_trip_and_report(photo: Image.Image) -> None:
+    payload = Payload(content_id=0xABCDEF012345, issuer_id=0x0102)
+    marked = embed(photo, payload)
+    assert marked.size == photo.size and marked.mode == "RGB"
+    found = extract(marked)
+    assert isinstance(found, Detection)
+    assert found.payload == payload and found.method == "sdkit-ss1"
+    assert found.bits_corrected <= 10 and 0.5 < found.confidence <= 1.0 and found.sync_z >= 5
+    # the change is small: PSNR >= 38 dB, no pixel moved by more than a few levels
+    diff = np.asarray(marked, np.float64) - np.asarray(photo, np.float64)
+    assert 10 * np.log10(255**2 / np.mean(diff**2)) >= 38.0
+    assert np.abs(diff).max() <= 6
+
+
+def test_unmarked_images_give_none(photo: Image.Image) -> None:
+    assert extract(photo) is None
+    assert extract(Image.new("RGB", (512, 512), (128, 128, 128))) is None
+    noise = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    assert extract(Image.fromarray(noise)) is None
+
+
+def test_other_payload_other_bits(photo: Image.Image) -> None:
+    a = Payload(content_id=1)
+    b = Payload(content_id=2)
+    marked_a, marked_b = embed(photo, a), embed(photo, b)
+    assert not np.array_equal(np.asarray(marked_a), np.asarray(marked_b))
+    found_a, found_b = extract(marked_a), extract(marked_b)
+    assert found_a is not None and found_a.payload == a
+    assert found_b is not None and found_b.payload == b
+
+
+def test_small_images_are_refused_clearly() -> None:
+    with pytest.raises(WatermarkError) as info:
+        embed(Image.new("RGB", (255, 512)), Payload(content_id=1))
+    assert "255x512" in str(info.value) and "256" in str(info.value.hint)
+    assert extract(Image.new("RGB", (64, 64))) is None
+
+
+def test_alpha_and_non_square_images(photo: Image.Image) -> None:
+    rgba = photo.resize((640, 384)).convert("RGBA")
+    rgba.putalpha(200)
+    payload = Payload(content_id=77, issuer_id=3)
+    marked = embed(rgba, payload)
+    assert marked.mode == "RGBA" and marked.getchannel("A").getextrema() == (200, 200)
+    found = extract(marked)
+    assert found is not None and found.payload == payload
+
+
+def test_crop_is_resynchronised(photo: Image.Image) -> None:
+    payload = Payload(content_id=0x42)
+    marked = embed(photo, payload)
+    cropped = marked.crop((37, 21, 37 + 460, 21 + 470))  # arbitrary offset, not chip-aligned
+    assert soft_candidates(cropped, 160)  # the pilot finds the grid
+    found = extract(cropped)
+    assert found is not None and found.payload == payload
+
+
+def test_unknown_method() -> None:
+    with pytest.raises(WatermarkError):
+        embed(Image.new("RGB", (256, 256)), Payload(content_id=1), method="dwtDct")
