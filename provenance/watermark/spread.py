@@ -113,14 +113,19 @@ def embed_bits(image: Image.Image, bits: npt.NDArray[np.uint8]) -> Image.Image:
         dtype=np.float64,
     )
     luma = _luma(rgb)
-    mean = uniform_filter(luma, 7)
-    std = np.sqrt(np.maximum(uniform_filter(luma * luma, 7) - mean * mean, 0.0))
+    # local contrast over about two chips, so that the mask scales with the image
+    window = max(7, round(1.75 * max(height, width) / GRID))
+    mean = uniform_filter(luma, window)
+    std = np.sqrt(np.maximum(uniform_filter(luma * luma, window) - mean * mean, 0.0))
     delta = pattern * np.clip(STRENGTH * std / 8.0, FLOOR, CEILING)
-    mse = float(np.mean(delta**2))
     limit = 255.0**2 / 10 ** (MIN_PSNR / 10)
-    if mse > limit:
-        delta *= np.sqrt(limit / mse)
-    marked = np.clip(np.rint(rgb + delta[..., None]), 0, 255).astype(np.uint8)
+    for _ in range(4):  # scale down until the rounded, clipped result keeps MIN_PSNR
+        marked = np.clip(np.rint(rgb + delta[..., None]), 0, 255)
+        mse = float(np.mean((marked - rgb) ** 2))
+        if mse <= limit:
+            break
+        delta *= 0.98 * np.sqrt(limit / mse)
+    marked = marked.astype(np.uint8)
     out = Image.fromarray(marked, "RGB")
     if alpha is not None:
         out.putalpha(alpha)
@@ -152,6 +157,14 @@ def _soft_at(
     )
     residual = grid - uniform_filter(grid, 3)
     weighted = residual / (uniform_filter(residual * residual, 5) + 1.0)
+    # clipped pixels (e.g. highlights after a brightness boost) carry no mark and bend the
+    # residual of their neighbours: leave chips near them out
+    clipped = ((luma >= 254.5) | (luma <= 0.5)).astype(np.float32)
+    if clipped.any():
+        share = np.asarray(
+            Image.fromarray(clipped, "F").resize((grid_w, grid_h), Image.Resampling.BOX, box=box)
+        )
+        weighted[uniform_filter(share, 3) > 0] = 0.0
     folded = np.zeros((TILE, TILE))
     yy, xx = np.mgrid[0:grid_h, 0:grid_w]
     np.add.at(folded, (yy % TILE, xx % TILE), weighted)

@@ -1,0 +1,347 @@
+"""Data for the watermark robustness benchmark: real photos, attacks, and an unmarked corpus.
+
+Three parts, each usable alone (by ``watermark_robustness.py`` and by the tests):
+
+* ``load_photos(size)``: 14 real photos from scikit-image and scikit-learn, centre-cropped to a
+  square and resized with LANCZOS to ``size`` x ``size`` RGB. Several sources are smaller than
+  the target size and are UPSCALED (``Photo.upscaled``): at 512 px five of them, at 1024 px all
+  but ``retina``. Upscaled photos are smoother than real photos of that size, which makes them
+  easier to watermark invisibly and harder to carry bits in; the benchmark reports them anyway
+  and records the flag per image. Greyscale sources (camera, brick, grass, gravel, moon) are
+  repeated into three equal channels (``Photo.grey``).
+* ``ATTACKS``: name -> function PIL image -> PIL image, the everyday edits a marked image meets.
+  The crops and ``reshare`` change the image size; nothing is resized back unless the name says
+  so ("and_back").
+* ``unmarked_corpus(count, seed)``: a lazy generator of unmarked images for false-positive
+  tests: the photos at both sizes, then random crops, resizes, flips and JPEG re-encodings of
+  them, and synthetic flat, gradient and noise images (Gaussian, uniform, salt-and-pepper). Item
+  ``i`` depends only on ``(seed, i)``, so any item can be rebuilt alone.
+
+Example:
+    >>> photo = load_photos(512, limit=1)[0]
+    >>> photo.name, photo.image.size, photo.upscaled
+    ('astronaut', (512, 512), False)
+    >>> ATTACKS["crop_10pct"](photo.image).size
+    (486, 486)
+    >>> ATTACKS["reshare"](load_photos(1024, limit=1)[0].image).size
+    (720, 720)
+    >>> [item.kind for item in unmarked_corpus(2)]
+    ['photo', 'photo']
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import skimage.data
+from PIL import Image, ImageEnhance
+from sklearn.datasets import load_sample_image
+
+Attack = Callable[[Image.Image], Image.Image]
+
+# 1. Photos. Order matters: --quick and the tests take the first three.
+PHOTO_SOURCES: dict[str, Callable[[], np.ndarray]] = {
+    "astronaut": skimage.data.astronaut,  # 512x512
+    "coffee": skimage.data.coffee,  # 400x600
+    "chelsea": skimage.data.chelsea,  # 300x451
+    "rocket": skimage.data.rocket,  # 427x640
+    "china": lambda: load_sample_image("china.jpg"),  # 427x640
+    "flower": lambda: load_sample_image("flower.jpg"),  # 427x640
+    "hubble_deep_field": skimage.data.hubble_deep_field,  # 872x1000
+    "immunohistochemistry": skimage.data.immunohistochemistry,  # 512x512
+    "retina": skimage.data.retina,  # 1411x1411
+    "camera": skimage.data.camera,  # 512x512 grey
+    "brick": skimage.data.brick,  # 512x512 grey texture
+    "grass": skimage.data.grass,  # 512x512 grey texture
+    "gravel": skimage.data.gravel,  # 512x512 grey texture
+    "moon": skimage.data.moon,  # 512x512 grey
+}
+SIZES = (512, 1024)
+
+
+@dataclass(frozen=True, eq=False)
+class Photo:
+    """One benchmark photo: a centre square of a source image, resized to ``size``."""
+
+    name: str
+    size: int
+    image: Image.Image  # RGB, size x size
+    native_side: int  # side of the centre square before resizing
+    grey: bool
+
+    @property
+    def upscaled(self) -> bool:
+        return self.native_side < self.size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "size": self.size,
+            "native_side": self.native_side,
+            "upscaled": self.upscaled,
+            "grey": self.grey,
+        }
+
+
+@functools.cache
+def _square(name: str, size: int) -> tuple[np.ndarray, int, bool]:
+    pixels = np.asarray(PHOTO_SOURCES[name]())
+    grey = pixels.ndim == 2
+    if grey:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    h, w = pixels.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = Image.fromarray(np.ascontiguousarray(pixels[top : top + side, left : left + side, :3]))
+    resized = square.resize((size, size), Image.Resampling.LANCZOS)
+    array = np.asarray(resized.convert("RGB"))
+    array.flags.writeable = False
+    return array, side, grey
+
+
+def load_photo(name: str, size: int) -> Photo:
+    """Returns photo ``name`` (a key of ``PHOTO_SOURCES``) as a ``size`` x ``size`` RGB image."""
+    if name not in PHOTO_SOURCES:
+        raise ValueError(f"unknown photo {name!r}; choose from {', '.join(PHOTO_SOURCES)}")
+    array, side, grey = _square(name, size)
+    return Photo(name, size, Image.fromarray(array.copy()), side, grey)
+
+
+def load_photos(size: int, limit: int | None = None) -> list[Photo]:
+    """Returns the first ``limit`` photos (all 14 by default) at ``size`` x ``size``."""
+    return [load_photo(name, size) for name in list(PHOTO_SOURCES)[:limit]]
+
+
+# 2. Attacks.
+def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "JPEG", quality=quality)  # PIL default: 4:2:0 subsampling
+    return Image.open(buffer).convert("RGB")
+
+
+def _webp(image: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "WEBP", quality=quality)  # lossy
+    return Image.open(buffer).convert("RGB")
+
+
+def jpeg(quality: int) -> Attack:
+    """JPEG re-encoding at ``quality`` with PIL's defaults (4:2:0 chroma subsampling)."""
+    return functools.partial(_jpeg, quality=quality)
+
+
+def webp(quality: int) -> Attack:
+    """Lossy WebP re-encoding at ``quality``."""
+    return functools.partial(_webp, quality=quality)
+
+
+def resize_and_back(factor: float) -> Attack:
+    """Bicubic downscale by ``factor``, then bicubic back up to the original size."""
+
+    def attack(image: Image.Image) -> Image.Image:
+        w, h = image.size
+        small = image.resize(
+            (max(1, round(w * factor)), max(1, round(h * factor))), Image.Resampling.BICUBIC
+        )
+        return small.resize((w, h), Image.Resampling.BICUBIC)
+
+    return attack
+
+
+def crop(area_removed: float, anchor: Literal["centre", "top_left"] = "centre") -> Attack:
+    """Crops away ``area_removed`` of the area; the result keeps the aspect ratio and its size.
+
+    Each side is scaled by ``sqrt(1 - area_removed)`` (0.1 -> 94.87 %: 486 of 512 px, 971 of
+    1024). ``centre`` keeps the middle (13 px off each edge at 512, so block grids are shifted);
+    ``top_left`` cuts only the right and bottom edges (the image origin stays in place).
+    """
+    keep = math.sqrt(1.0 - area_removed)
+
+    def attack(image: Image.Image) -> Image.Image:
+        w, h = image.size
+        cw, ch = round(w * keep), round(h * keep)
+        left, top = ((w - cw) // 2, (h - ch) // 2) if anchor == "centre" else (0, 0)
+        return image.crop((left, top, left + cw, top + ch))
+
+    return attack
+
+
+def enhance(kind: type[ImageEnhance._Enhance], factor: float) -> Attack:
+    """``PIL.ImageEnhance`` ``kind`` (Brightness, Contrast, ...) by ``factor``."""
+    return lambda image: kind(image).enhance(factor)
+
+
+def reshare(image: Image.Image, long_edge: int = 720, quality: int = 80) -> Image.Image:
+    """What a messaging app does: LANCZOS down to a ``long_edge`` px long edge, then JPEG.
+
+    Images whose long edge is already at most ``long_edge`` (512 px) are only re-encoded.
+    """
+    w, h = image.size
+    if max(w, h) > long_edge:
+        scale = long_edge / max(w, h)
+        image = image.resize((round(w * scale), round(h * scale)), Image.Resampling.LANCZOS)
+    return _jpeg(image, quality)
+
+
+ATTACKS: dict[str, Attack] = {
+    "none": lambda image: image,
+    "jpeg_q90": jpeg(90),
+    "jpeg_q75": jpeg(75),
+    "jpeg_q50": jpeg(50),
+    "webp_q80": webp(80),
+    "resize_0.5x_and_back": resize_and_back(0.5),
+    "crop_10pct": crop(0.10, "centre"),
+    "crop_10pct_corner": crop(0.10, "top_left"),
+    "brightness_1.2": enhance(ImageEnhance.Brightness, 1.2),
+    "contrast_0.8": enhance(ImageEnhance.Contrast, 0.8),
+    "reshare": reshare,
+}
+ATTACK_DESCRIPTIONS: dict[str, str] = {
+    "none": "the marked image as embed returned it",
+    "jpeg_q90": "JPEG quality 90, PIL defaults (4:2:0 chroma subsampling)",
+    "jpeg_q75": "JPEG quality 75, PIL defaults (4:2:0 chroma subsampling)",
+    "jpeg_q50": "JPEG quality 50, PIL defaults (4:2:0 chroma subsampling)",
+    "webp_q80": "lossy WebP quality 80 (PIL)",
+    "resize_0.5x_and_back": "bicubic down to half width and height, bicubic back to the size",
+    "crop_10pct": "remove 10% of the area: keep the centred region with sides x sqrt(0.9) "
+    "(486 of 512 px, 971 of 1024), not resized back",
+    "crop_10pct_corner": "remove 10% of the area from the right and bottom edges only: keep the "
+    "top-left region with sides x sqrt(0.9), not resized back (no target; tells lost content "
+    "from a shifted origin)",
+    "brightness_1.2": "PIL ImageEnhance.Brightness(1.2)",
+    "contrast_0.8": "PIL ImageEnhance.Contrast(0.8)",
+    "reshare": "LANCZOS down to a 720 px long edge when larger (1024 -> 720), then JPEG quality "
+    "80; images of 720 px or less (512) are only re-encoded",
+}
+
+
+# 3. Unmarked corpus.
+@dataclass(frozen=True, eq=False)
+class CorpusItem:
+    """One unmarked image; ``name`` says how it was made."""
+
+    index: int
+    kind: str
+    name: str
+    image: Image.Image  # RGB
+
+
+def _random_size(rng: np.random.Generator, low: int = 256, high: int = 1024) -> tuple[int, int]:
+    return int(rng.integers(low, high + 1)), int(rng.integers(low, high + 1))
+
+
+def _random_photo(rng: np.random.Generator) -> tuple[str, Image.Image]:
+    name = str(rng.choice(list(PHOTO_SOURCES)))
+    size = int(rng.choice(SIZES))
+    return f"{name}@{size}", load_photo(name, size).image
+
+
+def _random_crop(rng: np.random.Generator) -> tuple[str, Image.Image]:
+    source, image = _random_photo(rng)
+    w, h = _random_size(rng, 256, image.width)
+    x, y = int(rng.integers(0, image.width - w + 1)), int(rng.integers(0, image.height - h + 1))
+    return f"{source} crop {w}x{h}+{x}+{y}", image.crop((x, y, x + w, y + h))
+
+
+def _random_resize(rng: np.random.Generator) -> tuple[str, Image.Image]:
+    source, image = _random_photo(rng)
+    w, h = _random_size(rng)
+    method = rng.choice(["LANCZOS", "BICUBIC", "BILINEAR"])
+    return f"{source} resize {w}x{h} {method}", image.resize((w, h), Image.Resampling[str(method)])
+
+
+def _random_flip(rng: np.random.Generator) -> tuple[str, Image.Image]:
+    name, image = _random_crop(rng) if rng.random() < 0.5 else _random_photo(rng)
+    flip = str(rng.choice(["FLIP_LEFT_RIGHT", "FLIP_TOP_BOTTOM", "ROTATE_180"]))
+    return f"{name} {flip}", image.transpose(Image.Transpose[flip])
+
+
+def _random_jpeg(rng: np.random.Generator) -> tuple[str, Image.Image]:
+    name, image = _random_crop(rng) if rng.random() < 0.5 else _random_photo(rng)
+    quality = int(rng.integers(30, 96))
+    return f"{name} jpeg q{quality}", _jpeg(image, quality)
+
+
+def _flat(rng: np.random.Generator) -> tuple[str, Image.Image]:
+    w, h = _random_size(rng)
+    colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+    return f"flat {w}x{h} rgb{colour}", Image.new("RGB", (w, h), colour)
+
+
+def _gradient(rng: np.random.Generator) -> tuple[str, Image.Image]:
+    w, h = _random_size(rng)
+    angle = float(rng.uniform(0, 2 * np.pi))
+    start, end = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    t = xx * np.cos(angle) + yy * np.sin(angle)
+    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+    pixels = start + t[:, :, None] * (end - start).astype(np.float32)
+    return (
+        f"gradient {w}x{h} angle {np.degrees(angle):.0f} {start.tolist()}->{end.tolist()}",
+        Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8)),
+    )
+
+
+def _gaussian_noise(rng: np.random.Generator) -> tuple[str, Image.Image]:
+    w, h = _random_size(rng)
+    mean, sigma = float(rng.uniform(40, 215)), float(rng.uniform(2, 80))
+    channels = 3 if rng.random() < 0.7 else 1
+    noise = rng.normal(mean, sigma, (h, w, channels))
+    pixels = np.repeat(np.clip(np.rint(noise), 0, 255).astype(np.uint8), 3 // channels, axis=2)
+    return f"gaussian {w}x{h} mean {mean:.0f} sigma {sigma:.1f} channels {channels}", (
+        Image.fromarray(pixels)
+    )
+
+
+def _uniform_noise(rng: np.random.Generator) -> tuple[str, Image.Image]:
+    w, h = _random_size(rng)
+    low = int(rng.integers(0, 200))
+    high = int(rng.integers(low + 1, 257))
+    pixels = rng.integers(low, high, (h, w, 3), dtype=np.uint8)
+    return f"uniform {w}x{h} [{low},{high})", Image.fromarray(pixels)
+
+
+def _salt_and_pepper(rng: np.random.Generator) -> tuple[str, Image.Image]:
+    name, image = _flat(rng) if rng.random() < 0.5 else _random_crop(rng)
+    amount = float(rng.uniform(0.01, 0.2))
+    pixels = np.array(image)
+    hit = rng.random(pixels.shape[:2]) < amount
+    pixels[hit] = np.where(rng.random(int(hit.sum())) < 0.5, 0, 255)[:, None].astype(np.uint8)
+    return f"{name} salt-and-pepper {amount:.3f}", Image.fromarray(pixels)
+
+
+CORPUS_KINDS: dict[str, Callable[[np.random.Generator], tuple[str, Image.Image]]] = {
+    "crop": _random_crop,
+    "resize": _random_resize,
+    "flip": _random_flip,
+    "jpeg": _random_jpeg,
+    "flat": _flat,
+    "gradient": _gradient,
+    "gaussian_noise": _gaussian_noise,
+    "uniform_noise": _uniform_noise,
+    "salt_and_pepper": _salt_and_pepper,
+}
+
+
+def corpus_item(index: int, seed: int = 0) -> CorpusItem:
+    """Item ``index`` of the unmarked corpus: first every photo at every size, then the kinds of
+    ``CORPUS_KINDS`` in turn, each drawn from ``np.random.default_rng([seed, index])``."""
+    photos = [(name, size) for size in SIZES for name in PHOTO_SOURCES]
+    if index < len(photos):
+        name, size = photos[index]
+        return CorpusItem(index, "photo", f"{name}@{size}", load_photo(name, size).image)
+    kind = list(CORPUS_KINDS)[(index - len(photos)) % len(CORPUS_KINDS)]
+    name, image = CORPUS_KINDS[kind](np.random.default_rng([seed, index]))
+    return CorpusItem(index, kind, name, image.convert("RGB"))
+
+
+def unmarked_corpus(count: int = 2000, seed: int = 0) -> Iterator[CorpusItem]:
+    """Yields ``count`` unmarked images, one at a time (see ``corpus_item``)."""
+    for index in range(count):
+        yield corpus_item(index, seed)
