@@ -16,9 +16,12 @@ after a crop. ``sdkit-ss1`` is built for those journeys:
 * **Perceptual strength.** The amplitude follows the local standard deviation of luma (as SSIM
   sees it), with a floor that survives 8-bit rounding, then the whole mark is scaled down if the
   PSNR would fall under 38.5 dB.
+* **Informed embedding.** The embedder measures each bit the way the decoder will and lifts the
+  bits that the host's own texture works against (to the median margin), so textured images
+  keep their payload at the same PSNR.
 * **Whitened, weighted decoding.** The decoder removes the host's local mean from each chip and
   weights chips by the inverse of the local residual variance, so flat areas (where the mark is
-  clean) count more than busy ones.
+  clean) count more than busy ones; chips next to clipped pixels are left out.
 
 The layout (grid, tile, permutation, PN and pilot seeds, strength) is fixed for this method name;
 a later method gets a new name and this one stays decodable.
@@ -48,7 +51,10 @@ STRENGTH = 1.6  # amplitude per unit of local luma standard deviation / 8
 FLOOR = 0.7  # minimum amplitude (levels): smaller changes vanish in 8-bit rounding
 CEILING = 5.0  # maximum amplitude (levels)
 MIN_PSNR = 38.5
-SYNC_Z = 5.0  # pilot z-score below which a grid alignment is not trusted
+SYNC_Z = 5.0
+ROUNDS = 2  # informed-embedding refinements
+TARGET_QUANTILE = 0.5  # weak bits are lifted to this quantile of the margins
+CORRECTION_CAP = 6.0  # largest informed correction per chip (levels)  # pilot z-score below which a grid alignment is not trusted
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -118,6 +124,7 @@ def embed_bits(image: Image.Image, bits: npt.NDArray[np.uint8]) -> Image.Image:
     mean = uniform_filter(luma, window)
     std = np.sqrt(np.maximum(uniform_filter(luma * luma, window) - mean * mean, 0.0))
     delta = pattern * np.clip(STRENGTH * std / 8.0, FLOOR, CEILING)
+    delta += _informed_correction(rgb, delta, bits, layout, (grid_h, grid_w))
     limit = 255.0**2 / 10 ** (MIN_PSNR / 10)
     for _ in range(4):  # scale down until the rounded, clipped result keeps MIN_PSNR
         marked = np.clip(np.rint(rgb + delta[..., None]), 0, 255)
@@ -130,6 +137,62 @@ def embed_bits(image: Image.Image, bits: npt.NDArray[np.uint8]) -> Image.Image:
     if alpha is not None:
         out.putalpha(alpha)
     return out
+
+
+def _informed_correction(
+    rgb: FloatArray,
+    delta: FloatArray,
+    bits: npt.NDArray[np.uint8],
+    layout: _Layout,
+    grid: tuple[int, int],
+) -> FloatArray:
+    """Extra luma that lifts weak bits, the way the decoder will measure them.
+
+    Informed embedding (in the spirit of Malvar and Florencio's improved spread spectrum): the
+    embedder knows the host, so it computes each bit's decoder statistic on the marked image
+    and, for bits below the median margin (usually because the host's own texture points the
+    other way), adds a correction along that bit's chips, weighted as the decoder weights them.
+    """
+    grid_h, grid_w = grid
+    height, width = rgb.shape[:2]
+    ty, tx = np.mgrid[0:grid_h, 0:grid_w]
+    index = layout.assign[ty % TILE, tx % TILE]
+    pn = layout.pn[ty % TILE, tx % TILE]
+    data = index >= 0
+    signs = 2.0 * bits.astype(np.float64) - 1.0
+    correction = np.zeros((grid_h, grid_w))
+    for _ in range(ROUNDS):
+        luma = _luma(np.clip(rgb + delta[..., None], 0, 255))
+        luma += np.asarray(
+            Image.fromarray(correction.astype(np.float32), "F").resize(
+                (width, height), Image.Resampling.NEAREST
+            ),
+            dtype=np.float64,
+        )
+        cells = np.asarray(
+            Image.fromarray(luma.astype(np.float32), "F").resize(
+                (grid_w, grid_h), Image.Resampling.BOX
+            ),
+            dtype=np.float64,
+        )
+        residual = cells - uniform_filter(cells, 3)
+        weight = 1.0 / (uniform_filter(residual * residual, 5) + 1.0)
+        stats = np.zeros(layout.n_bits)
+        np.add.at(stats, index[data], (residual * weight * pn)[data])
+        margin = signs * stats
+        need = np.maximum(0.0, np.quantile(margin, TARGET_QUANTILE) - margin)
+        norm = np.zeros(layout.n_bits)
+        np.add.at(norm, index[data], weight[data] ** 2)
+        alpha = need / (8.0 / 9.0 * np.maximum(norm, 1e-12))
+        step = np.zeros((grid_h, grid_w))
+        step[data] = (alpha * signs)[index[data]] * weight[data] * pn[data]
+        correction = np.clip(correction + step, -CORRECTION_CAP, CORRECTION_CAP)
+    return np.asarray(
+        Image.fromarray(correction.astype(np.float32), "F").resize(
+            (width, height), Image.Resampling.NEAREST
+        ),
+        dtype=np.float64,
+    )
 
 
 @dataclass(frozen=True)
