@@ -119,10 +119,9 @@ def embed_bits(image: Image.Image, bits: npt.NDArray[np.uint8]) -> Image.Image:
         dtype=np.float64,
     )
     luma = _luma(rgb)
-    # local contrast over about two chips, so that the mask scales with the image
-    window = max(7, round(1.75 * max(height, width) / GRID))
-    mean = uniform_filter(luma, window)
-    std = np.sqrt(np.maximum(uniform_filter(luma * luma, window) - mean * mean, 0.0))
+    # local contrast in a 7 x 7 window, the scale at which SSIM judges the change
+    mean = uniform_filter(luma, 7)
+    std = np.sqrt(np.maximum(uniform_filter(luma * luma, 7) - mean * mean, 0.0))
     delta = pattern * np.clip(STRENGTH * std / 8.0, FLOOR, CEILING)
     delta += _informed_correction(rgb, delta, bits, layout, (grid_h, grid_w))
     limit = 255.0**2 / 10 ** (MIN_PSNR / 10)
