@@ -4,9 +4,10 @@ Why not invisible-watermark's methods alone: dwtDct embeds in chroma, which JPEG
 subsampling destroys; dwtDctSvd is thrown off by brightness changes; neither re-synchronises
 after a crop. ``sdkit-ss1`` is built for those journeys:
 
-* **Chips relative to the image.** The image is divided into a grid of chips, 128 along the
-  long edge (4 px at 512, 8 px at 1024), so a uniformly rescaled copy (a re-share) has the same
-  grid. Each chip carries +/- one unit of luma (the same on R, G and B), low in frequency enough
+* **Chips relative to the image.** The image is divided into a grid of chips, 160 along the
+  long edge (3.2 px at 512, 6.4 px at 1024), so a uniformly rescaled copy (a re-share) has the
+  same grid. (96, 128 and 192 were measured too: 160 recovered the most payloads on textured
+  photos, the hardest case.) Each chip carries +/- one unit of luma (the same on R, G and B), low in frequency enough
   to survive JPEG q50, WebP and a 0.5x resize.
 * **Tiles with a pilot.** The grid repeats in tiles of 32 x 32 chips. In each tile 800 chips
   carry the 160 codeword bits (5 each, scattered by a fixed permutation, times a +/-1 PN
@@ -43,7 +44,7 @@ __all__ = ["METHOD", "MIN_SIDE", "Candidate", "embed_bits", "soft_candidates"]
 
 METHOD = "sdkit-ss1"
 MIN_SIDE = 256
-GRID = 128  # chips along the long edge
+GRID = 160  # chips along the long edge
 TILE = 32  # chips per tile side
 CHIPS_PER_BIT = 5
 SEED = 0x5D_C1_55_01  # fixes permutation, PN and pilot: part of the method's definition
@@ -243,19 +244,27 @@ def _soft_at(
 def soft_candidates(image: Image.Image, n_bits: int, *, keep: int = 3) -> list[Candidate]:
     """Try likely grid alignments; return the ``keep`` best with a pilot z >= SYNC_Z.
 
-    Tried: the chip size the image's own size implies (any uniform rescale), the sizes an
-    original 5 % or 10 % larger would imply (crops), the nearest whole-pixel sizes, each at
-    4 x 4 sub-chip phases; the tile offset comes from the pilot correlation.
+    Chip sizes tried: the one the image's own size implies (right for any uniform rescale), the
+    nearest whole-pixel sizes, and those of an original up to 20 % larger (crops), in 1 % steps.
+    A coarse pass (two sub-chip phases) ranks the sizes; the best three get 4 x 4 phases. The
+    tile offset comes from the pilot correlation.
     """
     layout = _layout(n_bits)
     luma = _luma(np.asarray(image.convert("RGB"), dtype=np.float64)).astype(np.float32)
     height, width = luma.shape
     _, _, chip = _grid_shape(height, width)
-    chips = sorted({chip, chip / 0.95, chip / 0.9, float(np.floor(chip)), float(np.ceil(chip))})
+    sizes = {chip, float(np.floor(chip)), float(np.ceil(chip))}
+    sizes |= {chip / (1.0 - 0.01 * k) for k in range(1, 21)}
+    coarse: list[tuple[float, float]] = []
+    for size in sorted(s for s in sizes if s >= 1.0):
+        best = max(
+            (c.z for c in (_soft_at(luma, size, p, p, layout) for p in (0.0, size / 2)) if c),
+            default=-np.inf,
+        )
+        coarse.append((best, size))
+    coarse.sort(reverse=True)
     found: list[Candidate] = []
-    for size in chips:
-        if size < 1.0:
-            continue
+    for _, size in coarse[:3]:
         for py in (size * i / 4 for i in range(4)):
             for px in (size * i / 4 for i in range(4)):
                 cand = _soft_at(luma, size, px, py, layout)
