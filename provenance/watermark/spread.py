@@ -15,8 +15,8 @@ after a crop. ``sdkit-ss1`` is built for those journeys:
   FFT cross-correlation of the folded grid with the pilot, trying a few chip sizes and sub-chip
   phases; the pilot peak's z-score says how sure it is.
 * **Perceptual strength.** The amplitude follows the local standard deviation of luma (as SSIM
-  sees it), with a floor that survives 8-bit rounding, then the whole mark is scaled down if the
-  PSNR would fall under 38.5 dB.
+  sees it), with a floor that survives 8-bit rounding; then the whole mark is scaled down until
+  the rounded image keeps PSNR >= 38.5 dB and SSIM >= 0.981 against the original.
 * **Informed embedding.** The embedder measures each bit the way the decoder will and lifts the
   bits that the host's own texture works against (to the median margin), so textured images
   keep their payload at the same PSNR.
@@ -52,6 +52,7 @@ STRENGTH = 1.6  # amplitude per unit of local luma standard deviation / 8
 FLOOR = 0.7  # minimum amplitude (levels): smaller changes vanish in 8-bit rounding
 CEILING = 5.0  # maximum amplitude (levels)
 MIN_PSNR = 38.5
+MIN_SSIM = 0.981
 SYNC_Z = 5.0
 ROUNDS = 2  # informed-embedding refinements
 TARGET_QUANTILE = 0.5  # weak bits are lifted to this quantile of the margins
@@ -126,17 +127,39 @@ def embed_bits(image: Image.Image, bits: npt.NDArray[np.uint8]) -> Image.Image:
     delta = pattern * np.clip(STRENGTH * std / 8.0, FLOOR, CEILING)
     delta += _informed_correction(rgb, delta, bits, layout, (grid_h, grid_w))
     limit = 255.0**2 / 10 ** (MIN_PSNR / 10)
-    for _ in range(4):  # scale down until the rounded, clipped result keeps MIN_PSNR
+    for _ in range(6):  # scale down until the rounded, clipped result keeps PSNR and SSIM
         marked = np.clip(np.rint(rgb + delta[..., None]), 0, 255)
         mse = float(np.mean((marked - rgb) ** 2))
-        if mse <= limit:
+        similarity = _ssim(rgb, marked)
+        if mse <= limit and similarity >= MIN_SSIM:
             break
-        delta *= 0.98 * np.sqrt(limit / mse)
+        # distortion grows with the square of the mark's amplitude
+        factor = min(np.sqrt(limit / mse), np.sqrt((1 - MIN_SSIM) / max(1 - similarity, 1e-9)))
+        delta *= 0.98 * min(factor, 1.0)
     marked = marked.astype(np.uint8)
     out = Image.fromarray(marked, "RGB")
     if alpha is not None:
         out.putalpha(alpha)
     return out
+
+
+def _ssim(a: FloatArray, b: FloatArray) -> float:
+    """Mean SSIM over RGB (Wang et al. 2004), as scikit-image computes it by default.
+
+    7 x 7 uniform windows, sample covariances, constants for an 8-bit range, borders cropped.
+    """
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    norm = 49 / 48
+    scores = []
+    for ch in range(3):
+        x, y = a[..., ch], b[..., ch]
+        mx, my = uniform_filter(x, 7), uniform_filter(y, 7)
+        vx = norm * (uniform_filter(x * x, 7) - mx * mx)
+        vy = norm * (uniform_filter(y * y, 7) - my * my)
+        vxy = norm * (uniform_filter(x * y, 7) - mx * my)
+        s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+        scores.append(float(s[3:-3, 3:-3].mean()))
+    return float(np.mean(scores))
 
 
 def _informed_correction(
