@@ -14,6 +14,7 @@ from provenance.watermark.payload import (
     BCH_T,
     CODEWORD_BITS,
     DATA_BITS,
+    MAX_CHASE_BITS,
     Payload,
     _bch_codeword,
     _crc16,
@@ -228,7 +229,7 @@ def test_bad_input_raises(bits: np.ndarray) -> None:
 
 def test_bad_chase_bits_raise() -> None:
     with pytest.raises(WatermarkError, match="chase_bits"):
-        decode_payload(np.zeros(CODEWORD_BITS), chase_bits=4)
+        decode_payload(np.zeros(CODEWORD_BITS), chase_bits=MAX_CHASE_BITS + 1)
 
 
 # --- false positives -----------------------------------------------------------------------

@@ -24,7 +24,7 @@ accept rate rises by ten times per step (t = 9 has 152 bits but 10 times the rat
 The decoder never invents a payload: it answers only when BCH decodes, the corrections stay inside
 the transmitted bits, the CRC matches and the version is one it knows. On bits that carry no mark
 the chance of an answer per attempt is at most :func:`false_accept_probability` (3.1e-14 with hard
-bits, 2.5e-13 with soft values and the default three-bit Chase search).
+bits, 9.8e-13 with soft values and the default five-bit Chase search).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ BCH_T = 10  # bit errors BCH corrects
 ECC_BITS = 76  # parity bits bchlib makes for (m=8, t=10): the generator polynomial's degree
 CODEWORD_BITS = DATA_BITS + ECC_BITS  # 160: what the embedder carries
 SUPPORTED_VERSIONS = frozenset({1})
-MAX_CHASE_BITS = 3
+MAX_CHASE_BITS = 5
 
 # bchlib works on whole bytes: the data and the parity are each padded with zero bits at the end.
 # The padding is not transmitted; a correction that lands in it means "no codeword near here".
@@ -229,7 +229,7 @@ def decode_payload(
             0.0/1.0 also decode, but their "reliabilities" mean nothing.
         chase_bits: for soft values only; when plain BCH decoding fails, retry with every
             combination of flips of this many least reliable bits (a Chase-2 search, 2**k - 1 more
-            attempts). 0 turns it off; at most 3.
+            attempts). 0 turns it off; at most 5.
 
     Returns:
         ``(payload, bits_corrected)`` when BCH decodes, the CRC matches and the version is known;
