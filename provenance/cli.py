@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .detect_cli import detect_group
+from .detect_cli import detect_group, fail
 from .errors import ProvenanceError
 from .verify import verify
 
@@ -54,8 +54,7 @@ def verify_command(
         try:
             detector = Detector.load(probe, small="upscale" if small == "upscale" else "error")
         except ProvenanceError as exc:
-            click.echo(f"error: {exc.message}", err=True)
-            sys.exit(3)
+            fail(exc)
     worst = 0
     for name in files:
         try:

@@ -15,7 +15,7 @@ from .errors import ProvenanceError
 if TYPE_CHECKING:
     from .detector.backbone import SmallPolicy
 
-__all__ = ["IMAGE_SUFFIXES", "detect_group", "list_images"]
+__all__ = ["IMAGE_SUFFIXES", "detect_group", "fail", "list_images"]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 
@@ -29,7 +29,8 @@ class _DefaultToScore(click.Group):
         return super().parse_args(ctx, args)
 
 
-def _fail(exc: ProvenanceError, code: int = 3) -> NoReturn:
+def fail(exc: ProvenanceError, code: int = 3) -> NoReturn:
+    """Print a provenance error (and its hint) for people and exit with ``code``."""
     click.echo(f"error: {exc.message}", err=True)
     if exc.hint:
         click.echo(f"hint: {exc.hint}", err=True)
@@ -150,7 +151,7 @@ def score_command(
             )
         scores = det.score(list(files))
     except ProvenanceError as exc:
-        _fail(exc)
+        fail(exc)
     threshold = det.probe.threshold if det.probe else 0.5
     rows = [(name, float(s), bool(s >= threshold)) for name, s in zip(files, scores, strict=True)]
     if as_json:
@@ -225,7 +226,7 @@ def train_command(
 
     out = Path(output)
     if out.exists() and not overwrite:
-        _fail(
+        fail(
             ProvenanceError(
                 f"{out} exists", path=str(out), hint="pass --overwrite or choose another -o."
             ),
@@ -253,7 +254,7 @@ def train_command(
         )
         path = det.save(out)
     except ProvenanceError as exc:
-        _fail(exc)
+        fail(exc)
     summary = probe.metadata["training"]
     click.echo(
         f"wrote {path} ({len(real)} real, {len(fake)} fake; threshold {probe.threshold:.3f}, held-out balanced accuracy {summary['validation_balanced_accuracy']:.3f})"
@@ -300,7 +301,7 @@ def eval_command(
         )
         metrics = det.evaluate(_sources(real_dir), _sources(fake_dir))
     except ProvenanceError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         click.echo(json.dumps(metrics.to_dict(), indent=2))
         return
