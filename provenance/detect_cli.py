@@ -47,12 +47,13 @@ def _sources(folder: str) -> dict[str, list[Path]] | list[Path]:
     """A folder's images, or one list per subfolder (one source each) when it has subfolders."""
     root = Path(folder)
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if subdirs:
-        found = {d.name: list_images(d) for d in subdirs if list_images(d)}
-        if list_images(root):  # images beside the subfolders count as their own source
-            found[root.name] = list_images(root)
-        return found
-    return list_images(root)
+    here = list_images(root)
+    if not subdirs:
+        return here
+    found = {d.name: images for d in subdirs if (images := list_images(d))}
+    if here:  # images beside the subfolders count as their own source
+        found[root.name] = here
+    return found
 
 
 backbone_options = [

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["C2paState", "VerificationReport", "read_infotext", "verify"]
 
 C2paState = Literal["absent", "valid", "trusted", "invalid", "unreadable"]
+_MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 _EXIF_IFD = 0x8769
 _USER_COMMENT = 0x9286
 
@@ -130,15 +131,20 @@ def verify(
         except OSError as exc:
             raise ManifestError(f"cannot read {path}: {exc.strerror}", path=str(path)) from exc
         name = str(path)
-    mime = _mime(data, name)
-    state, codes, manifest = _read_c2pa(data, mime)
+    try:
+        image = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ManifestError(f"{name} is not an image file sdkit can read", path=name) from exc
+    with image:
+        fmt = (image.format or "").lower()
+        state, codes, manifest = _read_c2pa(data, _MIME.get(fmt, f"image/{fmt}"))
+        infotext = read_infotext(image)
+        score = threshold = None
+        if detector is not None and state not in ("valid", "trusted"):
+            score = float(detector.score([image.convert("RGB")])[0])
+            threshold = detector.probe.threshold if detector.probe is not None else None
     active = manifest or {}
     signature = active.get("signature_info") or {}
-    score = threshold = None
-    if detector is not None and state not in ("valid", "trusted"):
-        with Image.open(io.BytesIO(data)) as image:
-            score = float(detector.score([image.convert("RGB")])[0])
-        threshold = detector.probe.threshold if detector.probe is not None else None
     return VerificationReport(
         path=name,
         c2pa_state=state,
@@ -146,20 +152,11 @@ def verify(
         explanations=tuple(EXPLANATIONS.get(c, "see the C2PA specification") for c in codes),
         claim_generator=_claim_generator(active),
         signer=signature.get("issuer") or signature.get("common_name"),
-        infotext=read_infotext(data),
+        infotext=infotext,
         manifest=manifest,
         detector_score=score,
         detector_threshold=threshold,
     )
-
-
-def _mime(data: bytes, name: str) -> str:
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt = (im.format or "").lower()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ManifestError(f"{name} is not an image file sdkit can read", path=name) from exc
-    return {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}.get(fmt, f"image/{fmt}")
 
 
 def _read_c2pa(data: bytes, mime: str) -> tuple[C2paState, list[str], dict[str, Any] | None]:

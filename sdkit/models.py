@@ -184,10 +184,8 @@ def _check_folder(folder: Path, source: ModelSource, *, allow_pickle: bool) -> N
             source=source.name,
             hint="for one checkpoint file use Generator.from_single_file(path).",
         )
-    only_pickle = not _weight_files(folder, allow_pickle=False) and _weight_files(
-        folder, allow_pickle=True
-    )
-    if only_pickle and not allow_pickle:
+    weights = [] if allow_pickle else _weight_files(folder, allow_pickle=True)
+    if weights and all(p.suffix != ".safetensors" for p in weights):
         raise UnsafeCheckpointError(
             f"{folder} holds only pickle weights (.bin), which can run code when loaded",
             source=source.name,

@@ -91,6 +91,27 @@ def _grid_shape(height: int, width: int) -> tuple[int, int, float]:
     return max(1, round(height / chip)), max(1, round(width / chip)), chip
 
 
+def _to_pixels(cells: npt.NDArray[np.floating], width: int, height: int) -> FloatArray:
+    """Spread a chip-grid array over the pixels (each pixel takes its chip's value)."""
+    scaled = Image.fromarray(cells.astype(np.float32), "F").resize(
+        (width, height), Image.Resampling.NEAREST
+    )
+    return np.asarray(scaled, dtype=np.float64)
+
+
+def _to_cells(
+    pixels: npt.NDArray[np.floating],
+    grid_w: int,
+    grid_h: int,
+    box: tuple[float, float, float, float] | None = None,
+) -> FloatArray:
+    """Average pixels over each chip (of ``box``, default the whole image) -> chip grid."""
+    scaled = Image.fromarray(pixels.astype(np.float32), "F").resize(
+        (grid_w, grid_h), Image.Resampling.BOX, box=box
+    )
+    return np.asarray(scaled, dtype=np.float64)
+
+
 def _check_size(image: Image.Image) -> None:
     if min(image.size) < MIN_SIDE:
         raise WatermarkError(
@@ -113,19 +134,16 @@ def embed_bits(image: Image.Image, bits: npt.NDArray[np.uint8]) -> Image.Image:
     grid_h, grid_w, _ = _grid_shape(height, width)
     ty, tx = np.mgrid[0:grid_h, 0:grid_w]
     ty, tx = ty % TILE, tx % TILE
-    index = layout.assign[ty, tx]
+    index = layout.assign[ty, tx]  # bit of each chip of the image, -1 = pilot
+    pn = layout.pn[ty, tx]
     symbols = np.where(index < 0, 1.0, 2.0 * bits[np.maximum(index, 0)].astype(np.float64) - 1.0)
-    chips = (symbols * layout.pn[ty, tx]).astype(np.float32)
-    pattern = np.asarray(
-        Image.fromarray(chips, "F").resize((width, height), Image.Resampling.NEAREST),
-        dtype=np.float64,
-    )
+    pattern = _to_pixels(symbols * pn, width, height)
     luma = _luma(rgb)
     # local contrast in a 7 x 7 window, the scale at which SSIM judges the change
     mean = uniform_filter(luma, 7)
     std = np.sqrt(np.maximum(uniform_filter(luma * luma, 7) - mean * mean, 0.0))
     delta = pattern * np.clip(STRENGTH * std / 8.0, FLOOR, CEILING)
-    delta += _informed_correction(rgb, delta, bits, layout, (grid_h, grid_w))
+    delta += _informed_correction(rgb, delta, bits, index, pn)
     limit = 255.0**2 / 10 ** (MIN_PSNR / 10)
     for _ in range(6):  # scale down until the rounded, clipped result keeps PSNR and SSIM
         marked = np.clip(np.rint(rgb + delta[..., None]), 0, 255)
@@ -169,8 +187,8 @@ def _informed_correction(
     rgb: FloatArray,
     delta: FloatArray,
     bits: npt.NDArray[np.uint8],
-    layout: _Layout,
-    grid: tuple[int, int],
+    index: npt.NDArray[np.int64],
+    pn: FloatArray,
 ) -> FloatArray:
     """Extra luma that lifts weak bits, the way the decoder will measure them.
 
@@ -179,46 +197,28 @@ def _informed_correction(
     and, for bits below the median margin (usually because the host's own texture points the
     other way), adds a correction along that bit's chips, weighted as the decoder weights them.
     """
-    grid_h, grid_w = grid
+    grid_h, grid_w = index.shape
     height, width = rgb.shape[:2]
-    ty, tx = np.mgrid[0:grid_h, 0:grid_w]
-    index = layout.assign[ty % TILE, tx % TILE]
-    pn = layout.pn[ty % TILE, tx % TILE]
+    n_bits = len(bits)
     data = index >= 0
     signs = 2.0 * bits.astype(np.float64) - 1.0
     correction = np.zeros((grid_h, grid_w))
     for _ in range(ROUNDS):
         luma = _luma(np.clip(rgb + delta[..., None], 0, 255))
-        luma += np.asarray(
-            Image.fromarray(correction.astype(np.float32), "F").resize(
-                (width, height), Image.Resampling.NEAREST
-            ),
-            dtype=np.float64,
-        )
-        cells = np.asarray(
-            Image.fromarray(luma.astype(np.float32), "F").resize(
-                (grid_w, grid_h), Image.Resampling.BOX
-            ),
-            dtype=np.float64,
-        )
+        cells = _to_cells(luma + _to_pixels(correction, width, height), grid_w, grid_h)
         residual = cells - uniform_filter(cells, 3)
         weight = 1.0 / (uniform_filter(residual * residual, 5) + 1.0)
-        stats = np.zeros(layout.n_bits)
+        stats = np.zeros(n_bits)
         np.add.at(stats, index[data], (residual * weight * pn)[data])
         margin = signs * stats
         need = np.maximum(0.0, np.quantile(margin, TARGET_QUANTILE) - margin)
-        norm = np.zeros(layout.n_bits)
+        norm = np.zeros(n_bits)
         np.add.at(norm, index[data], weight[data] ** 2)
         alpha = need / (8.0 / 9.0 * np.maximum(norm, 1e-12))
         step = np.zeros((grid_h, grid_w))
         step[data] = (alpha * signs)[index[data]] * weight[data] * pn[data]
         correction = np.clip(correction + step, -CORRECTION_CAP, CORRECTION_CAP)
-    return np.asarray(
-        Image.fromarray(correction.astype(np.float32), "F").resize(
-            (width, height), Image.Resampling.NEAREST
-        ),
-        dtype=np.float64,
-    )
+    return _to_pixels(correction, width, height)
 
 
 @dataclass(frozen=True)
@@ -240,19 +240,16 @@ def _soft_at(
     if min(grid_h, grid_w) < TILE // 2:
         return None
     box = (px, py, px + grid_w * chip, py + grid_h * chip)
-    grid = np.asarray(
-        Image.fromarray(luma, "F").resize((grid_w, grid_h), Image.Resampling.BOX, box=box),
-        dtype=np.float64,
-    )
+    grid = _to_cells(luma, grid_w, grid_h, box)
     residual = grid - uniform_filter(grid, 3)
     weighted = residual / (uniform_filter(residual * residual, 5) + 1.0)
     # clipped pixels (e.g. highlights after a brightness boost) carry no mark and bend the
     # residual of their neighbours: leave chips near them out
     clipped = ((luma >= 254.5) | (luma <= 0.5)).astype(np.float32)
     if clipped.any():
-        share = np.asarray(
-            Image.fromarray(clipped, "F").resize((grid_w, grid_h), Image.Resampling.BOX, box=box)
-        )
+        # float32 as benchmarked: `> 0` below then also drops the chips where the filter's
+        # running sum leaves a tiny residue beside a clipped chip
+        share = _to_cells(clipped, grid_w, grid_h, box).astype(np.float32)
         weighted[uniform_filter(share, 3) > 0] = 0.0
     folded = np.zeros((TILE, TILE))
     yy, xx = np.mgrid[0:grid_h, 0:grid_w]
