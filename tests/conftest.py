@@ -15,6 +15,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("SDKIT_CACHE", tempfile.mkdtemp(prefix="sdkit-cache-"))
+# Development signing credentials and other per-user settings: never the real home folder.
+os.environ["SDKIT_CONFIG_DIR"] = tempfile.mkdtemp(prefix="sdkit-config-")
+os.environ.pop("SDKIT_TRUST_ANCHORS", None)
+os.environ.pop("SDKIT_SIGNING_CERT", None)
+os.environ.pop("SDKIT_SIGNING_KEY", None)
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
