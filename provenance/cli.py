@@ -2,74 +2,164 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import sys
+from pathlib import Path
 
 import click
 
-from .detect_cli import detect_group, fail
+from .detect_cli import detect_group, fail, list_images
 from .errors import ProvenanceError
-from .verify import verify
+from .verify import VerificationReport, verify
 
-__all__ = ["detect_group", "verify_command"]
+__all__ = ["EXIT_CODES", "detect_group", "verify_command"]
+
+# sdkit verify's exit codes (click itself exits 2 on a usage error).
+EXIT_CODES = {
+    "verified": 0,
+    "not_verified": 1,
+    "usage": 2,
+    "no_provenance": 3,
+    "unreadable": 4,
+}
+# With several files the most serious outcome decides the exit code.
+_SEVERITY = ("verified", "no_provenance", "not_verified", "unreadable")
+
+
+def _expand(patterns: tuple[str, ...]) -> list[Path]:
+    """Files, folders (their images) and glob patterns -> image paths, in the order given."""
+    paths: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else []
+        for item in [Path(m) for m in matches] or [Path(pattern)]:
+            paths.extend(list_images(item) if item.is_dir() else [item])
+    return paths
 
 
 @click.command("verify")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file.")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file (JSONL).")
 @click.option(
-    "--require-credentials",
+    "--trust-anchors",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="SDKIT_TRUST_ANCHORS",
+    show_envvar=True,
+    help="PEM file of the certificates you trust (e.g. the dev CA from `sdkit keys init`).",
+)
+@click.option(
+    "--require-trusted",
     is_flag=True,
-    help="Exit 1 when a file has no Content Credentials at all.",
+    help="Count a valid manifest from a signer outside the trust anchors as not verified.",
+)
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False),
+    envvar="SDKIT_STORE",
+    show_envvar=True,
+    help="Manifest store (SQLite) to recover stripped manifests from, through the watermark.",
+)
+@click.option(
+    "--fetch-remote",
+    is_flag=True,
+    help="Fetch manifests that a file only points to (network access; off by default).",
+)
+@click.option(
+    "--no-watermark",
+    "skip_watermark",
+    is_flag=True,
+    help="Do not look for sdkit's watermark (faster; no store recovery).",
 )
 @click.option(
     "--detector",
     "probe",
     type=click.Path(exists=True, dir_okay=False),
-    help="Probe from `sdkit detect train`: score files that have no valid Content Credentials.",
-)
-@click.option(
-    "--small",
-    type=click.Choice(["error", "upscale"]),
-    default="upscale",
-    show_default=True,
-    help="With --detector: images smaller than the detector's crop.",
+    help="Probe from `sdkit detect train`: score files that have no verified provenance.",
 )
 def verify_command(
     files: tuple[str, ...],
     as_json: bool,
-    require_credentials: bool,
+    trust_anchors: str | None,
+    require_trusted: bool,
+    store: str | None,
+    fetch_remote: bool,
+    skip_watermark: bool,
     probe: str | None,
-    small: str,
 ) -> None:
-    """Report where FILES come from: C2PA Content Credentials and embedded parameters.
+    """Report where FILES come from and whether that can be trusted.
 
-    Exit codes: 0 nothing wrong found; 1 a file has no Content Credentials (only with
-    --require-credentials); 2 a file's credentials are invalid; 3 a file could not be read.
+    FILES are image files, folders (their images) or glob patterns. For each: the C2PA
+    manifest (valid? trusted? what it says), sdkit's invisible watermark, and, when the
+    manifest was stripped but the watermark survived, the manifest recovered from --store.
+
+    \b
+    Exit codes (the most serious over all files):
+      0  verified (a valid manifest; from an untrusted signer unless --require-trusted)
+      1  not verified or tampered (invalid, remote and not fetched, mismatched)
+      2  usage error
+      3  no provenance (no manifest, no watermark)
+      4  a file could not be read (missing, not an image, truncated, too large)
     """
-    detector = None
-    if probe is not None:
-        from .detector import Detector
+    from .store import ManifestStore
 
+    detector = None
+    opened = None
+    try:
+        if probe is not None:
+            from .detector import Detector
+
+            detector = Detector.load(probe, small="upscale")
+        if store is not None:
+            if not Path(store).is_file():
+                raise ProvenanceError(
+                    f"manifest store {store} does not exist",
+                    path=store,
+                    hint="give the --store path that generation wrote to.",
+                )
+            opened = ManifestStore(store)
+    except ProvenanceError as exc:
+        fail(exc, EXIT_CODES["usage"])
+    paths = _expand(files)
+    if not paths:
+        fail(ProvenanceError("no image files found", hint="give files, folders or globs."), 4)
+    worst = "verified"
+    from tqdm import tqdm
+
+    bar = tqdm(paths, unit="file", file=sys.stderr, disable=len(paths) < 8 or None)
+    for path in bar:
         try:
-            detector = Detector.load(probe, small="upscale" if small == "upscale" else "error")
+            report = verify(
+                path,
+                trust_anchors=trust_anchors,
+                store=opened,
+                detector=detector,
+                fetch_remote=fetch_remote,
+                check_watermark=not skip_watermark,
+            )
         except ProvenanceError as exc:
-            fail(exc)
-    worst = 0
-    for name in files:
-        try:
-            report = verify(name, detector=detector)
-        except ProvenanceError as exc:
-            click.echo(f"error: {exc.message}", err=True)
-            worst = max(worst, 3)
-            continue
-        if as_json:
-            click.echo(json.dumps(report.to_dict(), default=str))
+            outcome = "unreadable"
+            message = {"path": str(path), "error": exc.message, "hint": exc.hint}
+            text = json.dumps(message) if as_json else f"{path}: ERROR: {exc.message}"
         else:
-            click.echo(report.to_text())
-        absent = 1 if require_credentials else 0
-        code = {"valid": 0, "trusted": 0, "absent": absent, "unreadable": 3}.get(
-            report.c2pa_state, 2
-        )
-        worst = max(worst, code)
-    sys.exit(worst)
+            outcome = _outcome(report, require_trusted)
+            text = json.dumps(report.to_dict(), default=str) if as_json else _text(report)
+        with tqdm.external_write_mode(file=sys.stderr):
+            click.echo(text)
+        if _SEVERITY.index(outcome) > _SEVERITY.index(worst):
+            worst = outcome
+    if opened is not None:
+        opened.close()
+    sys.exit(EXIT_CODES[worst])
+
+
+def _outcome(report: VerificationReport, require_trusted: bool) -> str:
+    if report.verdict == "verified" and require_trusted and not report.trusted:
+        return "not_verified"
+    return report.verdict
+
+
+def _text(report: VerificationReport) -> str:
+    colour = {"verified": "green", "not_verified": "red", "no_provenance": "yellow"}
+    lines = report.to_text().split("\n")
+    lines[0] = click.style(lines[0], fg=colour[report.verdict], bold=True)
+    return "\n".join(lines)

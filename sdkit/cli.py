@@ -15,6 +15,8 @@ from typing import Any, NoReturn
 
 import click
 
+from provenance.errors import ProvenanceError
+
 from . import __version__
 from .errors import (
     GenerationCancelled,
@@ -36,8 +38,9 @@ EXIT_CODES: tuple[tuple[type[SdkitError], int], ...] = (
 )
 
 
-def _fail(exc: SdkitError) -> NoReturn:
-    code = next(c for cls, c in EXIT_CODES if isinstance(exc, cls))
+def _fail(exc: SdkitError | ProvenanceError) -> NoReturn:
+    # provenance errors while generating (credentials that cannot sign, an unusable store): 5
+    code = next((c for cls, c in EXIT_CODES if isinstance(exc, cls)), 5)
     click.echo(f"error: {exc.message}", err=True)
     if exc.hint:
         click.echo(f"hint: {exc.hint}", err=True)
@@ -144,6 +147,30 @@ def cli() -> None:
     is_flag=True,
     help="Allow .ckpt/.bin weights. They can run code: only for files you trust.",
 )
+@click.option(
+    "--signing-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="SDKIT_SIGNING_CERT",
+    show_envvar=True,
+    help="PEM certificate chain (signer first) for the C2PA manifest. Default: your "
+    "development credentials (`sdkit keys init`), trusted by nobody else.",
+)
+@click.option(
+    "--signing-key",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="SDKIT_SIGNING_KEY",
+    show_envvar=True,
+    help="PEM private key of --signing-cert.",
+)
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False),
+    envvar="SDKIT_STORE",
+    show_envvar=True,
+    help="Manifest store (SQLite) that keeps each manifest under its watermark, so that "
+    "`sdkit verify --store` can re-link copies whose metadata was stripped.",
+)
+@click.option("--no-watermark", is_flag=True, help="Do not embed the invisible watermark.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the files and their Recipes as JSON.")
 def generate(
@@ -158,9 +185,22 @@ def generate(
     allow_pickle: bool,
     quiet: bool,
     as_json: bool,
+    signing_cert: str | None,
+    signing_key: str | None,
+    store: str | None,
+    no_watermark: bool,
     **options: Any,
 ) -> None:
-    """Generate images from PROMPT and write them with their parameters."""
+    """Generate images from PROMPT and write them, watermarked and C2PA-signed.
+
+    Each file carries its parameters (A1111-style infotext) and Content Credentials: a signed
+    C2PA manifest with the Recipe, the watermark payload and a fingerprint of the pixels.
+    Check one with `sdkit verify FILE`.
+
+    \b
+    Exit codes: 0 done; 1 other error; 2 invalid option; 3 model cannot be loaded;
+    4 output cannot be written; 5 signing credentials or store unusable; 130 cancelled.
+    """
     paths = _output_paths(Path(output), options["num_images"])
     if not overwrite:
         taken = [p for p in paths if p.exists()]
@@ -172,9 +212,17 @@ def generate(
                     hint="choose another -o or pass --overwrite.",
                 )
             )
+    if (signing_cert is None) != (signing_key is None):
+        raise click.UsageError("--signing-cert and --signing-key go together")
     _quiet_libraries()
     try:
+        from provenance.credentials import Credentials
+
         from .generator import Generator
+
+        credentials = None
+        if signing_cert is not None and signing_key is not None:
+            credentials = Credentials.from_files(signing_cert, signing_key)
 
         if not quiet:
             click.echo(f"loading {model or 'the default model'} …", err=True)
@@ -185,6 +233,9 @@ def generate(
             progress=not quiet,
             allow_pickle=allow_pickle,
             local_files_only=True if offline else None,
+            credentials=credentials,
+            store=store,
+            watermark=not no_watermark,
         )
         if gen.source.kind == "default" and (Path(gen.source.location) / "PLACEHOLDER").exists():
             click.echo(
@@ -198,13 +249,13 @@ def generate(
             im.save(path, overwrite=overwrite)
             for im, path in zip(result.images, paths, strict=True)
         ]
-    except SdkitError as exc:
+    except (SdkitError, ProvenanceError) as exc:
         _fail(exc)
     if as_json:
         click.echo(
             json.dumps(
                 [
-                    {"path": str(p), "recipe": im.recipe.to_dict()}
+                    {"path": str(p), **im.to_dict()}
                     for p, im in zip(written, result.images, strict=True)
                 ],
                 indent=2,
@@ -438,9 +489,17 @@ def calibrate_command(
         if prompts
         else list(CALIBRATION_PROMPTS)
     )
+    if (signing_cert is None) != (signing_key is None):
+        raise click.UsageError("--signing-cert and --signing-key go together")
     _quiet_libraries()
     try:
+        from provenance.credentials import Credentials
+
         from .generator import Generator
+
+        credentials = None
+        if signing_cert is not None and signing_key is not None:
+            credentials = Credentials.from_files(signing_cert, signing_key)
 
         gen = Generator(model, device=device, progress=False)
         width, height = size if size else (None, None)
@@ -485,8 +544,10 @@ def calibrate_command(
 
 def _mount_provenance() -> None:
     from provenance.cli import detect_group, verify_command
+    from provenance.keys_cli import keys_group
 
     cli.add_command(verify_command)
+    cli.add_command(keys_group)
     detect_group.add_command(calibrate_command)
     cli.add_command(detect_group)
 

@@ -21,7 +21,7 @@ import numbers
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -29,6 +29,10 @@ from typing import Any, Literal
 
 import torch
 from PIL import Image
+
+from provenance.credentials import Credentials
+from provenance.stamp import Stamper, ingredient_from
+from provenance.store import ManifestStore
 
 from . import models, prompts, samplers
 from .errors import GenerationCancelled, InvalidOptionError, ModelLoadError
@@ -77,6 +81,15 @@ class Generator:
         progress: show a progress bar while denoising.
         allow_pickle: allow ``.ckpt``/``.bin`` weights (they can run code).
         local_files_only: never contact the hub (default: ``HF_HUB_OFFLINE``).
+        credentials: who signs the images' C2PA manifests
+            (:class:`provenance.credentials.Credentials`); default: ``SDKIT_SIGNING_CERT`` /
+            ``SDKIT_SIGNING_KEY``, else your development credentials (created once).
+        store: a manifest store (or its path; default ``$SDKIT_STORE``) that keeps every
+            signed manifest under its watermark, so stripped copies can be re-linked.
+        watermark: embed the invisible watermark (default True).
+        training_mining: CAWG training-and-mining uses to state, e.g.
+            ``{"ai_inference": "allowed"}`` (default: generative AI training ``notAllowed``).
+        stamper: a ready :class:`provenance.stamp.Stamper` instead of the four options above.
         **load_options: ``revision``, ``variant``, ``cache_dir`` (hub); ``family``, ``config``,
             ``prediction_type`` (single file).
     """
@@ -90,8 +103,14 @@ class Generator:
         progress: bool = True,
         allow_pickle: bool = False,
         local_files_only: bool | None = None,
+        credentials: Credentials | None = None,
+        store: ManifestStore | str | os.PathLike[str] | None = None,
+        watermark: bool = True,
+        training_mining: Mapping[str, str] | None = None,
+        stamper: Stamper | None = None,
         **load_options: Any,
     ) -> None:
+        stamper = stamper or _stamper(credentials, store, watermark, training_mining)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.source = models.resolve_source(model)
@@ -102,7 +121,7 @@ class Generator:
             local_files_only=local_files_only,
             **load_options,
         )
-        self._init_pipeline(pipe, files, progress=progress)
+        self._init_pipeline(pipe, files, progress=progress, stamper=stamper)
 
     @classmethod
     def from_pretrained(cls, id_or_folder: str | os.PathLike[str], **options: Any) -> Generator:
@@ -134,23 +153,43 @@ class Generator:
         return cls(path, **options)
 
     @classmethod
-    def from_pipeline(cls, pipe: Any, *, name: str = "custom", progress: bool = True) -> Generator:
-        """Wrap an already-loaded diffusers pipeline (its weights are hashed from memory)."""
+    def from_pipeline(
+        cls,
+        pipe: Any,
+        *,
+        name: str = "custom",
+        progress: bool = True,
+        stamper: Stamper | None = None,
+        **provenance: Any,
+    ) -> Generator:
+        """Wrap an already-loaded diffusers pipeline (its weights are hashed from memory).
+
+        ``provenance``: ``credentials``, ``store``, ``watermark``, ``training_mining``, as for
+        the constructor.
+        """
         self = cls.__new__(cls)
         self.device = torch.device(getattr(pipe, "device", "cpu"))
         self.dtype = getattr(pipe, "dtype", torch.float32)
         self.source = models.ModelSource("folder", name, name)
-        self._init_pipeline(pipe, [], progress=progress, to_device=False)
+        stamper = stamper or _stamper(**provenance)
+        self._init_pipeline(pipe, [], progress=progress, to_device=False, stamper=stamper)
         return self
 
     def _init_pipeline(
-        self, pipe: Any, files: list[Path], *, progress: bool, to_device: bool = True
+        self,
+        pipe: Any,
+        files: list[Path],
+        *,
+        progress: bool,
+        stamper: Stamper,
+        to_device: bool = True,
     ) -> None:
         if to_device:
             pipe = pipe.to(self.device)
         self.pipe = pipe
         self.family = models.pipeline_family(pipe)
         self.progress = progress
+        self.stamper = stamper
         self._derived: dict[str, Any] = {}
         self._base_scheduler_config = dict(pipe.scheduler.config)
         self._base_scheduler_class = type(pipe.scheduler)
@@ -286,11 +325,14 @@ class Generator:
             guidance_rescale=guidance_rescale,
             clip_skip=clip_skip,
         )
-        images = tuple(
-            GeneratedImage(image=img.convert("RGB"), recipe=_recipe_for(recipe_base, s), index=i)
-            for i, (img, s) in enumerate(zip(output.images, plan.seeds, strict=True))
-        )
-        return GenerationResult(images=images, elapsed_s=time.perf_counter() - started)
+        # 7. Provenance: watermark the pixels now; files are signed when they are written.
+        parent = ingredient_from(init_image) if init_image is not None else None
+        images = []
+        for i, (img, s) in enumerate(zip(output.images, plan.seeds, strict=True)):
+            marked, record = self.stamper.watermark(img.convert("RGB"))
+            recipe = _recipe_for(recipe_base, s)
+            images.append(GeneratedImage(marked, recipe, i, record, self.stamper, parent))
+        return GenerationResult(images=tuple(images), elapsed_s=time.perf_counter() - started)
 
     generate = __call__
 
@@ -467,6 +509,17 @@ class Generator:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _stamper(
+    credentials: Credentials | None = None,
+    store: ManifestStore | str | os.PathLike[str] | None = None,
+    watermark: bool = True,
+    training_mining: Mapping[str, str] | None = None,
+) -> Stamper:
+    if store is None and os.environ.get("SDKIT_STORE"):
+        store = os.environ["SDKIT_STORE"]
+    return Stamper(credentials, store=store, watermark=watermark, training_mining=training_mining)
 
 
 def _recipe_for(fields: dict[str, Any], seed: int) -> Recipe:

@@ -1,9 +1,11 @@
-"""Generated images and how they are written: infotext first, atomically, never clobbering.
+"""Generated images and how they are written: infotext first, signed last, atomically.
 
 Formats: PNG (infotext in a ``parameters`` text chunk, as AUTOMATIC1111 writes it), JPEG
-(4:4:4 chroma, infotext in EXIF UserComment) and WebP (infotext in EXIF UserComment). A file is
-written to a temporary name in the destination folder and moved into place only when complete;
-an existing file is never replaced unless ``overwrite=True``.
+(4:4:4 chroma, infotext in EXIF UserComment) and WebP (infotext in EXIF UserComment). The pixels
+already carry the watermark (the Generator stamps them); encoding writes the infotext, and then
+the C2PA manifest is signed over the final bytes (``provenance.stamp``). A file is written to a
+temporary name in the destination folder and moved into place only when complete; an existing
+file is never replaced unless ``overwrite=True``.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import io
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image, PngImagePlugin
 
+from provenance.manifest import Ingredient
+from provenance.stamp import Stamper, WatermarkRecord
 from provenance.verify import read_infotext
 
 from .errors import OutputError
@@ -115,17 +119,24 @@ def write_atomic(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
 
 @dataclass(frozen=True)
 class GeneratedImage:
-    """One generated image and the Recipe that made it.
+    """One generated image, the Recipe that made it, and what signs it.
 
     Attributes:
-        image: the pixels (RGB).
+        image: the pixels (RGB), watermarked when ``watermark.embedded``.
         recipe: every parameter that made them.
         index: position in its batch.
+        watermark: what the provenance layer did about the watermark (``None``: no
+            provenance layer).
+        stamper: signs the encoded bytes (``None``: files are written unsigned).
+        parent: the init image of an img2img / inpaint result (a C2PA ingredient).
     """
 
     image: Image.Image
     recipe: Recipe
     index: int = 0
+    watermark: WatermarkRecord | None = None
+    stamper: Stamper | None = field(default=None, repr=False, compare=False)
+    parent: Ingredient | None = field(default=None, repr=False, compare=False)
 
     @property
     def seed(self) -> int:
@@ -137,9 +148,40 @@ class GeneratedImage:
         """A1111 "parameters" text for this image."""
         return self.recipe.to_infotext()
 
-    def to_bytes(self, fmt: str = "png", *, quality: int = 95) -> bytes:
-        """Encode as ``"png"``, ``"jpeg"`` or ``"webp"`` with the infotext embedded."""
-        return encode_image(self.image, _format(fmt, "-"), infotext=self.infotext, quality=quality)
+    @property
+    def payload(self) -> Any:
+        """The watermark payload (:class:`provenance.watermark.Payload`), or ``None``."""
+        return self.watermark.payload if self.watermark is not None else None
+
+    def to_bytes(
+        self, fmt: str = "png", *, quality: int = 95, title: str | None = None, sign: bool = True
+    ) -> bytes:
+        """Encode as ``"png"``, ``"jpeg"`` or ``"webp"``: infotext embedded, then C2PA-signed.
+
+        Args:
+            fmt: the format.
+            quality: JPEG / WebP quality.
+            title: the file name recorded in the manifest (default ``image.<ext>``).
+            sign: sign with the Generator's credentials (default); False gives the bare
+                encoding (watermark and infotext only).
+
+        Raises:
+            OutputError: unknown format.
+            SigningError: the credentials cannot sign (``provenance.errors``).
+        """
+        chosen = _format(fmt, "-")
+        data = encode_image(self.image, chosen, infotext=self.infotext, quality=quality)
+        if not sign or self.stamper is None:
+            return data
+        ext = "jpg" if chosen == "jpeg" else chosen
+        return self.stamper.sign(
+            data,
+            chosen,
+            title=title or f"image.{ext}",
+            record=self.watermark or WatermarkRecord(False, reason="not stamped"),
+            recipe=self.recipe.to_dict(),
+            parent=self.parent,
+        )
 
     def save(
         self,
@@ -149,17 +191,32 @@ class GeneratedImage:
         overwrite: bool = False,
         quality: int = 95,
     ) -> Path:
-        """Write the image (format from ``fmt`` or the suffix) atomically.
+        """Write the signed image (format from ``fmt`` or the suffix) atomically.
+
+        Nothing is written when encoding or signing fails, and an existing file is kept unless
+        ``overwrite=True``.
 
         Raises:
             OutputError: unknown format, existing file without ``overwrite``, or unwritable.
+            SigningError: the credentials cannot sign (``provenance.errors``).
         """
         dest = Path(path)
         chosen = _format(fmt or dest.suffix, dest)
-        return write_atomic(dest, self.to_bytes(chosen, quality=quality), overwrite=overwrite)
+        if not overwrite and dest.exists():  # fail before the work of signing
+            raise OutputError(
+                f"{dest} exists", path=dest, hint="choose another name or pass overwrite=True."
+            )
+        data = self.to_bytes(chosen, quality=quality, title=dest.name)
+        return write_atomic(dest, data, overwrite=overwrite)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "size": list(self.image.size), "recipe": self.recipe.to_dict()}
+        mark = self.watermark.to_assertion() if self.watermark is not None else None
+        return {
+            "index": self.index,
+            "size": list(self.image.size),
+            "recipe": self.recipe.to_dict(),
+            "watermark": mark,
+        }
 
 
 def _format(fmt: str, path: str | os.PathLike[str]) -> ImageFormat:

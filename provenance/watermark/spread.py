@@ -19,7 +19,8 @@ after a crop. ``sdkit-ss1`` is built for those journeys:
   the rounded image keeps PSNR >= 38.5 dB and SSIM >= 0.981 against the original.
 * **Informed embedding.** The embedder measures each bit the way the decoder will and lifts the
   bits that the host's own texture works against (to the median margin), so textured images
-  keep their payload at the same PSNR.
+  keep their payload at the same PSNR. It first measures a copy brightened x1.2, where
+  highlights clip and their chips drop out, so bright images survive a brightness boost.
 * **Whitened, weighted decoding.** The decoder removes the host's local mean from each chip and
   weights chips by the inverse of the local residual variance, so flat areas (where the mark is
   clean) count more than busy ones; chips next to clipped pixels are left out.
@@ -54,7 +55,7 @@ CEILING = 5.0  # maximum amplitude (levels)
 MIN_PSNR = 38.5
 MIN_SSIM = 0.981
 SYNC_Z = 5.0
-ROUNDS = 2  # informed-embedding refinements
+VIEWS = (1.2, 1.0, 1.0)  # informed-embedding rounds: brightness gain of the view each measures
 TARGET_QUANTILE = 0.5  # weak bits are lifted to this quantile of the margins
 CORRECTION_CAP = 6.0  # largest informed correction per chip (levels)  # pilot z-score below which a grid alignment is not trusted
 
@@ -183,6 +184,30 @@ def _ssim(a: FloatArray, b: FloatArray) -> float:
     return float(np.mean(scores))
 
 
+def _chip_evidence(
+    luma: npt.NDArray[np.floating],
+    grid_w: int,
+    grid_h: int,
+    box: tuple[float, float, float, float] | None = None,
+) -> tuple[FloatArray, FloatArray]:
+    """Each chip's residual (host's local mean removed) and the weight the decoder gives it.
+
+    Weights are the inverse of the local residual variance, so flat areas (where the mark is
+    clean) count more than busy ones. Clipped pixels (e.g. highlights after a brightness boost)
+    carry no mark and bend the residual of their neighbours: chips near them weigh 0.
+    """
+    grid = _to_cells(luma, grid_w, grid_h, box)
+    residual = grid - uniform_filter(grid, 3)
+    weight = 1.0 / (uniform_filter(residual * residual, 5) + 1.0)
+    clipped = ((luma >= 254.5) | (luma <= 0.5)).astype(np.float32)
+    if clipped.any():
+        # float32 as benchmarked: `> 0` below then also drops the chips where the filter's
+        # running sum leaves a tiny residue beside a clipped chip
+        share = _to_cells(clipped, grid_w, grid_h, box).astype(np.float32)
+        weight[uniform_filter(share, 3) > 0] = 0.0
+    return residual, weight
+
+
 def _informed_correction(
     rgb: FloatArray,
     delta: FloatArray,
@@ -196,6 +221,9 @@ def _informed_correction(
     embedder knows the host, so it computes each bit's decoder statistic on the marked image
     and, for bits below the median margin (usually because the host's own texture points the
     other way), adds a correction along that bit's chips, weighted as the decoder weights them.
+    The first round measures the image brightened x1.2 (``VIEWS``): there highlights clip, the
+    decoder leaves their chips out, and the bits that lived mostly in them are lifted on the
+    chips that remain; the next rounds measure the image as it is.
     """
     grid_h, grid_w = index.shape
     height, width = rgb.shape[:2]
@@ -203,18 +231,18 @@ def _informed_correction(
     data = index >= 0
     signs = 2.0 * bits.astype(np.float64) - 1.0
     correction = np.zeros((grid_h, grid_w))
-    for _ in range(ROUNDS):
-        luma = _luma(np.clip(rgb + delta[..., None], 0, 255))
-        cells = _to_cells(luma + _to_pixels(correction, width, height), grid_w, grid_h)
-        residual = cells - uniform_filter(cells, 3)
-        weight = 1.0 / (uniform_filter(residual * residual, 5) + 1.0)
+    marked = rgb + delta[..., None]
+    for gain in VIEWS:
+        pixels = np.clip(marked + _to_pixels(correction, width, height)[..., None], 0, 255)
+        luma = _luma(np.clip(np.rint(pixels * gain), 0, 255) if gain != 1.0 else pixels)
+        residual, weight = _chip_evidence(luma, grid_w, grid_h)
         stats = np.zeros(n_bits)
         np.add.at(stats, index[data], (residual * weight * pn)[data])
         margin = signs * stats
         need = np.maximum(0.0, np.quantile(margin, TARGET_QUANTILE) - margin)
         norm = np.zeros(n_bits)
         np.add.at(norm, index[data], weight[data] ** 2)
-        alpha = need / (8.0 / 9.0 * np.maximum(norm, 1e-12))
+        alpha = need / (8.0 / 9.0 * gain * np.maximum(norm, 1e-12))
         step = np.zeros((grid_h, grid_w))
         step[data] = (alpha * signs)[index[data]] * weight[data] * pn[data]
         correction = np.clip(correction + step, -CORRECTION_CAP, CORRECTION_CAP)
@@ -240,17 +268,8 @@ def _soft_at(
     if min(grid_h, grid_w) < TILE // 2:
         return None
     box = (px, py, px + grid_w * chip, py + grid_h * chip)
-    grid = _to_cells(luma, grid_w, grid_h, box)
-    residual = grid - uniform_filter(grid, 3)
-    weighted = residual / (uniform_filter(residual * residual, 5) + 1.0)
-    # clipped pixels (e.g. highlights after a brightness boost) carry no mark and bend the
-    # residual of their neighbours: leave chips near them out
-    clipped = ((luma >= 254.5) | (luma <= 0.5)).astype(np.float32)
-    if clipped.any():
-        # float32 as benchmarked: `> 0` below then also drops the chips where the filter's
-        # running sum leaves a tiny residue beside a clipped chip
-        share = _to_cells(clipped, grid_w, grid_h, box).astype(np.float32)
-        weighted[uniform_filter(share, 3) > 0] = 0.0
+    residual, weight = _chip_evidence(luma, grid_w, grid_h, box)
+    weighted = residual * weight
     folded = np.zeros((TILE, TILE))
     yy, xx = np.mgrid[0:grid_h, 0:grid_w]
     np.add.at(folded, (yy % TILE, xx % TILE), weighted)
