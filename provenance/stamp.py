@@ -21,6 +21,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
@@ -91,7 +92,7 @@ def ingredient_from(source: str | os.PathLike[str] | bytes | Image.Image) -> Ing
         data, title = source, "init image"
     else:
         try:
-            data = open(source, "rb").read()  # noqa: SIM115 - closed by refcount at once
+            data = Path(source).read_bytes()
         except OSError as exc:
             raise ManifestError(f"cannot read {source}: {exc.strerror}", path=str(source)) from exc
         title = os.path.basename(os.fspath(source))

@@ -20,6 +20,7 @@ from .errors import (
     ModelLoadError,
     ModelNotFoundError,
     OutputError,
+    ReplayError,
     SdkitError,
     UnsafeCheckpointError,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "ModelNotFoundError",
     "OutputError",
     "Recipe",
+    "ReplayError",
     "SdkitError",
     "UnsafeCheckpointError",
     "__version__",

@@ -489,17 +489,9 @@ def calibrate_command(
         if prompts
         else list(CALIBRATION_PROMPTS)
     )
-    if (signing_cert is None) != (signing_key is None):
-        raise click.UsageError("--signing-cert and --signing-key go together")
     _quiet_libraries()
     try:
-        from provenance.credentials import Credentials
-
         from .generator import Generator
-
-        credentials = None
-        if signing_cert is not None and signing_key is not None:
-            credentials = Credentials.from_files(signing_cert, signing_key)
 
         gen = Generator(model, device=device, progress=False)
         width, height = size if size else (None, None)

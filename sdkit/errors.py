@@ -10,7 +10,8 @@ type. Each carries the context a user needs (the option and the value, or the pa
     │   ├── ModelNotFoundError  a hub id not in the local cache while offline, or a missing path
     │   └── UnsafeCheckpointError  a pickle checkpoint without ``allow_pickle=True``
     ├── GenerationCancelled     a step callback asked to stop
-    └── OutputError             an image could not be written (exists, unwritable, bad format)
+    ├── OutputError             an image could not be written (exists, unwritable, bad format)
+    └── ReplayError             an image cannot be re-rendered (no Recipe, another model, …)
 
 The CLI maps each class to an exit code (see ``sdkit.cli.EXIT_CODES``); no traceback reaches a
 user for an expected failure.
@@ -29,6 +30,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFoundError",
     "OutputError",
+    "ReplayError",
     "SdkitError",
     "UnsafeCheckpointError",
 ]
@@ -122,3 +124,15 @@ class OutputError(SdkitError, OSError):
     ) -> None:
         self.path = os.fspath(path)
         SdkitError.__init__(self, message, hint=hint)
+
+
+class ReplayError(SdkitError):
+    """An image cannot be re-rendered from its Recipe.
+
+    Attributes:
+        path: the image.
+    """
+
+    def __init__(self, message: str, *, path: str, hint: str | None = None) -> None:
+        self.path = path
+        super().__init__(message, hint=hint)

@@ -21,7 +21,7 @@ import numbers
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -33,11 +33,13 @@ from PIL import Image
 from provenance.credentials import Credentials
 from provenance.stamp import Stamper, ingredient_from
 from provenance.store import ManifestStore
+from provenance.watermark import Payload
 
 from . import models, prompts, samplers
 from .errors import GenerationCancelled, InvalidOptionError, ModelLoadError
 from .images import GeneratedImage, GenerationResult
 from .recipe import Mode, Recipe
+from .replay import ReplayResult
 from .runtime import DeviceLike, DtypeLike, resolve_device, resolve_dtype
 
 __all__ = ["Generator", "StepCallback"]
@@ -223,6 +225,7 @@ class Generator:
         strength: float | None = None,
         mask: ImageInput | None = None,
         callback: StepCallback | None = None,
+        watermark_payloads: Sequence[Payload] | None = None,
     ) -> GenerationResult:
         """Make ``num_images`` images; image ``i`` uses seed ``seed + i``.
 
@@ -245,6 +248,8 @@ class Generator:
             mask: white = repaint, black = keep; same size as ``init_image``.
             callback: ``callback(step, timestep, latents)`` after each step; return ``False``
                 to cancel (raises :class:`~sdkit.errors.GenerationCancelled`).
+            watermark_payloads: one :class:`provenance.watermark.Payload` per image to embed
+                instead of fresh random ones (:meth:`replay` uses it).
 
         Raises:
             InvalidOptionError: an option is invalid (raised before any work starts).
@@ -269,6 +274,10 @@ class Generator:
             strength=strength,
             mask=mask,
         )
+        if watermark_payloads is not None and len(watermark_payloads) != num_images:
+            raise InvalidOptionError(
+                "watermark_payloads", len(watermark_payloads), f"{num_images} payloads"
+            )
         # numpy scalars and the like pass validation; the Recipe stores plain Python numbers
         steps, num_images = int(steps), int(num_images)
         guidance_scale, guidance_rescale = float(guidance_scale), float(guidance_rescale)
@@ -329,12 +338,36 @@ class Generator:
         parent = ingredient_from(init_image) if init_image is not None else None
         images = []
         for i, (img, s) in enumerate(zip(output.images, plan.seeds, strict=True)):
-            marked, record = self.stamper.watermark(img.convert("RGB"))
+            payload = watermark_payloads[i] if watermark_payloads is not None else None
+            marked, record = self.stamper.watermark(img.convert("RGB"), payload)
             recipe = _recipe_for(recipe_base, s)
             images.append(GeneratedImage(marked, recipe, i, record, self.stamper, parent))
         return GenerationResult(images=tuple(images), elapsed_s=time.perf_counter() - started)
 
     generate = __call__
+
+    def replay(
+        self,
+        source: str | os.PathLike[str] | bytes,
+        *,
+        init_image: ImageInput | None = None,
+        mask: ImageInput | None = None,
+    ) -> ReplayResult:
+        """Re-render an image from the Recipe in its manifest and compare the pixels.
+
+        Args:
+            source: an image sdkit made (path or bytes), with its C2PA manifest (or, failing
+                that, its infotext).
+            init_image: for img2img / inpaint results, the image they started from.
+            mask: for inpaint results, the mask.
+
+        Raises:
+            ReplayError: the file has no Recipe, was made by another model, or needs an init
+                image (or mask) that was not given or is not the one recorded.
+        """
+        from .replay import replay
+
+        return replay(self, source, init_image=init_image, mask=mask)
 
     def stream(
         self, prompt: str, *, num_images: int = 1, seed: int | None = None, **options: Any
