@@ -41,7 +41,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("benchmarks/generator_overhead.json"))
     args = parser.parse_args()
 
-    gen = Generator(args.model, progress=False)
+    # watermark=False: this measures the Generator itself; provenance_overhead.py measures the rest
+    gen = Generator(args.model, progress=False, watermark=False)
     pipe = gen.pipe
     pipe.set_progress_bar_config(disable=True)
     prompt = "a red circle on a blue background"

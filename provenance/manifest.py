@@ -159,11 +159,16 @@ def build_definition(
             "data": {"entries": training_mining_entries(training_mining)},
         },
     ]
-    return {
-        "claim_generator_info": [agent],
-        "title": title,
-        "assertions": assertions,
-    }
+    definition = {"claim_generator_info": [agent], "title": title, "assertions": assertions}
+    try:
+        json.dumps(definition, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ManifestError(
+            f"the manifest cannot be written as JSON: {exc}",
+            hint="recipes and assertions may hold only strings, finite numbers, lists and "
+            "objects.",
+        ) from exc
+    return definition
 
 
 def _context(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -284,8 +285,21 @@ def _unquote(text: str) -> str:
 
 
 def _json_normalise(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain JSON types only; non-finite floats (e.g. DPM-Solver's ``lambda_min_clipped = -inf``)
+    become the strings ``"Infinity"``, ``"-Infinity"``, ``"NaN"``, so that the Recipe is strict
+    JSON (RFC 8259), as C2PA manifests require."""
     clean = {k: v for k, v in dict(mapping).items() if not str(k).startswith("_")}
-    return dict(json.loads(json.dumps(clean, default=_json_default)))
+    return dict(_finite(json.loads(json.dumps(clean, default=_json_default))))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:
