@@ -12,9 +12,13 @@ unrelated photos differ by about 32 of 64. ``MATCH_DISTANCE = 10`` sits between 
 
 Example:
     >>> from PIL import Image
-    >>> a = Image.radial_gradient("L").convert("RGB")
+    >>> a = Image.effect_mandelbrot((256, 256), (-2.0, -1.5, 1.0, 1.5), 100).convert("RGB")
+    >>> fingerprint(a)
+    'c4001b0065008c00'
     >>> distance(fingerprint(a), fingerprint(a.resize((128, 128))))
     0
+    >>> matches(fingerprint(a), fingerprint(a.rotate(90)))
+    False
 """
 
 from __future__ import annotations

@@ -165,8 +165,7 @@ def build_definition(
     except (TypeError, ValueError) as exc:
         raise ManifestError(
             f"the manifest cannot be written as JSON: {exc}",
-            hint="recipes and assertions may hold only strings, finite numbers, lists and "
-            "objects.",
+            hint="recipes and assertions may hold only strings, finite numbers, lists and objects.",
         ) from exc
     return definition
 

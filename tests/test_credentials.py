@@ -490,3 +490,27 @@ def test_keys_show_names_an_unusable_certificate(
     assert result.exit_code == 3
     assert "sha256:" in result.output and "expired on" in result.output
     assert os.fspath(tmp_path) in result.output
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"start": dt.timedelta(days=-60), "days": 30}, "expired"),
+        ({"eku": [ExtendedKeyUsageOID.SERVER_AUTH]}, "extended key usage"),
+    ],
+)
+def test_generate_refuses_bad_certificates_before_any_work(
+    ca: tuple[x509.Certificate, Any], tmp_path: Path, options: dict[str, Any], expected: str
+) -> None:
+    from sdkit.cli import cli
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    chain, key_file = tmp_path / "chain.pem", tmp_path / "signer.key"
+    chain.write_bytes(issue(ca, key, **options))
+    key_file.write_bytes(pem(key))
+    out = tmp_path / "never.png"
+    args = ["generate", "x", "-o", str(out), "-q", "--signing-cert", str(chain)]
+    result = CliRunner().invoke(cli, [*args, "--signing-key", str(key_file)])
+    assert result.exit_code == 5, result.output
+    assert "error:" in result.output and expected in result.output.lower()
+    assert "Traceback" not in result.output and not out.exists()

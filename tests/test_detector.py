@@ -24,6 +24,9 @@ TINY = "sdkit-tiny-vit"
 TINY_768 = "sdkit-tiny-vit-768"
 
 
+FIXTURES = Path(__file__).parent / "fixtures" / "c2pa-interop"
+
+
 def _register(folder: Path, name: str, embed_dim: int) -> None:
     cfg = {
         "embed_dim": embed_dim,
@@ -341,19 +344,19 @@ def test_calibrate_against_the_generator_and_verify_with_the_detector(
     assert meta["generator"]["model"] == "sdkit-default" and meta["generator"]["n"] == 8
     assert len(list(fakes.glob("*.png"))) == 8
 
-    # the probe remembers where its local backbone weights are: no --checkpoint needed
-    report = runner.invoke(
-        cli, ["verify", str(sorted(fakes.glob("*.png"))[0]), "--detector", str(probe), "--json"]
-    )
-    assert report.exit_code == 0, report.output
+    # the probe remembers where its local backbone weights are: no --checkpoint needed;
+    # a file without provenance gets a score
+    report = runner.invoke(cli, ["verify", str(real / "0.png"), "--detector", str(probe), "--json"])
+    assert report.exit_code == 3, report.output  # no provenance
     data_ = json.loads(report.output)
     assert (
         0.0 <= data_["detector_score"] <= 1.0 and data_["detector_threshold"] == meta["threshold"]
     )
-    # files with valid Content Credentials are not scored
-    signed = Path(__file__).parent / "fixtures" / "c2pa-interop" / "C.jpg"
-    report = runner.invoke(cli, ["verify", str(signed), "--detector", str(probe), "--json"])
-    assert json.loads(report.output)["detector_score"] is None
+    # files with valid Content Credentials (the signed fakes, a third-party file) are not scored
+    for signed in (sorted(fakes.glob("*.png"))[0], FIXTURES / "C.jpg"):
+        report = runner.invoke(cli, ["verify", str(signed), "--detector", str(probe), "--json"])
+        assert report.exit_code == 0, report.output
+        assert json.loads(report.output)["detector_score"] is None
 
 
 def test_local_file_stands_in_for_a_pretrained_tag(
