@@ -1,0 +1,487 @@
+"""OptOutChecker: every opt-out signal for a URL, a file or an image, and one decision.
+
+For a URL, in order (each redirect hop goes through steps 1-3 again, at most
+``max_redirects`` times):
+
+1. The origin's site files (robots.txt, ai.txt, tdmrep.json), fetched once per origin and
+   cached. If robots.txt or ai.txt disallows the URL, the work itself is not fetched.
+2. One GET of the work: its ``X-Robots-Tag`` and TDMRep headers; the body only as far as
+   needed (a page's ``<head>``; a JPEG's metadata segments; other images whole, up to
+   ``max_body``).
+3. Inside the file: C2PA / CAWG training-and-mining, IPTC ``plus:DataMining``; and, with a
+   registry, the perceptual-hash lookup (which needs the whole image).
+
+Files on disk and PIL images go through step 3 only. See :mod:`provenance.optout.decision`
+for how signals become a decision, and :mod:`provenance.optout.network` for the SSRF policy.
+
+Example:
+    >>> from PIL import Image
+    >>> OptOutChecker().check(Image.new("RGB", (8, 8))).verdict
+    'allowed'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Sequence
+from importlib import metadata
+from pathlib import Path
+from urllib.parse import urljoin
+
+import aiohttp
+from PIL import Image
+
+from ..errors import OptOutError
+from .decision import Decision, OnError, Signal, decide
+from .embedded import DEFAULT_USES, file_signals, xmp_signals
+from .markup import AI_TRAINING_AGENTS, header_signals, html_signals, lower_agents
+from .network import (
+    OPT_OUT_HEADERS,
+    REDIRECTS,
+    Fetched,
+    Refused,
+    connector_options,
+    origin_of,
+    read_body,
+    read_upto,
+    url_refusal,
+)
+from .registry import OptOutRegistry
+from .sitefiles import MAX_SITE_FILE, SITE_FILES, SitePolicy
+
+__all__ = ["DEFAULT_USER_AGENT", "OptOutChecker", "Target"]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("sdkit")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0"
+
+
+#: Sent with every request; the product token (before the slash) is what robots.txt matches.
+DEFAULT_USER_AGENT = (
+    f"sdkit-optout/{_version()} (+https://github.com/sdkit/sdkit/blob/main/docs/optout.md)"
+)
+Target = str | os.PathLike[str] | bytes | Image.Image
+_SITE_CACHE = 65_536  # origins kept
+
+
+class OptOutChecker:
+    """Checks URLs, files and images for opt-outs from AI training.
+
+    Args:
+        user_agent: sent with each request; its product token is ours in robots.txt, ai.txt and
+            user-agent scoped directives.
+        registry: an :class:`OptOutRegistry` (or its path) of opted-out works to match images
+            against.
+        on_error: ``"deny"`` (default): an unknown verdict (timeout, 5xx, unreadable) is not
+            allowed; ``"allow"``: it is.
+        allow_private: allow requests to loopback, private and link-local addresses (intranets,
+            tests). Off by default (SSRF).
+        timeout: seconds for each request, connection to last byte.
+        max_redirects: redirects followed per URL (each hop checked).
+        concurrency: connections open at once, in all.
+        per_host: connections open at once to one host.
+        max_body: bytes read of an image body at most.
+        uses: training-and-mining uses that count (without ``c2pa.`` / ``cawg.``).
+        ai_agents: AI-training crawler tokens whose robots.txt groups and scoped directives
+            count as opt-outs.
+        site_files: fetch robots.txt, ai.txt and tdmrep.json (on by default).
+
+    Raises:
+        OptOutError: an option is out of range.
+    """
+
+    def __init__(
+        self,
+        *,
+        user_agent: str = DEFAULT_USER_AGENT,
+        registry: OptOutRegistry | str | os.PathLike[str] | None = None,
+        on_error: OnError = "deny",
+        allow_private: bool = False,
+        timeout: float = 10.0,
+        max_redirects: int = 5,
+        concurrency: int = 256,
+        per_host: int = 16,
+        max_body: int = 32 * 1024 * 1024,
+        uses: Sequence[str] = DEFAULT_USES,
+        ai_agents: Sequence[str] = AI_TRAINING_AGENTS,
+        site_files: bool = True,
+    ) -> None:
+        checks = (
+            (
+                on_error in ("deny", "allow"),
+                "on_error",
+                on_error,
+                "use 'deny' (fail closed) or 'allow'.",
+            ),
+            (timeout > 0, "timeout", timeout, "give seconds > 0."),
+            (0 <= max_redirects <= 20, "max_redirects", max_redirects, "give 0 to 20."),
+            (
+                concurrency >= 1 and per_host >= 1,
+                "concurrency",
+                (concurrency, per_host),
+                "give at least 1.",
+            ),
+            (max_body >= 1024, "max_body", max_body, "give at least 1024 bytes."),
+            (
+                bool(user_agent.strip()),
+                "user_agent",
+                user_agent,
+                "name your crawler, e.g. 'mybot/1.0 (+https://…)'.",
+            ),
+        )
+        for ok, name, value, hint in checks:
+            if not ok:
+                raise OptOutError(f"invalid {name}: {value!r}", hint=hint)
+        self.user_agent = user_agent
+        self.on_error: OnError = on_error
+        self.allow_private = allow_private
+        self.timeout = timeout
+        self.max_redirects = max_redirects
+        self.concurrency = concurrency
+        self.per_host = per_host
+        self.max_body = max_body
+        self.uses = tuple(
+            u.split(".", 1)[-1] if u.startswith(("c2pa.", "cawg.")) else u for u in uses
+        )
+        self.ai_agents = tuple(ai_agents)
+        self.site_files = site_files
+        self._agents = lower_agents([user_agent])
+        self._scoped = self._agents | lower_agents(ai_agents)
+        self._owns_registry = registry is not None and not isinstance(registry, OptOutRegistry)
+        self.registry: OptOutRegistry | None = (
+            OptOutRegistry(registry)
+            if registry is not None and not isinstance(registry, OptOutRegistry)
+            else registry
+        )
+        self._sites: OrderedDict[str, SitePolicy] = OrderedDict()
+        self._pending: dict[str, asyncio.Task[tuple[SitePolicy, int]]] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def __aenter__(self) -> OptOutChecker:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> OptOutChecker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def open(self) -> None:
+        """Open the HTTP session (``async with checker`` does it for you)."""
+        if self._session is None:
+            self._session = self._new_session()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session (idempotent)."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def close(self) -> None:
+        """Close the registry this checker opened (idempotent)."""
+        if self._owns_registry and self.registry is not None:
+            self.registry.close()
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        options = connector_options(
+            concurrency=self.concurrency, per_host=self.per_host, allow_private=self.allow_private
+        )
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(**options),
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            headers={"User-Agent": self.user_agent},
+            auto_decompress=True,
+        )
+
+    # -- public checks ---------------------------------------------------------------------
+    def check(self, target: Target) -> Decision:
+        """Check one URL, file path, encoded image or PIL image (blocking).
+
+        Returns:
+            The decision; errors while fetching or reading make it ``unknown``.
+        """
+        return asyncio.run(self.acheck(target))
+
+    def check_many(self, targets: Iterable[Target]) -> list[Decision]:
+        """Check many targets concurrently (blocking); decisions in the order given."""
+
+        async def run() -> list[Decision]:
+            items = list(targets)
+            out: list[Decision | None] = [None] * len(items)
+            async with self:
+                async for index, decision in self.acheck_many(items):
+                    out[index] = decision
+            return [d for d in out if d is not None]
+
+        return asyncio.run(run())
+
+    async def acheck(self, target: Target) -> Decision:
+        """Check one target (see :meth:`check`); reuses the open session, if any."""
+        if self._session is not None:
+            return await self._dispatch(target, self._session)
+        async with self._new_session() as session:
+            return await self._dispatch(target, session)
+
+    async def acheck_many(
+        self, targets: Iterable[Target], *, limit: int | None = None
+    ) -> AsyncIterator[tuple[int, Decision]]:
+        """Check targets with at most ``limit`` (default: ``concurrency``) in flight.
+
+        Yields:
+            ``(index, decision)`` pairs as checks finish (not in input order).
+        """
+        opened = self._session is None
+        if opened:
+            await self.open()
+        try:
+            pending: set[asyncio.Task[tuple[int, Decision]]] = set()
+            for index, target in enumerate(targets):
+                if len(pending) >= (limit or self.concurrency):
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        yield task.result()
+                pending.add(asyncio.ensure_future(self._indexed(index, target)))
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    yield task.result()
+        finally:
+            if opened:
+                await self.aclose()
+
+    async def _indexed(self, index: int, target: Target) -> tuple[int, Decision]:
+        assert self._session is not None
+        return index, await self._dispatch(target, self._session)
+
+    async def _dispatch(self, target: Target, session: aiohttp.ClientSession) -> Decision:
+        if isinstance(target, Image.Image):
+            return self._check_image(target)
+        if isinstance(target, bytes):
+            signals = await asyncio.to_thread(self._in_file, target, "<bytes>", "whole")
+            return decide("<bytes>", signals, on_error=self.on_error)
+        if isinstance(target, str) and "://" in target:
+            return await self._check_url(target, session)
+        if isinstance(target, (str, os.PathLike)):
+            return await asyncio.to_thread(self._check_path, Path(target))
+        raise OptOutError(
+            f"cannot check a {type(target).__name__}",
+            hint="give a URL, a path, bytes or a PIL image.",
+        )
+
+    # -- files and images ------------------------------------------------------------------
+    def _check_path(self, path: Path) -> Decision:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            why = Signal(
+                "fetch", "unknown", str(path), f"cannot read the file: {exc.strerror or exc}"
+            )
+            return decide(str(path), [why], on_error=self.on_error)
+        return decide(str(path), self._in_file(data, str(path), "whole"), on_error=self.on_error)
+
+    def _check_image(self, image: Image.Image) -> Decision:
+        signals: list[Signal] = []
+        xmp = image.info.get("xmp")
+        if isinstance(xmp, (bytes, str)):
+            signals += xmp_signals(xmp.encode() if isinstance(xmp, str) else xmp, "<image>")
+        signals += self._registry_signals(image, "<image>")
+        return decide("<image>", signals, on_error=self.on_error)
+
+    def _in_file(self, data: bytes, source: str, extent: str) -> list[Signal]:
+        if extent == "cut":
+            text = f"the image is larger than max_body ({self.max_body} bytes): its metadata was not all read"
+            return [Signal("fetch", "unknown", source, text)]
+        signals = file_signals(data, source, uses=self.uses, complete=extent == "whole")
+        if self.registry is not None:
+            signals += self._registry_signals(data, source)
+        return signals
+
+    def _registry_signals(self, image: bytes | Image.Image, source: str) -> list[Signal]:
+        if self.registry is None:
+            return []
+        try:
+            match = self.registry.match(image)
+        except OptOutError as exc:
+            return [Signal("registry", "unknown", source, exc.message)]
+        if match is None:
+            return []
+        text = f"matches registered work #{match.entry.id} {match.label!r} at distance {match.distance}"
+        return [Signal("registry", "disallowed", source, text)]
+
+    # -- URLs ------------------------------------------------------------------------------
+    async def _check_url(self, url: str, session: aiohttp.ClientSession) -> Decision:
+        signals: list[Signal] = []
+        requests, current = 0, url
+        for hop in range(self.max_redirects + 2):
+            if hop > self.max_redirects:
+                signals.append(
+                    Signal("fetch", "unknown", current, f"more than {self.max_redirects} redirects")
+                )
+                break
+            refused = url_refusal(current, self.allow_private)
+            if refused:
+                signals.append(Signal("fetch", "unknown", current, refused))
+                break
+            if self.site_files:
+                policy, made = await self._site_policy(origin_of(current), session)
+                requests += made
+                if policy.refused is not None:
+                    signals.append(Signal("fetch", "unknown", current, policy.refused))
+                    break
+                site = policy.signals(current, self._agents, self.ai_agents)
+                signals += site
+                if any(
+                    s.name in ("robots.txt", "ai.txt") and s.value == "disallowed" for s in site
+                ):
+                    break  # a crawler that honours robots.txt must not fetch it
+            fetched = await self._fetch(current, session)
+            requests += 1
+            if isinstance(fetched, Signal):
+                signals.append(fetched)
+                break
+            signals += header_signals(fetched.headers, current, self._scoped)
+            if fetched.location is not None:
+                current = urljoin(current, fetched.location)
+                continue
+            signals += await self._body_signals(fetched)
+            break
+        return decide(url, signals, on_error=self.on_error, final_url=current, requests=requests)
+
+    async def _body_signals(self, fetched: Fetched) -> list[Signal]:
+        if fetched.status >= 400:
+            return [
+                Signal(
+                    "fetch",
+                    "unknown",
+                    fetched.url,
+                    f"HTTP {fetched.status}: the work could not be read",
+                )
+            ]
+        if fetched.kind == "html":
+            return html_signals(fetched.body, fetched.url, self._scoped, fetched.charset)
+        if fetched.kind != "image":
+            return []
+        body = fetched.body
+        heavy = self.registry is not None or b"jumb" in body or b"c2pa" in body
+        if heavy:  # C2PA and hashing run in native code, in a worker thread
+            return await asyncio.to_thread(self._in_file, body, fetched.url, fetched.extent)
+        return self._in_file(body, fetched.url, fetched.extent)
+
+    async def _fetch(self, url: str, session: aiohttp.ClientSession) -> Fetched | Signal:
+        """GET ``url`` without following redirects; failures become an ``unknown`` signal."""
+        try:
+            async with session.get(url, allow_redirects=False) as response:
+                headers = {
+                    name: tuple(response.headers.getall(name, ())) for name in OPT_OUT_HEADERS
+                }
+                if response.status in REDIRECTS and "Location" in response.headers:
+                    return Fetched(
+                        url, response.status, headers, location=response.headers["Location"]
+                    )
+                if response.status >= 400:
+                    return Fetched(url, response.status, headers)
+                kind, body, extent = await read_body(
+                    response, max_body=self.max_body, whole_image=self.registry is not None
+                )
+                return Fetched(
+                    url,
+                    response.status,
+                    headers,
+                    kind=kind,
+                    body=body,
+                    extent=extent,
+                    charset=response.charset,
+                )
+        except Exception as exc:
+            return Signal("fetch", "unknown", url, _describe(exc, self.timeout))
+
+    async def _site_policy(
+        self, origin: str, session: aiohttp.ClientSession
+    ) -> tuple[SitePolicy, int]:
+        """The origin's site files: cached, fetched once even when many checks ask at once."""
+        if origin in self._sites:
+            self._sites.move_to_end(origin)
+            return self._sites[origin], 0
+        task = self._pending.get(origin)
+        if task is not None:
+            policy, _ = await asyncio.shield(task)
+            return policy, 0
+        task = asyncio.ensure_future(self._fetch_site(origin, session))
+        self._pending[origin] = task
+        try:
+            policy, made = await asyncio.shield(task)
+        finally:
+            self._pending.pop(origin, None)
+        self._sites[origin] = policy
+        if len(self._sites) > _SITE_CACHE:
+            self._sites.popitem(last=False)
+        return policy, made
+
+    async def _fetch_site(
+        self, origin: str, session: aiohttp.ClientSession
+    ) -> tuple[SitePolicy, int]:
+        results = await asyncio.gather(
+            *(self._fetch_text(origin + path, session) for path in SITE_FILES.values())
+        )
+        fetched = {
+            name: (status, body)
+            for name, (status, body, _) in zip(SITE_FILES, results, strict=True)
+        }
+        return SitePolicy.parse(origin, fetched), sum(made for _, _, made in results)
+
+    async def _fetch_text(self, url: str, session: aiohttp.ClientSession) -> tuple[int, bytes, int]:
+        """(status, body or error text, requests made) of a site file, following redirects."""
+        made = 0
+        for _ in range(self.max_redirects + 1):
+            refused = url_refusal(url, self.allow_private)
+            if refused:
+                return -1, refused.encode(), made
+            made += 1
+            try:
+                async with session.get(url, allow_redirects=False) as response:
+                    if response.status in REDIRECTS and "Location" in response.headers:
+                        url = urljoin(url, response.headers["Location"])
+                        continue
+                    if response.status >= 300:
+                        return response.status, b"", made
+                    return response.status, await read_upto(response, MAX_SITE_FILE), made
+            except Exception as exc:  # a reason, never a traceback
+                code = -1 if _refused(exc) else 0
+                return code, _describe(exc, self.timeout).encode(), made
+        return 310, b"", made
+
+
+#: Exception type -> how a failure is described; the first match wins.
+_FAILURES: tuple[tuple[type[BaseException], str], ...] = (
+    (asyncio.TimeoutError, "timed out after {timeout:g} s"),
+    (aiohttp.ClientPayloadError, "the response body was malformed: {exc}"),
+    (aiohttp.ClientResponseError, "bad HTTP response: {exc.message}"),
+    (aiohttp.ClientConnectorError, "cannot connect: {exc}"),
+    (aiohttp.ClientError, "HTTP error: {exc}"),
+    (Refused, "{exc}"),
+    (OSError, "network error: {exc}"),
+)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the SSRF policy refused the connection."""
+    return isinstance(exc, Refused) or isinstance(getattr(exc, "os_error", None), Refused)
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    if _refused(exc):
+        return str(getattr(exc, "os_error", None) or exc)
+    for kind, template in _FAILURES:
+        if isinstance(exc, kind):
+            return template.format(exc=exc, timeout=timeout)
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,449 @@
+"""Bulk checks of a dataset file: CSV, JSON Lines or Parquet with a ``url`` and/or ``path`` column.
+
+The output has every input column plus ``allowed`` (bool), ``decision`` (allowed, disallowed,
+unknown), ``signals`` (JSON: every signal found) and ``evidence`` (the lines that decided). Rows
+keep their order. A row with both a URL and a path gets both checked and one decision.
+
+Resumable and atomic: results go first to ``OUT.partial`` (JSON Lines, appended and flushed as
+checks finish, the input's size and mtime in its first line). A run that stops, for any reason,
+leaves that file; the next run with the same input and output skips the rows already there
+(a line cut short by the stop is dropped and checked again), so no row is lost or duplicated.
+When every row is done the output is written to a temporary file and renamed to OUT, then the
+partial file is removed and ``OUT.summary.json`` written. The input is never overwritten.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "in.csv").write_text("path\\nmissing.png\\n")
+    >>> summary = check_dataset(folder / "in.csv", folder / "out.csv", OptOutChecker())
+    >>> summary.rows, summary.unknown, (folder / "out.csv").read_text().splitlines()[0]
+    (1, 1, 'path,allowed,decision,signals,evidence')
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import OptOutError
+from .checker import OptOutChecker
+from .decision import Decision, Signal, decide
+
+__all__ = ["FORMATS", "OUTPUT_COLUMNS", "DatasetSummary", "check_dataset", "dataset_format"]
+
+#: File suffix -> format.
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+#: Columns the output adds.
+OUTPUT_COLUMNS = ("allowed", "decision", "signals", "evidence")
+_FLUSH_EVERY = 256  # results between flushes of the partial file
+_BATCH = 4096  # rows per write batch
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What a bulk check found.
+
+    Attributes:
+        input: the dataset read.
+        output: the file written.
+        rows: rows in the dataset.
+        allowed, disallowed, unknown: rows per verdict (unknown rows are not allowed unless the
+            checker had ``on_error="allow"``).
+        usable: rows whose ``allowed`` is true.
+        resumed: rows taken from an earlier, interrupted run.
+        by_signal: rows that each signal disallowed (or left unknown), by signal name.
+        seconds: time this run took.
+    """
+
+    input: str
+    output: str
+    rows: int
+    allowed: int
+    disallowed: int
+    unknown: int
+    usable: int
+    resumed: int
+    by_signal: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def dataset_format(path: str | os.PathLike[str]) -> str:
+    """``csv``, ``jsonl`` or ``parquet`` from a file name.
+
+    Raises:
+        OptOutError: another suffix.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise OptOutError(
+            f"cannot tell the format of {path}",
+            path=str(path),
+            hint="use a .csv, .jsonl (.ndjson) or .parquet file.",
+        )
+    return FORMATS[suffix]
+
+
+def _rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
+    """The dataset's rows as dicts, streamed."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with pq.ParquetFile(path) as parquet:
+            for batch in parquet.iter_batches(batch_size=_BATCH):
+                yield from batch.to_pylist()
+        return
+    with path.open(newline="", encoding="utf-8") as handle:
+        if fmt == "csv":
+            yield from csv.DictReader(handle)
+            return
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise OptOutError(
+                    f"{path} line {number} is not JSON: {exc.msg}",
+                    path=str(path),
+                    hint="fix or remove the line; finished rows are kept for the next run.",
+                ) from exc
+            if not isinstance(row, dict):
+                raise OptOutError(f"{path} line {number} is not a JSON object", path=str(path))
+            yield row
+
+
+def _columns(path: Path, fmt: str) -> list[str]:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    if fmt == "csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            return list(next(csv.reader(handle), []))
+    first = next(_rows(path, fmt), {})
+    return list(first)
+
+
+def _stamp(path: Path, url_column: str, path_column: str) -> dict[str, Any]:
+    info = path.stat()
+    return {
+        "input": str(path.resolve()),
+        "size": info.st_size,
+        "mtime_ns": info.st_mtime_ns,
+        "columns": [url_column, path_column],
+    }
+
+
+def _load_partial(partial: Path, stamp: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Results of an interrupted run (a torn last line is cut off the file)."""
+    if not partial.exists():
+        partial.write_text(json.dumps(stamp) + "\n", encoding="utf-8")
+        return {}
+    data = partial.read_bytes()
+    lines = data.split(b"\n")
+    try:
+        head = json.loads(lines[0])
+    except json.JSONDecodeError:
+        head = None
+    if head != stamp:
+        raise OptOutError(
+            f"{partial} holds results for another input (or the input changed)",
+            path=str(partial),
+            hint="delete it to start over, or give the input it was made from.",
+        )
+    done: dict[int, dict[str, Any]] = {}
+    good = len(lines[0]) + 1
+    for line in lines[1:]:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break  # the stop cut this line short: it and anything after are checked again
+        done[int(record.pop("i"))] = record
+        good += len(line) + 1
+    with partial.open("r+b") as handle:
+        handle.truncate(min(good, len(data)))
+    return done
+
+
+def _record(decision: Decision) -> dict[str, Any]:
+    return {
+        "allowed": decision.allowed,
+        "decision": decision.verdict,
+        "signals": [
+            {k: v for k, v in s.to_dict().items() if k != "spec"} for s in decision.signals
+        ],
+        "evidence": "; ".join(decision.evidence),
+    }
+
+
+def _target(
+    row: dict[str, Any], url_column: str, path_column: str, base: Path
+) -> tuple[str | None, str | None]:
+    url = row.get(url_column)
+    path = row.get(path_column)
+    url = str(url).strip() if url not in (None, "") else None
+    where = str(base / str(path).strip()) if path not in (None, "") else None
+    return url, where
+
+
+async def _check_row(checker: OptOutChecker, url: str | None, path: str | None) -> Decision:
+    if url is None and path is None:
+        return decide(
+            "",
+            [Signal("fetch", "unknown", "", "the row has neither a URL nor a path")],
+            on_error=checker.on_error,
+        )
+    decisions = [await checker.acheck(t) for t in (url, path) if t is not None]
+    if len(decisions) == 1:
+        return decisions[0]
+    signals = [s for d in decisions for s in d.signals]
+    return decide(
+        url or "",
+        signals,
+        on_error=checker.on_error,
+        final_url=decisions[0].final_url,
+        requests=decisions[0].requests,
+    )
+
+
+async def _run(
+    checker: OptOutChecker,
+    rows: Iterator[tuple[int, str | None, str | None]],
+    sink: IO[str],
+    done: dict[int, dict[str, Any]],
+    progress: Callable[[int], None],
+) -> None:
+    async def one(index: int, url: str | None, path: str | None) -> tuple[int, Decision]:
+        return index, await _check_row(checker, url, path)
+
+    unflushed = 0
+    pending: set[asyncio.Task[tuple[int, Decision]]] = set()
+
+    def collect(finished: set[asyncio.Task[tuple[int, Decision]]]) -> None:
+        nonlocal unflushed
+        for task in finished:
+            index, decision = task.result()
+            record = _record(decision)
+            done[index] = record
+            sink.write(json.dumps({"i": index, **record}, separators=(",", ":")) + "\n")
+            unflushed += 1
+        if unflushed >= _FLUSH_EVERY:
+            sink.flush()
+            unflushed = 0
+        progress(len(finished))
+
+    async with checker:
+        for index, url, path in rows:
+            if len(pending) >= checker.concurrency:
+                finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                collect(finished)
+            pending.add(asyncio.ensure_future(one(index, url, path)))
+        while pending:
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            collect(finished)
+    sink.flush()
+
+
+def _write_output(
+    source: Path, fmt_in: str, output: Path, fmt_out: str, done: dict[int, dict[str, Any]]
+) -> None:
+    """Input rows + result columns -> a temporary file beside ``output`` -> renamed to it."""
+    handle, temp_name = tempfile.mkstemp(
+        prefix=f".{output.name}.", suffix=".tmp", dir=output.parent
+    )
+    os.close(handle)
+    temp = Path(temp_name)
+    try:
+        rows = ({**row, **done[i]} for i, row in enumerate(_rows(source, fmt_in)))
+        if fmt_out == "parquet":
+            _write_parquet(temp, rows, source if fmt_in == "parquet" else None)
+        else:
+            with temp.open("w", newline="", encoding="utf-8") as out:
+                if fmt_out == "jsonl":
+                    for row in rows:
+                        out.write(json.dumps(row, default=str) + "\n")
+                else:
+                    columns = [*_columns(source, fmt_in), *OUTPUT_COLUMNS]
+                    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+                    writer.writeheader()
+                    for row in rows:
+                        row["signals"] = json.dumps(row["signals"])
+                        row["allowed"] = "true" if row["allowed"] else "false"
+                        writer.writerow(row)
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(temp, output)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _write_parquet(temp: Path, rows: Iterator[dict[str, Any]], schema_from: Path | None) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    extra = [
+        ("allowed", pa.bool_()),
+        ("decision", pa.string()),
+        ("signals", pa.string()),
+        ("evidence", pa.string()),
+    ]
+    schema = None
+    if schema_from is not None:
+        schema = pq.read_schema(schema_from).remove_metadata()
+        for name, kind in extra:
+            schema = schema.append(pa.field(name, kind))
+    writer: pq.ParquetWriter | None = None
+    try:
+        batch: list[dict[str, Any]] = []
+        for row in _with_end(rows):
+            if row is not None:
+                row["signals"] = json.dumps(row["signals"])
+                batch.append(row)
+            if batch and (row is None or len(batch) >= _BATCH):
+                table = pa.Table.from_pylist(batch, schema=schema)
+                if writer is None:
+                    schema = table.schema
+                    writer = pq.ParquetWriter(temp, schema)
+                writer.write_table(table)
+                batch = []
+        if writer is None:
+            writer = pq.ParquetWriter(temp, schema or pa.schema(extra))
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _with_end(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any] | None]:
+    yield from rows
+    yield None
+
+
+def check_dataset(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    checker: OptOutChecker,
+    *,
+    url_column: str = "url",
+    path_column: str = "path",
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> DatasetSummary:
+    """Check every row of a dataset and write the results (see the module docstring).
+
+    Args:
+        source: the dataset (.csv, .jsonl, .ndjson, .parquet).
+        output: where to write (its suffix picks the format; may differ from the input's).
+        checker: the checker to use (its on_error decides ``allowed`` for unknown rows).
+        url_column: the column of URLs.
+        path_column: the column of file paths (relative ones are under the dataset's folder).
+        overwrite: replace an existing output (never the input).
+        progress: called with the number of rows just finished (for a progress bar).
+
+    Raises:
+        OptOutError: the input is missing or malformed, has neither column, the output exists
+            (without ``overwrite``), is the input, or cannot be written.
+    """
+    started = time.monotonic()
+    src, out = Path(source), Path(output)
+    fmt_in, fmt_out = dataset_format(src), dataset_format(out)
+    if not src.is_file():
+        raise OptOutError(
+            f"{src} does not exist", path=str(src), hint="give the dataset file to check."
+        )
+    if out.resolve() == src.resolve():
+        raise OptOutError(
+            "the output would overwrite the input", path=str(out), hint="give another -o path."
+        )
+    if out.exists() and not overwrite:
+        raise OptOutError(
+            f"{out} exists", path=str(out), hint="pass --overwrite or choose another -o."
+        )
+    try:
+        columns = _columns(src, fmt_in)
+    except (OSError, ValueError) as exc:
+        raise OptOutError(
+            f"cannot read {src}: {exc}",
+            path=str(src),
+            hint="check that the file is a valid CSV, JSON Lines or Parquet file.",
+        ) from exc
+    if url_column not in columns and path_column not in columns:
+        raise OptOutError(
+            f"{src} has no {url_column!r} or {path_column!r} column (it has {', '.join(columns) or 'none'})",
+            path=str(src),
+            hint="name the columns with --url-column / --path-column.",
+        )
+    clash = [c for c in OUTPUT_COLUMNS if c in columns]
+    if clash:
+        raise OptOutError(
+            f"{src} already has the column(s) {', '.join(clash)} that the output adds",
+            path=str(src),
+            hint="rename them first.",
+        )
+    partial = out.with_name(out.name + ".partial")
+    try:
+        done = _load_partial(partial, _stamp(src, url_column, path_column))
+        resumed = len(done)
+        base = src.parent
+        todo = (
+            (i, *_target(row, url_column, path_column, base))
+            for i, row in enumerate(_rows(src, fmt_in))
+            if i not in done
+        )
+        if progress is not None and resumed:
+            progress(resumed)
+        with partial.open("a", encoding="utf-8") as sink:
+            asyncio.run(_run(checker, todo, sink, done, progress or (lambda n: None)))
+        _write_output(src, fmt_in, out, fmt_out, done)
+    except OSError as exc:
+        raise OptOutError(
+            f"cannot write {exc.filename or out}: {exc.strerror or exc}",
+            path=str(out),
+            hint="check the folder exists and is writable; finished rows are kept for the next run.",
+        ) from exc
+    partial.unlink(missing_ok=True)
+    return _summary(src, out, done, resumed, time.monotonic() - started)
+
+
+def _summary(
+    src: Path, out: Path, done: dict[int, dict[str, Any]], resumed: int, seconds: float
+) -> DatasetSummary:
+    verdicts = Counter(r["decision"] for r in done.values())
+    by_signal: Counter[str] = Counter()
+    for record in done.values():
+        if record["decision"] != "allowed":
+            names = {
+                s["name"]
+                for s in record["signals"]
+                if s["value"] == record["decision"] and not s.get("overridden_by")
+            }
+            by_signal.update(names)
+    summary = DatasetSummary(
+        str(src),
+        str(out),
+        len(done),
+        verdicts["allowed"],
+        verdicts["disallowed"],
+        verdicts["unknown"],
+        sum(1 for r in done.values() if r["allowed"]),
+        resumed,
+        dict(sorted(by_signal.items())),
+        round(seconds, 3),
+    )
+    target = out.with_name(out.name + ".summary.json")
+    temp = target.with_name(f".{target.name}.tmp")
+    temp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
+    os.replace(temp, target)
+    return summary

@@ -1,0 +1,253 @@
+"""Opt-outs written inside the file: C2PA / CAWG training-and-mining, IPTC ``plus:DataMining``.
+
+* C2PA: the active manifest's ``c2pa.training-mining`` or ``cawg.training-mining`` assertion
+  (read with c2pa-python). Each entry names a use; for the uses that matter to dataset builders
+  (:data:`DEFAULT_USES`) ``notAllowed`` disallows, ``constrained`` also disallows (its
+  constraints cannot be checked by a machine), ``allowed`` allows. sdkit's own outputs carry
+  ``cawg.ai_generative_training: notAllowed`` by default, so they are disallowed too. A manifest
+  that is present but unreadable, or only referenced remotely, is unknown; one whose signature
+  does not validate still states the creator's wish and counts.
+* XMP (IPTC Photo Metadata 2023.1, PLUS vocabulary): ``plus:DataMining`` with any
+  ``DMI-PROHIBITED-*`` value disallows, ``DMI-ALLOWED`` allows, ``DMI-UNSPECIFIED`` says nothing.
+  An XMP packet that mentions data mining but does not parse is unknown.
+
+Example:
+    >>> xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf='
+    ...        b'"http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+    ...        b'xmlns:plus="http://ns.useplus.org/ldf/xmp/1.0/" plus:DataMining='
+    ...        b'"http://ns.useplus.org/ldf/vocab/DMI-PROHIBITED-AIMLTRAINING"/></rdf:RDF></x:xmpmeta>')
+    >>> [(s.name, s.value, s.evidence) for s in xmp_signals(xmp, "a.jpg")]
+    [('iptc-data-mining', 'disallowed', 'plus:DataMining = DMI-PROHIBITED-AIMLTRAINING')]
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Iterable, Mapping
+from xml.etree import ElementTree
+
+from ..manifest import read_manifest
+from .decision import Signal, Value
+
+__all__ = [
+    "CAWG_VALUES",
+    "DEFAULT_USES",
+    "TRAINING_LABELS",
+    "file_signals",
+    "iptc_value",
+    "jpeg_header_end",
+    "sniff_mime",
+    "xmp_signals",
+]
+
+#: C2PA (1.x) and CAWG labels of the training-and-mining assertion.
+TRAINING_LABELS = ("c2pa.training-mining", "cawg.training-mining")
+#: Uses (without the ``c2pa.`` / ``cawg.`` prefix) that a dataset for AI training falls under.
+DEFAULT_USES = ("ai_training", "ai_generative_training", "data_mining")
+#: Entry value -> signal value.
+CAWG_VALUES: Mapping[str, Value] = {
+    "notAllowed": "disallowed",
+    "constrained": "disallowed",
+    "allowed": "allowed",
+}
+#: plus:DataMining code prefix -> signal value (None: no signal); the first prefix that fits wins.
+IPTC_VALUES: tuple[tuple[str, Value | None], ...] = (
+    ("DMI-PROHIBITED", "disallowed"),
+    ("DMI-ALLOWED", "allowed"),
+    ("DMI-UNSPECIFIED", None),
+)
+_PLUS = "{http://ns.useplus.org/ldf/xmp/1.0/}"
+_RDF_RESOURCE = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}resource"
+_XMP_PACKET = re.compile(rb"<x:xmpmeta[\s>].*?</x:xmpmeta\s*>", re.S)
+_MAX_XMP = 4 * 1024 * 1024
+_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
+    (b"WEBP", 8, "image/webp"),
+    (b"GIF8", 0, "image/gif"),
+    (b"II*\x00", 0, "image/tiff"),
+    (b"MM\x00*", 0, "image/tiff"),
+    (b"ftypavif", 4, "image/avif"),
+    (b"ftypheic", 4, "image/heic"),
+)
+
+
+def sniff_mime(data: bytes) -> str | None:
+    """The image type from the first bytes, or None.
+
+    Example:
+        >>> sniff_mime(b"\\x89PNG\\r\\n\\x1a\\n...."), sniff_mime(b"hello")
+        ('image/png', None)
+    """
+    return next((m for magic, at, m in _MAGIC if data[at : at + len(magic)] == magic), None)
+
+
+def jpeg_header_end(data: bytes) -> int | None:
+    """Offset of a JPEG's start-of-scan marker, where its metadata (APPn segments) ends.
+
+    Returns:
+        The offset, ``None`` when more bytes are needed, or ``-1`` when the segments do not
+        parse (then read the whole file).
+    """
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return -1
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker == 0xDA:
+            return i
+        elif marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            i += 2
+        else:
+            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def iptc_value(code: str) -> Value | None:
+    """A ``plus:DataMining`` value (code or vocabulary URI) -> signal value.
+
+    Example:
+        >>> iptc_value("DMI-PROHIBITED-GENAIMLTRAINING"), iptc_value("DMI-UNSPECIFIED")
+        ('disallowed', None)
+    """
+    name = code.strip().rsplit("/", 1)[-1].upper()
+    return next((value for prefix, value in IPTC_VALUES if name.startswith(prefix)), "unknown")
+
+
+def _png_xmp(data: bytes) -> bytes | None:
+    """The XMP packet of a PNG's ``iTXt XML:com.adobe.xmp`` chunk (compressed or not)."""
+    i = 8
+    while i + 8 <= len(data):
+        length = int.from_bytes(data[i : i + 4], "big")
+        kind, body = data[i + 4 : i + 8], data[i + 8 : i + 8 + length]
+        if kind == b"iTXt" and body.startswith(b"XML:com.adobe.xmp\x00"):
+            rest = body[len(b"XML:com.adobe.xmp\x00") :]
+            compressed, rest = rest[0], rest[2:]
+            _lang, _, rest = rest.partition(b"\x00")
+            _translated, _, text = rest.partition(b"\x00")
+            if compressed:
+                return zlib.decompressobj().decompress(text, _MAX_XMP)
+            return text
+        i += 12 + length
+    return None
+
+
+def find_xmp(data: bytes) -> bytes | None:
+    """The XMP packet in a file's bytes (JPEG APP1, PNG iTXt, WebP ``XMP `` chunk, TIFF), or None."""
+    if data.startswith(b"\x89PNG"):
+        packet = _png_xmp(data)
+        if packet is not None:
+            return packet
+    match = _XMP_PACKET.search(data)
+    return match.group(0) if match else None
+
+
+def xmp_signals(xmp: bytes, source: str) -> list[Signal]:
+    """``plus:DataMining`` in an XMP packet."""
+    if b"DataMining" not in xmp:
+        return []
+    try:
+        root = ElementTree.fromstring(xmp[:_MAX_XMP])
+    except ElementTree.ParseError as exc:
+        return [
+            Signal(
+                "iptc-data-mining",
+                "unknown",
+                source,
+                f"XMP mentions DataMining but does not parse: {exc}",
+            )
+        ]
+    codes: list[str] = []
+    for element in root.iter():
+        if element.tag == _PLUS + "DataMining":
+            text = element.get(_RDF_RESOURCE) or "".join(element.itertext())
+            codes.append(text.strip())
+        if _PLUS + "DataMining" in element.attrib:
+            codes.append(element.attrib[_PLUS + "DataMining"])
+    found = []
+    for code in codes:
+        value = iptc_value(code)
+        if value is not None:
+            short = code.strip().rsplit("/", 1)[-1]
+            found.append(Signal("iptc-data-mining", value, source, f"plus:DataMining = {short}"))
+    return found
+
+
+def _training_entries(manifest: Mapping[str, object]) -> Iterable[tuple[str, str, str]]:
+    """(label, use, value) of every training-and-mining entry in a manifest."""
+    for item in manifest.get("assertions") or []:  # type: ignore[attr-defined]
+        label = str(item.get("label", "")).split("__", 1)[0]
+        base = re.sub(r"\.v\d+$", "", label)
+        if base not in TRAINING_LABELS:
+            continue
+        entries = (item.get("data") or {}).get("entries") or {}
+        for use, entry in entries.items():
+            value = entry.get("use") if isinstance(entry, dict) else None
+            yield base, str(use), str(value)
+
+
+def c2pa_signals(
+    data: bytes, mime: str, source: str, uses: Iterable[str], *, complete: bool = True
+) -> list[Signal]:
+    """Training-and-mining assertions of the file's active C2PA manifest.
+
+    Args:
+        data: the file's bytes (or, with ``complete=False``, a JPEG's metadata segments).
+        mime: its MIME type.
+        source: the URL or path, for the evidence.
+        uses: the uses that count, without prefix.
+        complete: whether ``data`` is the whole file (else the signature is not reported).
+    """
+    if b"jumb" not in data and b"c2pa" not in data:
+        return []
+    reading = read_manifest(data, mime)
+    if reading.state == "absent":
+        return []
+    if reading.state == "remote":
+        return [
+            Signal(
+                "c2pa-training-mining",
+                "unknown",
+                source,
+                f"the C2PA manifest is remote ({reading.remote_url}) and was not fetched",
+            )
+        ]
+    if reading.state == "unreadable" or reading.active is None:
+        return [
+            Signal(
+                "c2pa-training-mining",
+                "unknown",
+                source,
+                f"the C2PA manifest could not be read: {reading.error}",
+            )
+        ]
+    wanted = set(uses)
+    state = f"manifest {reading.state}" if complete else "signature not checked: metadata read only"
+    found = []
+    for label, use, value in _training_entries(reading.active):
+        if use.split(".", 1)[-1] in wanted:
+            kind = CAWG_VALUES.get(value, "unknown")
+            found.append(
+                Signal("c2pa-training-mining", kind, source, f"{label}: {use} = {value} ({state})")
+            )
+    return found
+
+
+def file_signals(
+    data: bytes,
+    source: str,
+    *,
+    uses: Iterable[str] = DEFAULT_USES,
+    complete: bool = True,
+    mime: str | None = None,
+) -> list[Signal]:
+    """Every in-file signal of an image file's bytes (C2PA first, then XMP)."""
+    mime = sniff_mime(data) or mime or "application/octet-stream"
+    found = c2pa_signals(data, mime, source, uses, complete=complete)
+    xmp = find_xmp(data)
+    if xmp is not None:
+        found += xmp_signals(xmp, source)
+    return found

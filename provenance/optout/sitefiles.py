@@ -1,0 +1,226 @@
+"""Site-wide files, read once per origin: ``/robots.txt``, ``/ai.txt``, ``/.well-known/tdmrep.json``.
+
+* ``robots.txt`` (RFC 9309, parsed by protego): a URL our own user agent may not fetch is
+  disallowed, and so is one that a group naming an AI-training crawler
+  (:data:`~provenance.optout.markup.AI_TRAINING_AGENTS`) disallows. A 4xx answer means no rules
+  (RFC 9309 §2.3.1.3); a 5xx answer or a network failure means complete disallow (§2.3.1.4).
+  Lines that do not parse are ignored and the others still count (§2.2).
+* ``ai.txt`` (Spawning): robots.txt grammar whose patterns are often extension globs
+  (``Disallow: *.jpg``); matched case-insensitively as well, so ``.JPG`` does not slip through.
+  4xx: no rules; 5xx or a network failure: unknown.
+* ``tdmrep.json`` (W3C TDMRep): a JSON array of ``{"location", "tdm-reservation",
+  "tdm-policy"}`` rules; locations are robots-style patterns (``*`` any characters, ``$`` end)
+  matched against the path and query; rules are tried in order and the first match applies.
+  4xx: no rules; 5xx, a network failure, or a file that is not such an array: unknown.
+
+Example:
+    >>> policy = SitePolicy.parse("https://a.example", {
+    ...     "tdmrep.json": (200, b'[{"location": "/img/*", "tdm-reservation": 1}]'),
+    ...     "ai.txt": (200, b"User-Agent: *\\nDisallow: *.png"),
+    ...     "robots.txt": (404, b""),
+    ... })
+    >>> [(s.name, s.value) for s in policy.signals("https://a.example/img/x.PNG", {"sdkit"}, ())]
+    [('ai.txt', 'disallowed'), ('tdmrep.json', 'disallowed')]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from protego import Protego
+
+from .decision import Signal
+from .markup import tdm_value
+
+__all__ = ["MAX_SITE_FILE", "SITE_FILES", "SiteFile", "SitePolicy", "location_pattern"]
+
+#: Site files and their paths, in the order they are fetched.
+SITE_FILES: Mapping[str, str] = {
+    "robots.txt": "/robots.txt",
+    "ai.txt": "/ai.txt",
+    "tdmrep.json": "/.well-known/tdmrep.json",
+}
+#: Bytes read of each site file (RFC 9309 §2.5 asks parsers to read at least 500 KiB).
+MAX_SITE_FILE = 512 * 1024
+
+Status = Literal["ok", "absent", "error"]
+_USER_AGENT_LINE = re.compile(r"^\s*user-agent\s*:\s*([^#\s]+)", re.I | re.M)
+
+
+def location_pattern(location: str) -> re.Pattern[str]:
+    """A robots-style path pattern as a regex (``*`` = any characters, a final ``$`` = end).
+
+    Example:
+        >>> bool(location_pattern("/img/*.jpg$").match("/img/a/b.jpg"))
+        True
+        >>> bool(location_pattern("/img/*.jpg$").match("/img/b.jpg?x=1"))
+        False
+    """
+    anchored = location.endswith("$")
+    body = location[:-1] if anchored else location
+    if not body.startswith(("/", "*")):
+        body = "/" + body
+    regex = ".*".join(re.escape(part) for part in body.split("*"))
+    return re.compile(regex + (r"\Z" if anchored else ""), re.S)
+
+
+@dataclass(frozen=True)
+class SiteFile:
+    """One site file as fetched and parsed.
+
+    Attributes:
+        name: ``robots.txt``, ``ai.txt`` or ``tdmrep.json``.
+        url: where it was fetched.
+        status: ``ok``, ``absent`` (4xx: no rules) or ``error`` (5xx, network, malformed).
+        detail: the HTTP status or error, in words.
+        parsed: protego's parser, or the tdmrep rules ``(pattern, rule dict)``.
+        agents: lower-cased user agents that robots-grammar groups name.
+    """
+
+    name: str
+    url: str
+    status: Status
+    detail: str = ""
+    parsed: Any = field(default=None, repr=False, compare=False)
+    agents: frozenset[str] = frozenset()
+
+
+def _parse(name: str, url: str, code: int, body: bytes) -> SiteFile:
+    if code == 0 or code >= 500:
+        return SiteFile(name, url, "error", body.decode("utf-8", "replace") or f"HTTP {code}")
+    if 400 <= code < 500:
+        return SiteFile(name, url, "absent", f"HTTP {code}")
+    if code >= 300:  # redirects are followed by the fetcher; one left over is a dead end
+        return SiteFile(name, url, "error", f"HTTP {code}: too many redirects")
+    text = body[:MAX_SITE_FILE].decode("utf-8", "replace")
+    if name == "tdmrep.json":
+        return _parse_tdmrep(url, text)
+    agents = frozenset(a.lower() for a in _USER_AGENT_LINE.findall(text))
+    return SiteFile(name, url, "ok", f"HTTP {code}", Protego.parse(text), agents)
+
+
+def _parse_tdmrep(url: str, text: str) -> SiteFile:
+    try:
+        data = json.loads(text)
+        if not isinstance(data, list):
+            raise ValueError("the top level is not an array")
+        rules = []
+        for i, rule in enumerate(data):
+            if not isinstance(rule, dict) or not isinstance(rule.get("location"), str):
+                raise ValueError(f"rule {i} has no location string")
+            if str(rule.get("tdm-reservation")) not in ("0", "1"):
+                raise ValueError(f"rule {i}: tdm-reservation must be 0 or 1")
+            rules.append((location_pattern(rule["location"]), rule))
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        return SiteFile("tdmrep.json", url, "error", f"malformed tdmrep.json: {exc}")
+    return SiteFile("tdmrep.json", url, "ok", "HTTP 200", rules)
+
+
+@dataclass(frozen=True)
+class SitePolicy:
+    """The site files of one origin and what they say about its URLs."""
+
+    origin: str
+    files: tuple[SiteFile, ...]
+    refused: str | None = None
+
+    @classmethod
+    def parse(cls, origin: str, fetched: Mapping[str, tuple[int, bytes]]) -> SitePolicy:
+        """From ``{name: (status, body or error text)}``.
+
+        The status is the HTTP status, 0 for a network failure, or -1 when the SSRF policy
+        refused the request (then :attr:`refused` says why and no rule applies).
+        """
+        refusals = [body for code, body in fetched.values() if code == -1]
+        if refusals:
+            return cls(origin, (), refusals[0].decode("utf-8", "replace"))
+        files = tuple(
+            _parse(name, origin + path, *fetched[name])
+            for name, path in SITE_FILES.items()
+            if name in fetched
+        )
+        return cls(origin, files)
+
+    def signals(self, url: str, agents: set[str], ai_agents: Iterable[str]) -> list[Signal]:
+        """What the site files say about ``url``.
+
+        Args:
+            url: an absolute URL of this origin.
+            agents: our own lower-cased user-agent tokens (the first is the product token).
+            ai_agents: AI-training crawler tokens whose named groups count.
+        """
+        parts = urlsplit(url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        found: list[Signal] = []
+        for site_file in self.files:
+            check = _CHECKS[site_file.name]
+            found.extend(check(site_file, url, path, agents, tuple(ai_agents)))
+        return found
+
+
+def _unreadable(site_file: SiteFile, value: Literal["unknown", "disallowed"], why: str) -> Signal:
+    return Signal(site_file.name, value, site_file.url, f"{site_file.detail}; {why}")
+
+
+def _robots(
+    f: SiteFile, url: str, path: str, agents: set[str], ai_agents: tuple[str, ...]
+) -> list[Signal]:
+    if f.status == "absent":
+        return []
+    if f.status == "error":
+        return [
+            _unreadable(f, "disallowed", "unreachable: RFC 9309 §2.3.1.4 means complete disallow")
+        ]
+    blocked = [a for a in sorted(agents) if not f.parsed.can_fetch(url, a)]
+    named = [a for a in ai_agents if a.lower() in f.agents and not f.parsed.can_fetch(url, a)]
+    who = blocked[:1] + named
+    if not who:
+        return []
+    text = f"disallows {path} for User-agent {', '.join(who)}"
+    return [Signal("robots.txt", "disallowed", f.url, text)]
+
+
+def _ai_txt(
+    f: SiteFile, url: str, path: str, agents: set[str], ai_agents: tuple[str, ...]
+) -> list[Signal]:
+    if f.status == "absent":
+        return []
+    if f.status == "error":
+        return [_unreadable(f, "unknown", "could not be read")]
+    parts = urlsplit(url)
+    lowered = parts._replace(path=parts.path.lower()).geturl()
+    for agent in sorted(agents):
+        if not (f.parsed.can_fetch(url, agent) and f.parsed.can_fetch(lowered, agent)):
+            return [
+                Signal("ai.txt", "disallowed", f.url, f"disallows {path} (User-Agent {agent} or *)")
+            ]
+    return []
+
+
+def _tdmrep(
+    f: SiteFile, url: str, path: str, agents: set[str], ai_agents: tuple[str, ...]
+) -> list[Signal]:
+    if f.status == "absent":
+        return []
+    if f.status == "error":
+        return [_unreadable(f, "unknown", "TDM rights cannot be told")]
+    for index, (pattern, rule) in enumerate(f.parsed):
+        if pattern.match(path):
+            shown = json.dumps(rule, sort_keys=True)
+            return [
+                Signal(
+                    "tdmrep.json",
+                    tdm_value(str(rule["tdm-reservation"])),
+                    f.url,
+                    f"rule {index}: {shown}",
+                )
+            ]
+    return []
+
+
+_CHECKS = {"robots.txt": _robots, "ai.txt": _ai_txt, "tdmrep.json": _tdmrep}
