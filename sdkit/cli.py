@@ -537,11 +537,13 @@ def calibrate_command(
 def _mount_provenance() -> None:
     from provenance.cli import detect_group, verify_command
     from provenance.keys_cli import keys_group
+    from provenance.optout.cli import optout_group
 
     cli.add_command(verify_command)
     cli.add_command(keys_group)
     detect_group.add_command(calibrate_command)
     cli.add_command(detect_group)
+    cli.add_command(optout_group)
 
 
 _mount_provenance()

@@ -1,0 +1,309 @@
+"""``sdkit optout``: check URLs, files and datasets for opt-outs; keep a registry of works.
+
+Library errors become exit codes here and nowhere else (:data:`EXIT_CODES`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..detect_cli import fail
+from ..errors import OptOutError
+from .checker import DEFAULT_USER_AGENT, OptOutChecker
+from .decision import Decision
+from .registry import MATCH_DISTANCE, OptOutRegistry
+
+__all__ = ["EXIT_CODES", "optout_group"]
+
+#: Exit codes of the optout commands (click itself exits 2 on a usage error).
+EXIT_CODES = {
+    "allowed": 0,
+    "disallowed": 1,
+    "usage": 2,
+    "unknown": 3,
+    "io": 4,
+    "interrupted": 130,
+}
+
+
+def _checker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--registry",
+            type=click.Path(dir_okay=False),
+            envvar="SDKIT_OPTOUT_REGISTRY",
+            show_envvar=True,
+            help="Registry of opted-out works (from `sdkit optout registry add`).",
+        ),
+        click.option(
+            "--on-error",
+            type=click.Choice(["deny", "allow"]),
+            default="deny",
+            show_default=True,
+            help="What an unknown (timeout, 5xx, unreadable) counts as.",
+        ),
+        click.option(
+            "--user-agent",
+            default=DEFAULT_USER_AGENT,
+            show_default=False,
+            help="User-Agent sent; its first word is ours in robots.txt and ai.txt.",
+        ),
+        click.option("--timeout", default=10.0, show_default=True, help="Seconds per request."),
+        click.option(
+            "--concurrency", default=256, show_default=True, help="Connections at once, in all."
+        ),
+        click.option(
+            "--per-host", default=16, show_default=True, help="Connections at once to one host."
+        ),
+        click.option(
+            "--allow-private",
+            is_flag=True,
+            help="Allow loopback, private and link-local addresses (intranets, tests).",
+        ),
+        click.option(
+            "--no-site-files", is_flag=True, help="Do not fetch robots.txt, ai.txt, tdmrep.json."
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _make_checker(options: dict[str, Any]) -> OptOutChecker:
+    try:
+        return OptOutChecker(
+            registry=options["registry"],
+            on_error=options["on_error"],
+            user_agent=options["user_agent"],
+            timeout=options["timeout"],
+            concurrency=options["concurrency"],
+            per_host=options["per_host"],
+            allow_private=options["allow_private"],
+            site_files=not options["no_site_files"],
+        )
+    except OptOutError as exc:
+        fail(exc, EXIT_CODES["io"] if options["registry"] else EXIT_CODES["usage"])
+
+
+@click.group("optout")
+def optout_group() -> None:
+    """Opt-outs from AI training: HTTP headers, robots.txt / ai.txt / tdmrep.json, HTML meta,
+    C2PA and IPTC metadata in files, and a registry of works.
+
+    An unknown (timeout, 5xx, unreadable) is not allowed unless --on-error allow.
+    See docs/optout.md for every signal, its source and precedence.
+    """
+
+
+@optout_group.command("check")
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per target (JSONL).")
+@_checker_options
+def check_command(targets: tuple[str, ...], as_json: bool, **options: Any) -> None:
+    """May each URL or FILE be used for AI training? One decision each, with its evidence.
+
+    \b
+    Exit codes:
+      0  every target allowed
+      1  at least one disallowed (an opt-out was found)
+      2  usage error
+      3  none disallowed, but at least one unknown and not allowed (fail closed)
+      4  the registry cannot be opened
+    """
+    with _make_checker(options) as checker:
+        decisions = checker.check_many(list(targets))
+    for decision in decisions:
+        click.echo(json.dumps(decision.to_dict()) if as_json else _text(decision))
+    sys.exit(_exit_code(decisions))
+
+
+def _exit_code(decisions: list[Decision]) -> int:
+    if any(d.verdict == "disallowed" for d in decisions):
+        return EXIT_CODES["disallowed"]
+    if any(not d.allowed for d in decisions):
+        return EXIT_CODES["unknown"]
+    return EXIT_CODES["allowed"]
+
+
+def _text(decision: Decision) -> str:
+    colour = {"allowed": "green", "disallowed": "red", "unknown": "yellow"}[decision.verdict]
+    lines = decision.to_text().split("\n")
+    lines[0] = click.style(lines[0], fg=colour, bold=True)
+    return "\n".join(lines)
+
+
+@optout_group.command("check-dataset")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Output file (.csv, .jsonl, .parquet).",
+)
+@click.option("--url-column", default="url", show_default=True)
+@click.option(
+    "--path-column",
+    default="path",
+    show_default=True,
+    help="Relative paths are under the dataset's folder.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output (never the input).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@_checker_options
+def check_dataset_command(
+    source: str,
+    output: str,
+    url_column: str,
+    path_column: str,
+    overwrite: bool,
+    quiet: bool,
+    **options: Any,
+) -> None:
+    """Check every row of SOURCE (CSV, JSON Lines or Parquet with a url and/or path column).
+
+    Writes -o with the input's columns plus allowed, decision, signals and evidence, and
+    OUTPUT.summary.json. Interrupted runs keep OUTPUT.partial: run the same command again to
+    continue where it stopped.
+
+    \b
+    Exit codes:
+      0  every row checked (whatever the decisions; see the summary)
+      2  usage error
+      4  the input cannot be read, the output exists or cannot be written
+      130  interrupted (finished rows are kept; run again to resume)
+    """
+    from tqdm import tqdm
+
+    from .dataset import check_dataset
+
+    checker = _make_checker(options)
+    bar = tqdm(unit="row", file=sys.stderr, disable=quiet or None, smoothing=0.1, desc="optout")
+    try:
+        summary = check_dataset(
+            source,
+            output,
+            checker,
+            url_column=url_column,
+            path_column=path_column,
+            overwrite=overwrite,
+            progress=bar.update,
+        )
+    except OptOutError as exc:
+        bar.close()
+        fail(exc, EXIT_CODES["io"])
+    except KeyboardInterrupt:
+        bar.close()
+        click.echo(
+            f"interrupted: finished rows are kept in {output}.partial; run the same command to resume",
+            err=True,
+        )
+        sys.exit(EXIT_CODES["interrupted"])
+    finally:
+        checker.close()
+    bar.close()
+    rate = summary.rows / summary.seconds if summary.seconds else 0.0
+    click.echo(
+        f"wrote {summary.output}: {summary.rows} rows, {summary.allowed} allowed, {summary.disallowed} disallowed, {summary.unknown} unknown; {summary.usable} usable"
+        + (f" ({summary.resumed} from an earlier run)" if summary.resumed else "")
+        + f"; {rate:.0f} rows/s"
+    )
+    for name, count in summary.by_signal.items():
+        click.echo(f"  {name}: {count}")
+
+
+@optout_group.group("registry")
+def registry_group() -> None:
+    """A local registry of opted-out works, matched by perceptual hash (resized, re-encoded and
+    slightly cropped copies are found)."""
+
+
+_registry_option = click.option(
+    "--registry",
+    "path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    envvar="SDKIT_OPTOUT_REGISTRY",
+    show_envvar=True,
+    help="The registry file (SQLite; created by add).",
+)
+
+
+def _open_registry(path: str) -> OptOutRegistry:
+    try:
+        return OptOutRegistry(path)
+    except OptOutError as exc:
+        fail(exc, EXIT_CODES["io"])
+
+
+@registry_group.command("add")
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@_registry_option
+@click.option("--label", default="", help="Who and what (creator, title), kept with each entry.")
+def registry_add(images: tuple[str, ...], path: str, label: str) -> None:
+    """Register IMAGES as opted-out works. Exit 4 if one cannot be read (the others are kept)."""
+    failed = False
+    with _open_registry(path) as registry:
+        for image in images:
+            try:
+                entry = registry.add(image, label=label)
+            except OptOutError as exc:
+                click.echo(f"{image}: error: {exc.message}", err=True)
+                failed = True
+                continue
+            click.echo(f"#{entry.id} {image} (phash {entry.phash})")
+    sys.exit(EXIT_CODES["io"] if failed else 0)
+
+
+@registry_group.command("check")
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@_registry_option
+@click.option(
+    "--max-distance",
+    default=MATCH_DISTANCE,
+    show_default=True,
+    help="Bits (of 64) within which a copy matches.",
+)
+@click.option("--json", "as_json", is_flag=True)
+def registry_check(images: tuple[str, ...], path: str, max_distance: int, as_json: bool) -> None:
+    """Is each of IMAGES a registered work? Exit 1 if any is, 4 if one cannot be read."""
+    code = 0
+    with _open_registry(path) as registry:
+        for image in images:
+            try:
+                match = registry.match(image, max_distance=max_distance)
+            except OptOutError as exc:
+                click.echo(f"{image}: error: {exc.message}", err=True)
+                code = EXIT_CODES["io"]
+                continue
+            if match is not None and code == 0:
+                code = EXIT_CODES["disallowed"]
+            if as_json:
+                click.echo(json.dumps({"path": image, "match": match.to_dict() if match else None}))
+            elif match is None:
+                click.echo(f"{image}: no match")
+            else:
+                click.echo(
+                    f"{image}: matches #{match.entry.id} {match.label!r} (distance {match.distance})"
+                )
+    sys.exit(code)
+
+
+@registry_group.command("list")
+@_registry_option
+@click.option("--json", "as_json", is_flag=True)
+def registry_list(path: str, as_json: bool) -> None:
+    """List the registered works."""
+    with _open_registry(path) as registry:
+        for entry in registry.entries():
+            if as_json:
+                click.echo(json.dumps(entry.to_dict()))
+            else:
+                click.echo(
+                    f"#{entry.id}  {entry.phash}  {entry.added}  {entry.label or '-'}  {entry.source}"
+                )
