@@ -17,7 +17,12 @@ from aiohttp import web
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def body(data: bytes | str, content_type: str = "text/plain", status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> Handler:
+def body(
+    data: bytes | str,
+    content_type: str = "text/plain",
+    status: int = 200,
+    headers: Iterable[tuple[str, str]] = (),
+) -> Handler:
     """A handler that answers ``data`` (headers may repeat a name)."""
     raw = data.encode() if isinstance(data, str) else data
 
@@ -52,7 +57,12 @@ def slow(seconds: float, then: Handler) -> Handler:
     return handle
 
 
-def endless(content_type: str, start: bytes = b"", chunk: bytes = b"\0" * 65536, limit: int = 512 * 1024 * 1024) -> Handler:
+def endless(
+    content_type: str,
+    start: bytes = b"",
+    chunk: bytes = b"\0" * 65536,
+    limit: int = 512 * 1024 * 1024,
+) -> Handler:
     """A handler that streams (nearly) forever: ``limit`` bytes at most, as a safety stop."""
 
     async def handle(request: web.Request) -> web.StreamResponse:

@@ -35,7 +35,7 @@ from PIL import Image
 
 from ..errors import OptOutError
 from .decision import Decision, OnError, Signal, decide
-from .embedded import DEFAULT_USES, file_signals, xmp_signals
+from .embedded import DEFAULT_USES, file_signals, jpeg_header_end, xmp_signals
 from .markup import AI_TRAINING_AGENTS, header_signals, html_signals, lower_agents
 from .network import (
     OPT_OUT_HEADERS,
@@ -301,6 +301,9 @@ class OptOutChecker:
         if extent == "cut":
             text = f"the image is larger than max_body ({self.max_body} bytes): its metadata was not all read"
             return [Signal("fetch", "unknown", source, text)]
+        if extent == "head" and data.startswith(b"\xff\xd8"):
+            end = jpeg_header_end(data) or len(data)
+            data = data[:end] + b"\xff\xd9"  # the metadata segments, closed: c2pa reads that
         signals = file_signals(data, source, uses=self.uses, complete=extent == "whole")
         if self.registry is not None:
             signals += self._registry_signals(data, source)
