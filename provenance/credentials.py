@@ -482,14 +482,21 @@ def default_credentials() -> Credentials:
 
 
 def load_trust_anchors(path: StrPath | None = None) -> str | None:
-    """PEM trust anchors from ``path``, else ``$SDKIT_TRUST_ANCHORS``, else ``None``.
+    """PEM trust anchors: ``path``, else ``$SDKIT_TRUST_ANCHORS``, else the config file.
+
+    The config file is ``<config>/trust-anchors.pem`` (config: ``$SDKIT_CONFIG_DIR``, else
+    ``$XDG_CONFIG_HOME/sdkit``, else ``~/.config/sdkit``), used when it exists. ``None`` when
+    none is configured: then no signer is trusted, and valid manifests verify as untrusted.
 
     Raises:
         ManifestError: the file is missing, unreadable or holds no PEM certificate.
     """
     source = os.fspath(path) if path is not None else os.environ.get("SDKIT_TRUST_ANCHORS")
     if not source:
-        return None
+        configured = default_credentials_dir().parent / "trust-anchors.pem"
+        if not configured.is_file():
+            return None
+        source = str(configured)
     hint = "Give a PEM file of trusted root certificates (e.g. ca.pem from `sdkit keys init`)."
     try:
         anchors = x509.load_pem_x509_certificates(Path(source).read_bytes())

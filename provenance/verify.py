@@ -138,6 +138,18 @@ class VerificationReport:
     detector_threshold: float | None = None
 
     @property
+    def validation_state(self) -> str | None:
+        """The embedded manifest's state in c2pa-python's words (``"Valid"``, ``"Trusted"``,
+        ``"Invalid"``), or ``None`` when there is none or it could not be validated."""
+        names = {"valid": "Valid", "trusted": "Trusted", "invalid": "Invalid"}
+        return names.get(self.c2pa_state)
+
+    @property
+    def watermark_found(self) -> bool:
+        """Whether sdkit's watermark was found in the pixels."""
+        return self.watermark is not None
+
+    @property
     def has_provenance(self) -> bool:
         """Whether the file's provenance was verified."""
         return self.verdict == "verified"

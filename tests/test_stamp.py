@@ -71,8 +71,24 @@ def test_signed_files_read_back_valid_and_trusted(
     assert report.fingerprint_matches is True and report.fingerprint_distance is not None
     assert report.training_mining == {"cawg.ai_generative_training": "notAllowed"}
     assert "untrusted signer" in report.to_text()
+    assert report.validation_state == "Valid" and report.watermark_found
     trusted = verify(signed, trust_anchors=ca)
     assert (trusted.verdict, trusted.c2pa_state, trusted.trusted) == ("verified", "trusted", True)
+    assert trusted.validation_state == "Trusted"
+
+
+def test_trust_anchors_from_env_and_config_file(
+    dev: tuple[Credentials, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds, ca = dev
+    signed = _stamp(Stamper(creds, watermark=False), Image.new("RGB", (32, 32)))
+    assert verify(signed).trusted is False
+    monkeypatch.setenv("SDKIT_TRUST_ANCHORS", str(ca))
+    assert verify(signed).trusted is True
+    monkeypatch.delenv("SDKIT_TRUST_ANCHORS")
+    monkeypatch.setenv("SDKIT_CONFIG_DIR", str(tmp_path))
+    (tmp_path / "trust-anchors.pem").write_bytes(ca.read_bytes())
+    assert verify(signed).trusted is True
 
 
 def test_one_pixel_byte_changed_is_invalid(
