@@ -9,8 +9,8 @@ of them), each with two 64-bit hashes from imagehash: the DCT hash (``phash``) a
 difference hash (``dhash``). A query's distance to a registered work is, over its 16 crops, the
 smallest ``max(phash distance, dhash distance)`` in bits; it matches at
 :data:`MATCH_DISTANCE` or less. Measured (tests/test_optout_registry.py and docs/optout.md):
-copies resized to 0.5x, saved as JPEG q70 or cropped by 5% score 0 to 6; 1,000 unrelated
-images score 18 or more. Near-uniform images (almost no structure to hash) are refused.
+copies resized to 0.5x, saved as JPEG q70 or cropped by 5% score 0 to 2 (a 3% + 4% crop,
+between the stored crops, up to 7); 1,000 unrelated images score 18 or more. Near-uniform images (almost no structure to hash) are refused.
 
 Memory: 256 bytes per registered work (1 million works: 256 MB), scanned with numpy.
 
@@ -29,6 +29,7 @@ import datetime as dt
 import io
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -152,8 +153,9 @@ class OptOutRegistry:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
+        self._lock = threading.Lock()  # checks run in worker threads
         try:
-            self._db = sqlite3.connect(self.path)
+            self._db = sqlite3.connect(self.path, check_same_thread=False)
             self._db.executescript(
                 "CREATE TABLE IF NOT EXISTS works (id INTEGER PRIMARY KEY, label TEXT NOT NULL,"
                 " source TEXT NOT NULL, phash TEXT NOT NULL, added TEXT NOT NULL, hashes BLOB NOT NULL)"
@@ -208,7 +210,7 @@ class OptOutRegistry:
         phash = f"{int(hashes[0, 0]):016x}"
         where = source or (str(image) if isinstance(image, (str, os.PathLike)) else "")
         added = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        with self._db:
+        with self._lock, self._db:
             cursor = self._db.execute(
                 "INSERT INTO works (label, source, phash, added, hashes) VALUES (?, ?, ?, ?, ?)",
                 (label, where, phash, added, hashes.tobytes()),
@@ -238,9 +240,10 @@ class OptOutRegistry:
         return RegistryMatch(self._entry(int(self._ids[best])), distance)
 
     def _entry(self, entry_id: int) -> RegistryEntry:
-        row = self._db.execute(
-            "SELECT id, label, source, phash, added FROM works WHERE id = ?", (entry_id,)
-        ).fetchone()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, label, source, phash, added FROM works WHERE id = ?", (entry_id,)
+            ).fetchone()
         return RegistryEntry(*row)
 
     def entries(self) -> Iterator[RegistryEntry]:
