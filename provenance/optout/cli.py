@@ -154,7 +154,11 @@ def _text(decision: Decision) -> str:
     help="Relative paths are under the dataset's folder.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing output (never the input).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar with rate on stderr (default: when stderr is a terminal).",
+)
 @_checker_options
 def check_dataset_command(
     source: str,
@@ -162,7 +166,7 @@ def check_dataset_command(
     url_column: str,
     path_column: str,
     overwrite: bool,
-    quiet: bool,
+    progress: bool | None,
     **options: Any,
 ) -> None:
     """Check every row of SOURCE (CSV, JSON Lines or Parquet with a url and/or path column).
@@ -183,7 +187,13 @@ def check_dataset_command(
     from .dataset import check_dataset
 
     checker = _make_checker(options)
-    bar = tqdm(unit="row", file=sys.stderr, disable=quiet or None, smoothing=0.1, desc="optout")
+    bar = tqdm(
+        unit="row",
+        file=sys.stderr,
+        disable=None if progress is None else not progress,
+        smoothing=0.1,
+        desc="optout",
+    )
     try:
         summary = check_dataset(
             source,

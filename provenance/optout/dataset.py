@@ -246,14 +246,21 @@ async def _run(
         progress(len(finished))
 
     async with checker:
-        for index, url, path in rows:
-            if len(pending) >= checker.concurrency:
+        try:
+            for index, url, path in rows:
+                if len(pending) >= checker.concurrency:
+                    finished, pending = await asyncio.wait(
+                        pending, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    collect(finished)
+                pending.add(asyncio.ensure_future(one(index, url, path)))
+            while pending:
                 finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 collect(finished)
-            pending.add(asyncio.ensure_future(one(index, url, path)))
-        while pending:
-            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            collect(finished)
+        finally:  # interrupted: stop the checks in flight before the session closes
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
     sink.flush()
 
 
