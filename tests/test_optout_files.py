@@ -34,7 +34,7 @@ def creds(tmp_path_factory: pytest.TempPathFactory) -> Credentials:
 
 @pytest.fixture(scope="module")
 def checker() -> OptOutChecker:
-    return OptOutChecker()
+    return OptOutChecker(verify_c2pa=True)  # the manifest's state is named in the evidence
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
@@ -52,6 +52,12 @@ def test_sdkit_outputs_are_disallowed_by_default(
         == "cawg.training-mining: cawg.ai_generative_training = notAllowed (manifest valid)"
     )
     assert signal.to_dict()["spec"].startswith("C2PA / CAWG")
+
+
+def test_signature_is_not_checked_by_default(creds: Credentials) -> None:
+    decision = OptOutChecker().check(sdkit_signed(creds, "jpeg"))
+    text = "cawg.training-mining: cawg.ai_generative_training = notAllowed"
+    assert decision.evidence == (f"c2pa-training-mining: {text} (<bytes>)",)
 
 
 def test_sdkit_output_whose_signer_allows_training(

@@ -66,6 +66,11 @@ def _checker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Allow loopback, private and link-local addresses (intranets, tests).",
         ),
         click.option(
+            "--verify-c2pa",
+            is_flag=True,
+            help="Validate C2PA manifests and name their state (slower; same decisions).",
+        ),
+        click.option(
             "--no-site-files", is_flag=True, help="Do not fetch robots.txt, ai.txt, tdmrep.json."
         ),
     ]
@@ -85,6 +90,7 @@ def _make_checker(options: dict[str, Any]) -> OptOutChecker:
             per_host=options["per_host"],
             allow_private=options["allow_private"],
             site_files=not options["no_site_files"],
+            verify_c2pa=options["verify_c2pa"],
         )
     except OptOutError as exc:
         fail(exc, EXIT_CODES["io"] if options["registry"] else EXIT_CODES["usage"])

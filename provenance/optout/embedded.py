@@ -22,13 +22,19 @@ Example:
 
 from __future__ import annotations
 
+import io
+import json
 import re
+import threading
 import zlib
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
 
-from ..manifest import read_manifest
 from .decision import Signal, Value
+
+if TYPE_CHECKING:
+    import c2pa
 
 __all__ = [
     "CAWG_VALUES",
@@ -37,6 +43,7 @@ __all__ = [
     "file_signals",
     "iptc_value",
     "jpeg_header_end",
+    "read_active_manifest",
     "sniff_mime",
     "xmp_signals",
 ]
@@ -189,50 +196,93 @@ def _training_entries(manifest: Mapping[str, object]) -> Iterable[tuple[str, str
             yield base, str(use), str(value)
 
 
+_CONTEXTS = threading.local()  # one c2pa Context per thread and verify setting
+
+
+def _context(verify: bool) -> c2pa.Context:
+    import c2pa
+
+    key = "verify" if verify else "plain"
+    context = getattr(_CONTEXTS, key, None)
+    if context is None:
+        settings = {"verify": {"verify_after_reading": verify, "remote_manifest_fetch": False}}
+        context = c2pa.Context(settings=c2pa.Settings.from_dict(settings))
+        setattr(_CONTEXTS, key, context)
+    return context
+
+
+def read_active_manifest(data: bytes, mime: str, *, verify: bool) -> tuple[str, Any, str]:
+    """``(state, active manifest, detail)`` of a file's C2PA manifest store.
+
+    ``state`` is ``absent``, ``remote`` (detail: the URL), ``unreadable`` (detail: why),
+    or, with ``verify``, ``valid`` / ``trusted`` / ``invalid``; without it, ``read``.
+    """
+    import c2pa
+
+    try:
+        reader = c2pa.Reader.try_create(mime, io.BytesIO(data), context=_context(verify))
+        if reader is None:
+            return "absent", None, ""
+        with reader:
+            report = json.loads(reader.json())
+    except c2pa.C2paError as exc:
+        message = str(exc)
+        if message.startswith("Remote"):
+            found = re.search(r"\w+://\S+", message)
+            return "remote", None, found.group(0) if found else "an unknown URL"
+        return "unreadable", None, message
+    active = (report.get("manifests") or {}).get(report.get("active_manifest") or "")
+    if active is None:
+        return "unreadable", None, "the manifest store has no active manifest"
+    state = str(report.get("validation_state", "Invalid")).lower() if verify else "read"
+    return state, active, ""
+
+
 def c2pa_signals(
-    data: bytes, mime: str, source: str, uses: Iterable[str], *, complete: bool = True
+    data: bytes,
+    mime: str,
+    source: str,
+    uses: Iterable[str],
+    *,
+    complete: bool = True,
+    verify: bool = False,
 ) -> list[Signal]:
     """Training-and-mining assertions of the file's active C2PA manifest.
+
+    The decision never depends on the signature (an invalid manifest still states the creator's
+    wish), so it is only checked, and reported in the evidence, with ``verify=True``.
 
     Args:
         data: the file's bytes (or, with ``complete=False``, a JPEG's metadata segments).
         mime: its MIME type.
         source: the URL or path, for the evidence.
         uses: the uses that count, without prefix.
-        complete: whether ``data`` is the whole file (else the signature is not reported).
+        complete: whether ``data`` is the whole file (a signature cannot be checked otherwise).
+        verify: validate the manifest (about 4x slower) and report its state.
     """
     if b"jumb" not in data and b"c2pa" not in data:
         return []
-    reading = read_manifest(data, mime)
-    if reading.state == "absent":
+    state, active, detail = read_active_manifest(data, mime, verify=verify and complete)
+    if state == "absent":
         return []
-    if reading.state == "remote":
-        return [
-            Signal(
-                "c2pa-training-mining",
-                "unknown",
-                source,
-                f"the C2PA manifest is remote ({reading.remote_url}) and was not fetched",
-            )
-        ]
-    if reading.state == "unreadable" or reading.active is None:
-        return [
-            Signal(
-                "c2pa-training-mining",
-                "unknown",
-                source,
-                f"the C2PA manifest could not be read: {reading.error}",
-            )
-        ]
+    if state in ("remote", "unreadable"):
+        text = {
+            "remote": f"the C2PA manifest is remote ({detail}) and was not fetched",
+            "unreadable": f"the C2PA manifest could not be read: {detail}",
+        }[state]
+        return [Signal("c2pa-training-mining", "unknown", source, text)]
+    note = ""
+    if verify:
+        note = (
+            f" (manifest {state})" if complete else " (signature not checked: metadata read only)"
+        )
     wanted = set(uses)
-    state = f"manifest {reading.state}" if complete else "signature not checked: metadata read only"
     found = []
-    for label, use, value in _training_entries(reading.active):
+    for label, use, value in _training_entries(active):
         if use.split(".", 1)[-1] in wanted:
             kind = CAWG_VALUES.get(value, "unknown")
-            found.append(
-                Signal("c2pa-training-mining", kind, source, f"{label}: {use} = {value} ({state})")
-            )
+            text = f"{label}: {use} = {value}{note}"
+            found.append(Signal("c2pa-training-mining", kind, source, text))
     return found
 
 
@@ -243,10 +293,11 @@ def file_signals(
     uses: Iterable[str] = DEFAULT_USES,
     complete: bool = True,
     mime: str | None = None,
+    verify: bool = False,
 ) -> list[Signal]:
     """Every in-file signal of an image file's bytes (C2PA first, then XMP)."""
     mime = sniff_mime(data) or mime or "application/octet-stream"
-    found = c2pa_signals(data, mime, source, uses, complete=complete)
+    found = c2pa_signals(data, mime, source, uses, complete=complete, verify=verify)
     xmp = find_xmp(data)
     if xmp is not None:
         found += xmp_signals(xmp, source)
