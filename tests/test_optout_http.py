@@ -11,6 +11,7 @@ from aiohttp import web
 from optout_images import c2pa_signed, credentials, encode, picture, sdkit_signed, with_xmp
 from optout_server import Server, body, endless, redirect, slow
 
+from provenance.errors import OptOutError
 from provenance.optout import Decision, OptOutChecker
 from provenance.optout.network import refusal
 
@@ -188,6 +189,16 @@ def sites(server: Server, images: dict[str, bytes]) -> dict[str, str]:
             "/a.jpg": body(img, JPEG),
         }
     )
+    soft_404 = server.add(
+        {
+            "/.well-known/tdmrep.json": body(
+                "<!doctype html><html><body>Page not found</body></html>", HTML
+            ),
+            "/robots.txt": body("<!doctype html><html><body>Page not found</body></html>", HTML),
+            "/ai.txt": body("", "text/plain"),
+            "/a.jpg": body(img, JPEG),
+        }
+    )
     slow_site = server.add({"/robots.txt": slow(2.0, body("")), "/a.jpg": body(img, JPEG)})
     cross = server.add({"/go.jpg": redirect(robots + "/art/a.jpg")})
     return {
@@ -201,6 +212,7 @@ def sites(server: Server, images: dict[str, bytes]) -> dict[str, str]:
         "robots_503": robots_503,
         "ai_500": ai_500,
         "tdm_array": tdm_array,
+        "soft_404": soft_404,
         "slow_site": slow_site,
         "cross": cross,
         "agents": agents,  # type: ignore[dict-item]
@@ -439,6 +451,21 @@ def test_unreadable_site_files_fail_closed(
     assert decision.verdict == verdict and decision.allowed is False
     assert [s.name for s in decision.deciding] == [signal]
     assert evidence in decision.deciding[0].evidence
+
+
+def test_soft_404_site_files_say_nothing(sites: dict[str, str], checker: OptOutChecker) -> None:
+    decision = checker.check(sites["soft_404"] + "/a.jpg")
+    assert (decision.verdict, decision.signals) == ("allowed", ())
+
+
+def test_blocking_calls_refuse_a_running_loop(checker: OptOutChecker) -> None:
+    import asyncio
+
+    async def inside() -> None:
+        with pytest.raises(OptOutError, match="cannot run inside an event loop"):
+            checker.check("https://example.com/")
+
+    asyncio.run(inside())
 
 
 def test_huge_robots_txt_is_read_to_500_kib(sites: dict[str, str], checker: OptOutChecker) -> None:

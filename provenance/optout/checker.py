@@ -213,7 +213,11 @@ class OptOutChecker:
 
         Returns:
             The decision; errors while fetching or reading make it ``unknown``.
+
+        Raises:
+            OptOutError: called inside a running event loop (use :meth:`acheck` there).
         """
+        _no_running_loop()
         return asyncio.run(self.acheck(target))
 
     def check_many(self, targets: Iterable[Target]) -> list[Decision]:
@@ -227,6 +231,7 @@ class OptOutChecker:
                     out[index] = decision
             return [d for d in out if d is not None]
 
+        _no_running_loop()
         return asyncio.run(run())
 
     async def acheck(self, target: Target) -> Decision:
@@ -367,7 +372,7 @@ class OptOutChecker:
         return decide(url, signals, on_error=self.on_error, final_url=current, requests=requests)
 
     async def _body_signals(self, fetched: Fetched) -> list[Signal]:
-        if fetched.status >= 400:
+        if fetched.status >= 300:  # redirects with a Location were followed already
             return [
                 Signal(
                     "fetch",
@@ -396,7 +401,7 @@ class OptOutChecker:
                     return Fetched(
                         url, response.status, headers, location=response.headers["Location"]
                     )
-                if response.status >= 400:
+                if response.status >= 300:
                     return Fetched(url, response.status, headers)
                 kind, body, extent = await read_body(
                     response, max_body=self.max_body, whole_image=self.registry is not None
@@ -479,6 +484,17 @@ _FAILURES: tuple[tuple[type[BaseException], str], ...] = (
     (Refused, "{exc}"),
     (OSError, "network error: {exc}"),
 )
+
+
+def _no_running_loop() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise OptOutError(
+        "check() and check_many() block, so they cannot run inside an event loop",
+        hint="use `await checker.acheck(target)` or `checker.acheck_many(targets)` there.",
+    )
 
 
 def _refused(exc: BaseException) -> bool:

@@ -11,7 +11,8 @@
 * ``tdmrep.json`` (W3C TDMRep): a JSON array of ``{"location", "tdm-reservation",
   "tdm-policy"}`` rules; locations are robots-style patterns (``*`` any characters, ``$`` end)
   matched against the path and query; rules are tried in order and the first match applies.
-  4xx: no rules; 5xx, a network failure, or a file that is not such an array: unknown.
+  4xx, an empty file or an HTML page (a "soft 404"): no rules; 5xx, a network failure, or JSON
+  that is not such an array: unknown.
 
 Example:
     >>> policy = SitePolicy.parse("https://a.example", {
@@ -105,6 +106,10 @@ def _parse(name: str, url: str, code: int, body: bytes) -> SiteFile:
 
 
 def _parse_tdmrep(url: str, text: str) -> SiteFile:
+    stripped = text.lstrip()
+    if not stripped or stripped.startswith("<"):  # empty, or an HTML page served for any path
+        why = "empty" if not stripped else "an HTML page (a soft 404), not JSON"
+        return SiteFile("tdmrep.json", url, "absent", f"HTTP 200 but {why}: no rules")
     try:
         data = json.loads(text)
         if not isinstance(data, list):
