@@ -168,6 +168,17 @@ def test_refusals(origin: str, tmp_path: Path) -> None:
         check_dataset(source, tmp_path / "o2.csv", _checker())
 
 
+def test_unreadable_inputs_are_errors_not_tracebacks(tmp_path: Path) -> None:
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really parquet PAR1")
+    (tmp_path / "latin1.csv").write_bytes("url\nhttp://example.com/caf\xe9.jpg\n".encode("latin-1"))
+    (tmp_path / "bom.csv").write_bytes("\ufeffpath\nmissing.png\n".encode())
+    for name in ("bad.parquet", "latin1.csv"):
+        with pytest.raises(OptOutError, match="cannot read") as info:
+            check_dataset(tmp_path / name, tmp_path / f"out-{name}", _checker())
+        assert info.value.hint
+    assert check_dataset(tmp_path / "bom.csv", tmp_path / "bom-out.csv", _checker()).unknown == 1
+
+
 def test_path_column_and_both(origin: str, tmp_path: Path) -> None:
     creds = credentials(tmp_path / "creds")
     (tmp_path / "images").mkdir()

@@ -105,7 +105,7 @@ def _rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
             for batch in parquet.iter_batches(batch_size=_BATCH):
                 yield from batch.to_pylist()
         return
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         if fmt == "csv":
             yield from csv.DictReader(handle)
             return
@@ -131,7 +131,7 @@ def _columns(path: Path, fmt: str) -> list[str]:
 
         return list(pq.read_schema(path).names)
     if fmt == "csv":
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             return list(next(csv.reader(handle), []))
     first = next(_rows(path, fmt), {})
     return list(first)
@@ -419,6 +419,12 @@ def check_dataset(
             f"cannot write {exc.filename or out}: {exc.strerror or exc}",
             path=str(out),
             hint="check the folder exists and is writable; finished rows are kept for the next run.",
+        ) from exc
+    except (ValueError, csv.Error) as exc:  # a row that does not decode or parse
+        raise OptOutError(
+            f"cannot read {src}: {exc}",
+            path=str(src),
+            hint="check that it is valid UTF-8 CSV, JSON Lines or Parquet; finished rows are kept.",
         ) from exc
     partial.unlink(missing_ok=True)
     return _summary(src, out, done, resumed, time.monotonic() - started)

@@ -167,7 +167,7 @@ class OptOutRegistry:
             if hasattr(self, "_db"):
                 self._db.close()
             raise OptOutError(
-                f"{self.path} is not an opt-out registry: {exc}",
+                f"cannot use {self.path} as an opt-out registry: {exc}",
                 path=self.path,
                 hint="give the file that `sdkit optout registry add` created, or a new path.",
             ) from exc
