@@ -41,8 +41,9 @@ from .network import (
     OPT_OUT_HEADERS,
     REDIRECTS,
     Fetched,
-    Refused,
     connector_options,
+    describe_failure,
+    is_refused,
     origin_of,
     read_body,
     read_upto,
@@ -416,7 +417,7 @@ class OptOutChecker:
                     charset=response.charset,
                 )
         except Exception as exc:
-            return Signal("fetch", "unknown", url, _describe(exc, self.timeout))
+            return Signal("fetch", "unknown", url, describe_failure(exc, self.timeout))
 
     async def _site_policy(
         self, origin: str, session: aiohttp.ClientSession
@@ -469,21 +470,9 @@ class OptOutChecker:
                         return response.status, b"", made
                     return response.status, await read_upto(response, MAX_SITE_FILE), made
             except Exception as exc:  # a reason, never a traceback
-                code = -1 if _refused(exc) else 0
-                return code, _describe(exc, self.timeout).encode(), made
+                code = -1 if is_refused(exc) else 0
+                return code, describe_failure(exc, self.timeout).encode(), made
         return 310, b"", made
-
-
-#: Exception type -> how a failure is described; the first match wins.
-_FAILURES: tuple[tuple[type[BaseException], str], ...] = (
-    (asyncio.TimeoutError, "timed out after {timeout:g} s"),
-    (aiohttp.ClientPayloadError, "the response body was malformed: {exc}"),
-    (aiohttp.ClientResponseError, "bad HTTP response: {exc.message}"),
-    (aiohttp.ClientConnectorError, "cannot connect: {exc}"),
-    (aiohttp.ClientError, "HTTP error: {exc}"),
-    (Refused, "{exc}"),
-    (OSError, "network error: {exc}"),
-)
 
 
 def _no_running_loop() -> None:
@@ -495,17 +484,3 @@ def _no_running_loop() -> None:
         "check() and check_many() block, so they cannot run inside an event loop",
         hint="use `await checker.acheck(target)` or `checker.acheck_many(targets)` there.",
     )
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether the SSRF policy refused the connection."""
-    return isinstance(exc, Refused) or isinstance(getattr(exc, "os_error", None), Refused)
-
-
-def _describe(exc: BaseException, timeout: float) -> str:
-    if _refused(exc):
-        return str(getattr(exc, "os_error", None) or exc)
-    for kind, template in _FAILURES:
-        if isinstance(exc, kind):
-            return template.format(exc=exc, timeout=timeout)
-    return f"{type(exc).__name__}: {exc}"

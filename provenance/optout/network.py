@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import Mapping
@@ -35,6 +36,8 @@ __all__ = [
     "Fetched",
     "GuardedResolver",
     "Refused",
+    "describe_failure",
+    "is_refused",
     "origin_of",
     "read_body",
     "read_upto",
@@ -245,3 +248,30 @@ def connector_options(*, concurrency: int, per_host: int, allow_private: bool) -
     if not allow_private:
         options["resolver"] = GuardedResolver()
     return options
+
+
+#: Exception type -> how a failure is described; the first match wins.
+_FAILURES: tuple[tuple[type[BaseException], str], ...] = (
+    (asyncio.TimeoutError, "timed out after {timeout:g} s"),
+    (aiohttp.ClientPayloadError, "the response body was malformed: {exc}"),
+    (aiohttp.ClientResponseError, "bad HTTP response: {exc.message}"),
+    (aiohttp.ClientConnectorError, "cannot connect: {exc}"),
+    (aiohttp.ClientError, "HTTP error: {exc}"),
+    (Refused, "{exc}"),
+    (OSError, "network error: {exc}"),
+)
+
+
+def is_refused(exc: BaseException) -> bool:
+    """Whether the SSRF policy refused the connection."""
+    return isinstance(exc, Refused) or isinstance(getattr(exc, "os_error", None), Refused)
+
+
+def describe_failure(exc: BaseException, timeout: float) -> str:
+    """A failed request, in words (the SSRF refusal, a timeout, a connection error...)."""
+    if is_refused(exc):
+        return str(getattr(exc, "os_error", None) or exc)
+    for kind, template in _FAILURES:
+        if isinstance(exc, kind):
+            return template.format(exc=exc, timeout=timeout)
+    return f"{type(exc).__name__}: {exc}"
