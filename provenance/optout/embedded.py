@@ -183,9 +183,9 @@ def xmp_signals(xmp: bytes, source: str) -> list[Signal]:
     return found
 
 
-def _training_entries(manifest: Mapping[str, object]) -> Iterable[tuple[str, str, str]]:
+def _training_entries(manifest: Mapping[str, Any]) -> Iterable[tuple[str, str, str]]:
     """(label, use, value) of every training-and-mining entry in a manifest."""
-    for item in manifest.get("assertions") or []:  # type: ignore[attr-defined]
+    for item in manifest.get("assertions") or []:
         label = str(item.get("label", "")).split("__", 1)[0]
         base = re.sub(r"\.v\d+$", "", label)
         if base not in TRAINING_LABELS:

@@ -58,6 +58,8 @@ AI_TRAINING_AGENTS: tuple[str, ...] = (
 _COLON_DIRECTIVES = frozenset(
     {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
 )
+#: TDMRep reservation values -> signal value (anything else cannot be read).
+_TDM_VALUES: Mapping[str, Value] = {"1": "disallowed", "0": "allowed"}
 _SCOPED = re.compile(r"\s*([A-Za-z0-9_.\-]+)\s*:(.*)", re.S)
 #: Where a page's <head> ends for our purposes (we stop reading there).
 HEAD_END = re.compile(rb"</head\s*>|<body[\s>]", re.I)
@@ -84,7 +86,7 @@ def tdm_value(text: str) -> Value:
         >>> tdm_value(" 1 "), tdm_value("0"), tdm_value("yes")
         ('disallowed', 'allowed', 'unknown')
     """
-    return {"1": "disallowed", "0": "allowed"}.get(text.strip(), "unknown")  # type: ignore[return-value]
+    return _TDM_VALUES.get(text.strip(), "unknown")
 
 
 def header_signals(

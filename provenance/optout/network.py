@@ -211,7 +211,8 @@ async def read_body(
         kind = "image"
     else:
         return "other", b"", "whole" if content.at_eof() else "head"
-    chunks, size, extent = [first], len(first), "cut"
+    chunks, size = [first], len(first)
+    extent: Extent = "cut"
     is_jpeg = first.startswith(b"\xff\xd8") and not whole_image
     limit = MAX_HEAD if kind == "html" else max_body
     while not content.at_eof():
@@ -235,7 +236,7 @@ async def read_body(
         body += await content.read()  # cheap, and the connection stays open for the next URL
     if content.at_eof():
         return kind, body, "whole"
-    return kind, body, extent  # type: ignore[return-value]
+    return kind, body, extent
 
 
 def connector_options(*, concurrency: int, per_host: int, allow_private: bool) -> dict[str, Any]:
