@@ -118,7 +118,11 @@ def url_refusal(url: str, allow_private: bool) -> str | None:
     except ValueError:
         return None  # a host name: its addresses are checked when it resolves
     reason = refusal(parts.hostname)
-    return None if reason is None else f"refused: {reason} (pass allow_private=True for intranets)"
+    return (
+        None
+        if reason is None
+        else f"refused: {reason} (allow_private=True or --allow-private for intranets)"
+    )
 
 
 class Refused(OSError):
@@ -139,7 +143,7 @@ class GuardedResolver(AbstractResolver):
         if not kept:
             reasons = sorted({refusal(a["host"]) or "" for a in answers})
             raise Refused(
-                f"refused: {host} resolves to {'; '.join(reasons)} (pass allow_private=True for intranets)"
+                f"refused: {host} resolves to {'; '.join(reasons)} (allow_private=True or --allow-private for intranets)"
             )
         return kept
 
