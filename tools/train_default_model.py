@@ -84,7 +84,7 @@ def build_vae() -> AutoencoderKL:
         up_block_types=("UpDecoderBlock2D",) * 5,
         latent_channels=LATENT_CHANNELS,
         layers_per_block=1,
-        norm_num_groups=8,
+        norm_num_groups=4,  # more channels per group: flat colours survive the normalisation
         sample_size=SIZE,
     )
 
@@ -291,6 +291,12 @@ def main() -> None:
         "--snapshots", type=Path, default=None, help="save the EMA model here every N steps"
     )
     parser.add_argument("--snapshot-every", type=int, default=0)
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="keep the autoencoder and latents here and reuse them when the settings match",
+    )
     args = parser.parse_args()
     if args.quick:
         args.images, args.vae_steps, args.unet_steps = 256, 20, 30
@@ -309,21 +315,34 @@ def main() -> None:
     times["data_s"] = time.perf_counter() - clock
     print(f"rendered {len(scenes)} images in {times['data_s']:.0f}s", flush=True)
 
-    # 2. Autoencoder
-    clock = time.perf_counter()
+    # 2. Autoencoder, 3. latents (cached in --work when given: same settings, same result)
+    key = f"{args.seed}-{args.images}-{args.vae_steps}-{args.vae_batch}-{args.vae_crop}"
+    cache = args.work / f"autoencoder-{key}.pt" if args.work is not None else None
     vae = build_vae().to(device)
-    train_vae(vae, images, args.vae_steps, args.vae_batch, args.vae_crop, log)
-    times["vae_s"] = time.perf_counter() - clock
-
-    # 3. Latents, scaled to unit variance
-    clock = time.perf_counter()
-    latents = encode(vae, images)
-    scale = float(1.0 / latents.std())
-    vae.register_to_config(scaling_factor=scale)
-    latents = latents * scale
+    if cache is not None and cache.exists():
+        saved = torch.load(cache, map_location=device)
+        vae.load_state_dict(saved["vae"])
+        vae.register_to_config(scaling_factor=saved["scale"])
+        latents, scale = saved["latents"], saved["scale"]
+        log.extend(saved["log"])
+        times.update(saved["times"])
+        print(f"reused the autoencoder and latents from {cache}", flush=True)
+    else:
+        clock = time.perf_counter()
+        train_vae(vae, images, args.vae_steps, args.vae_batch, args.vae_crop, log)
+        times["vae_s"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        latents = encode(vae, images)
+        scale = float(1.0 / latents.std())
+        vae.register_to_config(scaling_factor=scale)
+        latents = latents * scale
+        times["encode_s"] = time.perf_counter() - clock
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            state = {"vae": vae.state_dict(), "latents": latents, "scale": scale}
+            torch.save({**state, "log": list(log), "times": dict(times)}, cache)
     del images
-    times["encode_s"] = time.perf_counter() - clock
-    print(f"encoded latents {tuple(latents.shape)}, scaling factor {scale:.4f}", flush=True)
+    print(f"latents {tuple(latents.shape)}, scaling factor {scale:.4f}", flush=True)
 
     # 4. Denoiser + text encoder
     clock = time.perf_counter()
