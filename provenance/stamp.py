@@ -135,9 +135,7 @@ class Stamper:
             raise ManifestError("thumbnail must be 0 (none) or a long edge in pixels")
         self._credentials = credentials
         self._lock = threading.Lock()
-        self.store = store if isinstance(store, ManifestStore) or store is None else None
-        if store is not None and self.store is None:
-            self.store = ManifestStore(store)  # type: ignore[arg-type]
+        self.store = ManifestStore(store) if isinstance(store, (str, os.PathLike)) else store
         self.training_mining = dict(training_mining or {})
         self.thumbnail = thumbnail
         self.use_watermark = watermark
