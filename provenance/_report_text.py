@@ -36,10 +36,12 @@ def render(report: VerificationReport) -> str:
     for code, text in zip(report.c2pa_codes, report.explanations, strict=True):
         add(f"  - {code}: {text}")
     if report.manifest is not None:
-        signer = report.signer or "unknown"
+        add(
+            f"  signed by: {report.signer or 'unknown'}"
+            + ("" if report.trusted else " [untrusted]")
+        )
         if report.issuer:
-            signer += f" (issued by {report.issuer})"
-        add(f"  signed by: {signer}" + ("" if report.trusted else " - untrusted signer"))
+            add(f"  issuer: {report.issuer}")
         add(f"  signed at: {report.signed_at or 'no trusted timestamp'}")
         if report.claim_generator:
             add(f"  made with: {report.claim_generator}")
