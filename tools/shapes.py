@@ -71,16 +71,16 @@ SIZE_WORDS: dict[str, tuple[str, ...]] = {
     "large": ("large", "big", "huge"),
 }
 TRAIN_TEMPLATES = (
-    "a {size}{colour} {shape} {position} on {ab} {background} background",
+    "{a} {size}{colour} {shape} {position} on {ab} {background} background",
     "{a} {size}{colour} {shape} {position}, {background} background",
-    "{background} background with a {size}{colour} {shape} {position}",
-    "a {size}{colour} {shape} on {ab} {background} background, {position}",
+    "{background} background with {a} {size}{colour} {shape} {position}",
+    "{a} {size}{colour} {shape} on {ab} {background} background, {position}",
     "{size}{colour} {shape} {position} on {background}",
-    "a picture of a {size}{colour} {shape} {position} on {ab} {background} background",
+    "a picture of {a} {size}{colour} {shape} {position} on {ab} {background} background",
 )
 # New phrasings for evaluation: the same words in orders never seen in training.
 HELDOUT_TEMPLATES = (
-    "{position_cap}, a {size}{colour} {shape} on {ab} {background} background",
+    "{position_cap}, {a} {size}{colour} {shape} on {ab} {background} background",
     "on {ab} {background} background, {a} {size}{colour} {shape} {position}",
 )
 # Shape colour + shape combinations that never appear in training.
