@@ -32,7 +32,7 @@ from pathlib import Path
 from .errors import ManifestError
 from .watermark import Payload
 
-__all__ = ["ManifestStore", "StoredManifest"]
+__all__ = ["ManifestStore", "StoredManifest", "default_store_path"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS manifests (
@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS manifests (
     PRIMARY KEY (issuer_id, content_id, sha256)
 );
 """
+
+
+def default_store_path() -> Path | None:
+    """The store named by ``$SDKIT_STORE``, or ``None`` (stores are opt-in)."""
+    value = os.environ.get("SDKIT_STORE")
+    return Path(value) if value else None
 
 
 @dataclass(frozen=True)

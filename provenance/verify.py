@@ -37,7 +37,7 @@ from .manifest import (
     find_assertion,
     read_manifest,
 )
-from .store import ManifestStore
+from .store import ManifestStore, default_store_path
 from .watermark import Detection, extract
 
 if TYPE_CHECKING:
@@ -274,7 +274,7 @@ def _anchors(value: str | os.PathLike[str] | None) -> str | None:
 def _open_store(value: ManifestStore | str | os.PathLike[str] | None) -> ManifestStore | None:
     if isinstance(value, ManifestStore):
         return value
-    path = value if value is not None else os.environ.get("SDKIT_STORE") or None
+    path = value if value is not None else default_store_path()
     if path is None:
         return None
     if not Path(path).is_file():

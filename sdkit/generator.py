@@ -32,7 +32,7 @@ from PIL import Image
 
 from provenance.credentials import Credentials
 from provenance.stamp import Stamper, ingredient_from
-from provenance.store import ManifestStore
+from provenance.store import ManifestStore, default_store_path
 from provenance.watermark import Payload
 
 from . import models, prompts, samplers
@@ -550,8 +550,7 @@ def _stamper(
     watermark: bool = True,
     training_mining: Mapping[str, str] | None = None,
 ) -> Stamper:
-    if store is None and os.environ.get("SDKIT_STORE"):
-        store = os.environ["SDKIT_STORE"]
+    store = store if store is not None else default_store_path()
     return Stamper(credentials, store=store, watermark=watermark, training_mining=training_mining)
 
 

@@ -81,9 +81,12 @@ def replay(
     """See :meth:`sdkit.Generator.replay`."""
     name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
     try:
-        report = verify(source, check_watermark=False)
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        report = verify(data, check_watermark=False)
+    except OSError as exc:
+        raise ReplayError(f"cannot read {name}: {exc.strerror}", path=name) from exc
     except ProvenanceError as exc:
-        raise ReplayError(exc.message, path=name, hint=exc.hint) from exc
+        raise ReplayError(exc.message.replace("<bytes>", name), path=name, hint=exc.hint) from exc
     recipe, origin = _recipe(report.recipe, report.infotext, name)
     if recipe.model_sha256 != generator.model_sha256:
         raise ReplayError(
@@ -126,7 +129,6 @@ def replay(
             path=name,
             hint="pass the exact image the Recipe records (its sha256 is in the Recipe).",
         )
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
     with Image.open(io.BytesIO(data)) as opened:
         fmt = (opened.format or "png").lower()
         original = np.asarray(opened.convert("RGB"), dtype=np.int16)
