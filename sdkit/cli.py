@@ -201,6 +201,8 @@ def generate(
     Exit codes: 0 done; 1 other error; 2 invalid option; 3 model cannot be loaded;
     4 output cannot be written; 5 signing credentials or store unusable; 130 cancelled.
     """
+    if (signing_cert is None) != (signing_key is None):
+        raise click.UsageError("--signing-cert and --signing-key go together")
     paths = _output_paths(Path(output), options["num_images"])
     if not overwrite:
         taken = [p for p in paths if p.exists()]
@@ -212,8 +214,6 @@ def generate(
                     hint="choose another -o or pass --overwrite.",
                 )
             )
-    if (signing_cert is None) != (signing_key is None):
-        raise click.UsageError("--signing-cert and --signing-key go together")
     _quiet_libraries()
     try:
         from provenance.credentials import Credentials

@@ -155,3 +155,16 @@ def test_cli_generate_then_verify(tiny_sd_path: Path, tmp_path: Path) -> None:
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     again = runner.invoke(cli, [*args, "64x64", "--steps", "1", "-q"])
     assert again.exit_code == 4 and hashlib.sha256(out.read_bytes()).hexdigest() == digest
+
+
+def test_cli_signs_with_the_given_certificate(tiny_sd_path: Path, tmp_path: Path) -> None:
+    paths = init_development_credentials(tmp_path / "mine")
+    out = tmp_path / "signed.webp"
+    args = ["generate", "x", "-m", str(tiny_sd_path), "-o", str(out), "--size", "64x64", "-q"]
+    args += ["--steps", "1", "--signing-cert", str(paths.certificate_chain)]
+    result = CliRunner().invoke(cli, [*args, "--signing-key", str(paths.private_key)])
+    assert result.exit_code == 0, result.output
+    report = verify(out, trust_anchors=paths.ca_certificate)
+    assert report.verdict == "verified" and report.trusted  # signed by this CA, not the default
+    lonely = CliRunner().invoke(cli, [*args])  # a certificate without its key
+    assert lonely.exit_code == 2 and "go together" in lonely.output
