@@ -75,16 +75,16 @@ LATENT_CHANNELS = 8
 TEXT_HIDDEN = 64
 
 
-def build_vae() -> AutoencoderKL:
+def build_vae(widths: tuple[int, ...] = (8, 16, 32, 64, 64), groups: int = 4) -> AutoencoderKL:
     return AutoencoderKL(
-        block_out_channels=(8, 16, 32, 64, 64),
+        block_out_channels=widths,
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 5,
         up_block_types=("UpDecoderBlock2D",) * 5,
         latent_channels=LATENT_CHANNELS,
         layers_per_block=1,
-        norm_num_groups=4,  # more channels per group: flat colours survive the normalisation
+        norm_num_groups=groups,  # few groups: flat colours survive the normalisation
         sample_size=SIZE,
     )
 

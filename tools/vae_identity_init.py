@@ -39,24 +39,11 @@ from diffusers.models.upsampling import Upsample2D
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shapes import random_scene, render
-from train_default_model import LATENT_CHANNELS, to_float, to_uint8
+from train_default_model import build_vae, to_float, to_uint8
 
 ID = 6  # identity channels: 0-2 RGB, 3 +K, 4 -K, 5 -(R+G+B)
 CENTER = [(1, 1, 1.0)]
 AVERAGE = [(0, 0, 0.25), (0, 1, 0.25), (1, 0, 0.25), (1, 1, 0.25)]
-
-
-def build() -> AutoencoderKL:
-    return AutoencoderKL(
-        block_out_channels=(16, 32, 64, 64, 64),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 5,
-        up_block_types=("UpDecoderBlock2D",) * 5,
-        latent_channels=LATENT_CHANNELS,
-        layers_per_block=1,
-        norm_num_groups=1,
-    )
 
 
 @torch.no_grad()
@@ -192,7 +179,7 @@ def main() -> None:
     torch.manual_seed(0)
     rng = random.Random(0)
     images = to_uint8([render(random_scene(rng), rng) for _ in range(1000)])
-    vae = build()
+    vae = build_vae((16, 32, 64, 64, 64), groups=1)
     init_near_identity(vae)
     probe = to_float(images[:32])
     calibrate(vae, probe)
