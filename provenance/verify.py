@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -210,19 +210,17 @@ def verify(
     if reading.state == "absent" and found is not None:
         opened = _open_store(store)
         if opened is not None:
-            builder.recover(opened, anchors)
+            try:
+                builder.recover(opened, anchors)
+            finally:
+                if opened is not store:  # opened here from a path: close it here
+                    opened.close()
     report = builder.finish(read_infotext(image))
     if detector is not None and report.verdict != "verified" and pixels is not None:
         score = float(detector.score([pixels.convert("RGB")])[0])
         threshold = detector.probe.threshold if detector.probe is not None else None
-        report = _replace(report, detector_score=score, detector_threshold=threshold)
+        report = replace(report, detector_score=score, detector_threshold=threshold)
     return report
-
-
-def _replace(report: VerificationReport, **changes: Any) -> VerificationReport:
-    from dataclasses import replace
-
-    return replace(report, **changes)
 
 
 def _read(source: str | os.PathLike[str] | bytes) -> tuple[bytes, str]:
@@ -303,6 +301,14 @@ class _Report:
         self.recovered_trusted = False
         self.distance: int | None = None
         self.payload_match: bool | None = None
+        self._pixels_fingerprint: str | None = None
+
+    def pixels_fingerprint(self) -> str:
+        """The fingerprint of the pixels in hand (computed once)."""
+        assert self.image is not None
+        if self._pixels_fingerprint is None:
+            self._pixels_fingerprint = fp.fingerprint(self.image)
+        return self._pixels_fingerprint
 
     def recover(self, store: ManifestStore, anchors: str | None) -> None:
         """Look the watermark's payload up in the store; keep the nearest matching manifest."""
@@ -311,8 +317,7 @@ class _Report:
         if not entries:
             self.notes.append(f"the store {store.path} has no manifest for this watermark")
             return
-        assert self.image is not None
-        pixels = fp.fingerprint(self.image)
+        pixels = self.pixels_fingerprint()
         best = min(entries, key=lambda e: fp.distance(e.fingerprint, pixels))
         self.distance = fp.distance(best.fingerprint, pixels)  # the manifest's own, if any, next
         reading = read_manifest(best.manifest, "application/c2pa", trust_anchors=anchors)
@@ -415,7 +420,7 @@ class _Report:
         if self.image is None:
             return
         if isinstance(claimed, dict) and claimed.get("algorithm") == fp.ALGORITHM:
-            self.distance = fp.distance(str(claimed.get("value")), fp.fingerprint(self.image))
+            self.distance = fp.distance(str(claimed.get("value")), self.pixels_fingerprint())
         elif self.recovered:
             self.problems.append(
                 "the recovered manifest records no fingerprint to check against the pixels"
