@@ -51,3 +51,28 @@ def test_heldout_pairs_and_phrasings_stay_out_of_training() -> None:
     text = shapes.caption(scenes[0], random.Random(1))
     assert scenes[0].colour in text and scenes[0].shape in text and scenes[0].background in text
     assert " a orange" not in " ".join(shapes.caption(s, rng) for s in scenes[:300])
+
+
+def test_judge_reads_pixelated_small_shapes(judge: shapes.Judge) -> None:
+    # The default model's autoencoder paints 8 x 8 blocks: a small star then has no block of
+    # pure colour, and its colour must be read from blends of shape and background.
+    rng = random.Random(11)
+    wrong = []
+    for _ in range(60):
+        scene = shapes.random_scene(rng, heldout=None)
+        scene = shapes.Scene(scene.shape, scene.colour, scene.background, scene.position, "small")
+        reading = judge.read(shapes.pixelate(shapes.render(scene, rng), 8))
+        got = (reading.background, reading.colour, reading.position)
+        if got != (scene.background, scene.colour, scene.position):
+            wrong.append((scene, got))
+    assert len(wrong) <= 1, wrong
+
+
+def test_mixed_colour_unmixes_blends() -> None:
+    white, black = shapes.COLOURS["white"], shapes.COLOURS["black"]
+    # greys between black and white: white on black, not pink (the nearest colour of a grey)
+    greys = [[round(b + a * (w - b)) for w, b in zip(white, black, strict=True)] for a in (0.3, 0.5, 0.7)]  # fmt: skip
+    import numpy as np
+
+    assert shapes.nearest_colour(np.array(greys[1])) != "white"
+    assert shapes.mixed_colour(np.array(greys), np.array(black), exclude="black") == "white"

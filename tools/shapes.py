@@ -191,6 +191,13 @@ def render(scene: Scene, rng: random.Random | None = None, size: int = SIZE) -> 
     return image.resize((size, size), Image.Resampling.BOX)
 
 
+def pixelate(image: Image.Image, block: int) -> Image.Image:
+    """Each ``block`` x ``block`` square replaced by its mean colour."""
+    side = image.width // block
+    small = image.resize((side, side), Image.Resampling.BOX)
+    return small.resize(image.size, Image.Resampling.NEAREST)
+
+
 # -- the judge ------------------------------------------------------------------------------
 
 
@@ -202,6 +209,31 @@ def nearest_colour(rgb: np.ndarray) -> str:
     probe = np.clip(np.asarray(rgb, dtype=np.float64), 0, 255).astype(np.uint8)
     probe_lab = cv2.cvtColor(probe.reshape(1, 1, 3), cv2.COLOR_RGB2LAB).astype(np.float64)[0, 0]
     return names[int(np.argmin(np.sum((lab - probe_lab) ** 2, axis=1)))]
+
+
+def mixed_colour(pixels: np.ndarray, background: np.ndarray, exclude: str | None = None) -> str:
+    """The palette colour that best explains ``pixels`` as mixtures of it with ``background``.
+
+    Edge pixels of a small or soft shape are blends of shape and background; a palette colour
+    c explains a pixel p when p lies on the segment from the background to c. The colour with
+    the least mean distance from its segment wins (the background's own colour is excluded).
+    """
+    p = pixels.reshape(-1, 3).astype(np.float64)
+    bg = np.asarray(background, dtype=np.float64)
+    best, best_cost = "", math.inf
+    for name, rgb in COLOURS.items():
+        if name == exclude:
+            continue
+        direction = np.asarray(rgb, dtype=np.float64) - bg
+        length = float(direction @ direction)
+        if length < 1.0:
+            continue
+        alpha = np.clip((p - bg) @ direction / length, 0.0, 1.0)
+        residual = np.sqrt(np.sum((p - bg - alpha[:, None] * direction) ** 2, axis=1))
+        cost = float(residual.mean())
+        if cost < best_cost:
+            best, best_cost = name, cost
+    return best
 
 
 def _features(mask: np.ndarray) -> np.ndarray:
@@ -257,7 +289,10 @@ class Judge:
             # the generator's pictures are softer than the renderer's: train on degraded copies
             if rng.random() < 0.7:
                 image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2.5)))
-            if rng.random() < 0.5:
+            roll = rng.random()
+            if roll < 0.4:  # 8 x 8 blocks, as the default model's autoencoder draws them
+                image = pixelate(image, 8)
+            elif roll < 0.7:
                 small = rng.choice((64, 96, 128))
                 image = image.resize((small, small)).resize((SIZE, SIZE), Image.Resampling.BICUBIC)
             mask = self._mask(np.asarray(image), COLOURS[scene.background])
@@ -289,9 +324,7 @@ class Judge:
         mask = self._mask(pixels, background_rgb)
         if mask is None:
             return Reading(background, None, None, None, 0.0)
-        core = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-        inside = pixels[core if core.sum() >= 20 else mask]
-        colour = nearest_colour(np.median(inside, axis=0))
+        colour = mixed_colour(pixels[mask], background_rgb, exclude=background)
         ys, xs = np.nonzero(mask)
         column = ("left", "", "right")[min(int(xs.mean() / SIZE * 3), 2)]
         row = ("top", "", "bottom")[min(int(ys.mean() / SIZE * 3), 2)]
