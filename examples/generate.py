@@ -2,7 +2,7 @@
 
     python examples/generate.py [--model ID|PATH] [--steps N] [--out DIR]
 
-Without --model it uses the model sdkit ships (a placeholder today: it makes noise).
+Without --model it uses the small demonstration model sdkit ships (coloured shapes).
 """
 
 from __future__ import annotations

@@ -237,10 +237,10 @@ def generate(
             store=store,
             watermark=not no_watermark,
         )
-        if gen.source.kind == "default" and (Path(gen.source.location) / "PLACEHOLDER").exists():
+        if gen.source.kind == "default" and not quiet:
             click.echo(
-                "note: the default model is a placeholder with random weights (it makes noise); "
-                "pass --model for real images.",
+                "note: the default model is a small demonstration model (one coloured shape on "
+                "a plain background, 256x256); pass --model for real pictures (docs/guide.md).",
                 err=True,
             )
         width, height = size if size else (None, None)

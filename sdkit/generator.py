@@ -21,7 +21,7 @@ import numbers
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -36,7 +36,7 @@ from provenance.store import ManifestStore, default_store_path
 from provenance.watermark import Payload
 
 from . import models, prompts, samplers
-from .errors import GenerationCancelled, InvalidOptionError, ModelLoadError
+from .errors import GenerationCancelled, InvalidOptionError, ModelLoadError, OutputError
 from .images import GeneratedImage, GenerationResult
 from .recipe import Mode, Recipe
 from .replay import ReplayResult
@@ -68,6 +68,15 @@ class _Plan:
     init_image: Image.Image | None
     mask: Image.Image | None
     strength: float | None
+
+
+@dataclass(frozen=True)
+class _Denoised:
+    """Pictures as the pipeline decoded them, before the watermark (steps 1-6 of a call)."""
+
+    pictures: list[Image.Image]
+    recipes: list[Recipe]
+    parent: Any
 
 
 class Generator:
@@ -256,6 +265,54 @@ class Generator:
             GenerationCancelled: the callback asked to stop.
         """
         started = time.perf_counter()
+        denoised = self._denoise(
+            prompt,
+            negative_prompt=negative_prompt,
+            sampler=sampler,
+            schedule=schedule,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            guidance_rescale=guidance_rescale,
+            clip_skip=clip_skip,
+            seed=seed,
+            width=width,
+            height=height,
+            num_images=num_images,
+            init_image=init_image,
+            strength=strength,
+            mask=mask,
+            callback=callback,
+            watermark_payloads=watermark_payloads,
+        )
+        return GenerationResult(
+            images=tuple(self._stamp(denoised, watermark_payloads)),
+            elapsed_s=time.perf_counter() - started,
+        )
+
+    generate = __call__
+
+    def _denoise(
+        self,
+        prompt: str,
+        *,
+        negative_prompt: str,
+        sampler: str | None,
+        schedule: str | None,
+        steps: int,
+        guidance_scale: float,
+        guidance_rescale: float,
+        clip_skip: int | None,
+        seed: int | None,
+        width: int | None,
+        height: int | None,
+        num_images: int,
+        init_image: ImageInput | None,
+        strength: float | None,
+        mask: ImageInput | None,
+        callback: StepCallback | None,
+        watermark_payloads: Sequence[Payload] | None,
+    ) -> _Denoised:
+        """Steps 1-6 of ``__call__``: validated options in, decoded pictures and Recipes out."""
         # 1. Validate every option before any work.
         plan = self._plan(
             prompt=prompt,
@@ -334,17 +391,26 @@ class Generator:
             guidance_rescale=guidance_rescale,
             clip_skip=clip_skip,
         )
-        # 7. Provenance: watermark the pixels now; files are signed when they are written.
         parent = ingredient_from(init_image) if init_image is not None else None
-        images = []
-        for i, (img, s) in enumerate(zip(output.images, plan.seeds, strict=True)):
-            payload = watermark_payloads[i] if watermark_payloads is not None else None
-            marked, record = self.stamper.watermark(img.convert("RGB"), payload)
-            recipe = _recipe_for(recipe_base, s)
-            images.append(GeneratedImage(marked, recipe, i, record, self.stamper, parent))
-        return GenerationResult(images=tuple(images), elapsed_s=time.perf_counter() - started)
+        recipes = [_recipe_for(recipe_base, seed) for seed in plan.seeds]
+        return _Denoised(list(output.images), recipes, parent)
 
-    generate = __call__
+    def _stamp(
+        self, denoised: _Denoised, payloads: Sequence[Payload] | None = None
+    ) -> list[GeneratedImage]:
+        """Step 7: watermark the pixels; files are signed when they are written."""
+        return [
+            self._stamp_one(denoised, i, payloads[i] if payloads is not None else None)
+            for i in range(len(denoised.pictures))
+        ]
+
+    def _stamp_one(
+        self, denoised: _Denoised, index: int, payload: Payload | None = None
+    ) -> GeneratedImage:
+        picture = denoised.pictures[index].convert("RGB")
+        marked, record = self.stamper.watermark(picture, payload)
+        recipe = denoised.recipes[index]
+        return GeneratedImage(marked, recipe, index, record, self.stamper, denoised.parent)
 
     def replay(
         self,
@@ -381,6 +447,99 @@ class Generator:
         _check_int("seed", first, 0, MAX_SEED - num_images + 1)
         for i in range(num_images):
             yield self(prompt, seed=first + i, num_images=1, **options).image
+
+    def generate_many(
+        self,
+        prompts: str | Iterable[str],
+        output_dir: str | os.PathLike[str],
+        *,
+        num_images: int = 1,
+        seed: int | None = None,
+        fmt: str = "png",
+        quality: int = 95,
+        workers: int = 2,
+        overwrite: bool = False,
+        **options: Any,
+    ) -> list[Path]:
+        """Make images for many prompts and write them as signed files as they are ready.
+
+        Provenance stays off the critical path: while the pipeline denoises the next prompt, a
+        pool of ``workers`` threads watermarks, encodes, signs and writes the images before it
+        (NumPy, Pillow's encoders and c2pa's native signer release the GIL). Each file holds
+        exactly what ``self(prompt, seed=..., num_images=...)`` and ``image.save`` give.
+
+        Args:
+            prompts: one prompt, or several; each makes ``num_images`` images in one batch.
+            output_dir: where the files go (created if missing); image ``n`` (counting across
+                prompts) is ``{n:05d}-{seed}.{ext}``.
+            num_images: images per prompt (one batch).
+            seed: the first seed; image ``n`` gets ``seed + n``. ``None`` draws one.
+            fmt: ``"png"``, ``"jpeg"`` or ``"webp"``; ``quality`` for the last two.
+            workers: threads that stamp and write (>= 1).
+            overwrite: replace existing files; by default an existing name stops the call
+                before any work.
+            **options: as for :meth:`__call__` (``steps``, ``sampler``, ``width``…).
+
+        Returns:
+            The written paths, in order.
+
+        Raises:
+            InvalidOptionError: a bad option (before any work).
+            OutputError: a name exists (before any work), or a file cannot be written; files
+                already written stay, complete and signed.
+        """
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        from tqdm.auto import tqdm
+
+        from .images import FORMATS
+
+        texts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise InvalidOptionError("prompts", prompts, "a prompt or a list of prompts")
+        _check_int("num_images", num_images, 1, 64)
+        _check_int("workers", workers, 1, 64)
+        key = "." + fmt.lower().lstrip(".")
+        if key not in FORMATS:
+            raise InvalidOptionError("fmt", fmt, "png, jpeg or webp")
+        ext = {"png": "png", "jpeg": "jpg", "webp": "webp"}[FORMATS[key]]
+        total = len(texts) * num_images
+        first = secrets.randbelow(MAX_SEED - total + 2) if seed is None else seed
+        _check_int("seed", first, 0, MAX_SEED - total + 1)
+        folder = Path(output_dir)
+        paths = [folder / f"{n:05d}-{first + n}.{ext}" for n in range(total)]
+        taken = [p for p in paths if p.exists()]
+        if taken and not overwrite:
+            raise OutputError(
+                f"{len(taken)} of the {total} files exist, e.g. {taken[0]}",
+                path=taken[0],
+                hint="choose another folder or pass overwrite=True.",
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def finish(denoised: _Denoised, index: int, path: Path) -> Path:
+            image = self._stamp_one(denoised, index)
+            return image.save(path, fmt=FORMATS[key], overwrite=overwrite, quality=quality)
+
+        pending: list[Future[Path]] = []
+        bar = tqdm(total=total, desc="images", unit="img", disable=not self.progress)
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="sdkit-stamp") as pool:
+                for k, text in enumerate(texts):
+                    base = k * num_images
+                    denoised = self._denoise(
+                        text, **_call_options(options, num_images=num_images, seed=first + base)
+                    )
+                    for i in range(num_images):
+                        future = pool.submit(finish, denoised, i, paths[base + i])
+                        future.add_done_callback(lambda _: bar.update())
+                        pending.append(future)
+                    # keep at most two batches in flight: memory stays bounded
+                    while sum(not f.done() for f in pending) > 2 * num_images + workers:
+                        next(f for f in pending if not f.done()).result()
+                return [f.result() for f in pending]
+        finally:
+            bar.close()
 
     # -- steps of __call__ -------------------------------------------------------------------
 
@@ -552,6 +711,22 @@ def _stamper(
 ) -> Stamper:
     store = store if store is not None else default_store_path()
     return Stamper(credentials, store=store, watermark=watermark, training_mining=training_mining)
+
+
+_CALL_DEFAULTS: dict[str, Any] = {
+    name: parameter.default
+    for name, parameter in inspect.signature(Generator.__call__).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+}
+
+
+def _call_options(options: Mapping[str, Any], **fixed: Any) -> dict[str, Any]:
+    """``__call__``'s keyword options with their defaults; unknown names are refused."""
+    unknown = set(options) - set(_CALL_DEFAULTS) | set(options) & set(fixed)
+    if unknown:
+        name = sorted(unknown)[0]
+        raise InvalidOptionError(name, options[name], "an option of Generator.__call__")
+    return {**_CALL_DEFAULTS, **options, **fixed}
 
 
 def _recipe_for(fields: dict[str, Any], seed: int) -> Recipe:

@@ -47,3 +47,14 @@ def test_img2img_inpaint_example(tmp_path: Path) -> None:
         with Image.open(tmp_path / name) as im:
             sizes.add(im.size)
     assert len(sizes) == 1  # both at the model's native size
+
+
+@pytest.mark.slow
+def test_default_model_example(tmp_path: Path) -> None:
+    stdout = _run("default_model.py", tmp_path)
+    assert sorted(f.name for f in tmp_path.glob("shapes-?.png")) == [f"shapes-{i}.png" for i in range(6)]  # fmt: skip
+    with Image.open(tmp_path / "shapes-sheet.png") as sheet:
+        assert sheet.size == (768, 512)
+    with Image.open(tmp_path / "shapes-0.png") as first:
+        assert first.size == (256, 256)
+    assert "shapes-0.png: verified, signed by" in stdout and "watermark found" in stdout

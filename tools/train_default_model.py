@@ -9,12 +9,12 @@ Phases (all seeded; the same command gives the same weights on the same machine 
 versions):
 
 1. **Data**: ``--images`` scenes from ``tools/shapes.py`` (shape, colour, background,
-   position, size), rendered at 256 px; held-out shape/colour pairs are never drawn.
-2. **Autoencoder**: an ``AutoencoderKL`` with five levels (16x spatial factor, 8 latent
-   channels: a 256 px image is a 16 x 16 latent), trained on random crops with an L1 loss and a
-   small KL term.
-3. **Latents**: every image encoded once; the scaling factor makes them unit variance, as SD's
-   0.18215 does for its VAE.
+   position, size), rendered at 256 px and kept as 32 x 32 block means; held-out shape/colour
+   pairs are never drawn.
+2. **Autoencoder**: analytic, not trained (``build_vae``): an ``AutoencoderKL`` whose encoder
+   averages 8 x 8 pixel blocks and whose decoder repeats each latent pixel over its block. The
+   script checks it against the block mean before it goes on.
+3. **Latents**: the block means, scaled to unit variance (as SD's 0.18215 does for its VAE).
 4. **Denoiser and text encoder**, trained together from scratch: epsilon prediction on SD's
    scaled-linear schedule, min-SNR weighting (gamma 5, Hang et al. 2023), 10 % of captions
    dropped (so classifier-free guidance works), a new phrasing of each caption every time it
@@ -24,7 +24,7 @@ versions):
 
     python tools/train_default_model.py [--out sdkit/default_model] [--quick]
 
-``--quick`` trains a few steps of each phase (a smoke test, about a minute). Uses the GPU when
+``--quick`` trains a few steps (a smoke test, under a minute). Uses the GPU when
 one is present (``--device``); the weights then differ from a CPU run in the last bits.
 """
 

@@ -1,0 +1,159 @@
+"""The model sdkit ships (issue 7): a small model, trained by tools/train_default_model.py."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from PIL import Image
+
+from sdkit import Generator
+from sdkit.cli import cli
+from sdkit.models import DEFAULT_MODEL_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import shapes
+
+# Prompts in phrasings never seen in training (shapes.HELDOUT_TEMPLATES), with fixed seeds.
+PROMPTS = [
+    (shapes.Scene("circle", "red", "blue", "center", "large"), 11),
+    (shapes.Scene("square", "yellow", "purple", "top left", "large"), 12),
+    (shapes.Scene("triangle", "white", "green", "bottom right", "large"), 13),
+    (shapes.Scene("star", "pink", "black", "top", "large"), 14),
+    (shapes.Scene("cross", "orange", "blue", "left", "large"), 15),
+    (shapes.Scene("circle", "green", "white", "bottom left", "small"), 16),
+]
+
+
+@pytest.fixture(scope="module")
+def generator() -> Generator:
+    return Generator(progress=False)
+
+
+@pytest.fixture(scope="module")
+def judge() -> shapes.Judge:
+    return shapes.Judge(seed=0, samples=600)
+
+
+def test_shipped_folder_is_a_stable_diffusion_folder() -> None:
+    index = json.loads((DEFAULT_MODEL_DIR / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert index["unet"] == ["diffusers", "UNet2DConditionModel"]
+    assert index["vae"] == ["diffusers", "AutoencoderKL"]
+    assert index["text_encoder"] == ["transformers", "CLIPTextModel"]
+    assert index["tokenizer"] == ["transformers", "CLIPTokenizer"]
+    weights = sorted(DEFAULT_MODEL_DIR.rglob("*.safetensors"))
+    assert {w.parent.name for w in weights} == {"unet", "vae", "text_encoder"}
+    assert not list(DEFAULT_MODEL_DIR.rglob("*.bin")) and not list(DEFAULT_MODEL_DIR.rglob("*.pt"))
+    assert sum(w.stat().st_size for w in weights) <= 25 * 2**20
+    assert not (DEFAULT_MODEL_DIR / "PLACEHOLDER").exists()
+    log = json.loads((DEFAULT_MODEL_DIR / "training_log.json").read_text())
+    losses = [row["loss"] for row in log["log"] if row.get("phase") == "denoiser"]
+    assert len(losses) > 50 and np.mean(losses[-10:]) < 0.5 * np.mean(losses[:3])
+
+
+def test_generator_loads_it_through_the_ordinary_path(generator: Generator) -> None:
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    assert generator.source.kind == "default"
+    assert type(generator.pipe) is StableDiffusionPipeline
+    assert generator.native_size == (256, 256)
+    tokenizer = generator.pipe.tokenizer
+    assert isinstance(tokenizer, CLIPTokenizer) and len(tokenizer) == 49408
+    # the real CLIP BPE vocabulary: any prompt tokenizes, with no unknown tokens
+    ids = tokenizer("an astronaut riding a horse on Mars, 4k, trending").input_ids
+    assert ids[0] == 49406 and ids[-1] == 49407 and tokenizer.unk_token_id not in ids[1:-1]
+    assert tokenizer.convert_ids_to_tokens(ids[1:3]) == ["an</w>", "astronaut</w>"]
+
+
+def test_autoencoder_is_the_block_mean_and_its_inverse(generator: Generator) -> None:
+    vae = generator.pipe.vae
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        latents = vae.encode(x).latent_dist.mean
+        pooled = F.avg_pool2d(x, 8)
+        assert torch.allclose(latents, pooled, atol=1e-3)
+        decoded = vae.decode(pooled).sample
+    assert torch.allclose(decoded, F.interpolate(pooled, scale_factor=8), atol=1e-3)
+
+
+def test_same_seed_same_pixels(generator: Generator) -> None:
+    prompt = "a small green star at the top left on a white background"
+    first = np.asarray(generator(prompt, seed=5).image.image)
+    again = np.asarray(generator(prompt, seed=5).image.image)
+    other = np.asarray(generator(prompt, seed=6).image.image)
+    assert first.shape == (256, 256, 3)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_draws_what_is_asked(generator: Generator, judge: shapes.Judge) -> None:
+    rng = random.Random(0)
+    wrong = []
+    for scene, seed in PROMPTS:
+        prompt = shapes.caption(scene, rng, shapes.HELDOUT_TEMPLATES)
+        reading = judge.read(generator(prompt, seed=seed).image.image)
+        got = (reading.background, reading.colour, reading.shape, reading.position)
+        if got != (scene.background, scene.colour, scene.shape, scene.position):
+            wrong.append((prompt, got))
+    assert len(wrong) <= 1, wrong
+
+
+def test_guidance_steers_the_same_noise(generator: Generator, judge: shapes.Judge) -> None:
+    # one seed (the same starting noise), two prompts: the prompt decides what is drawn
+    a = judge.read(generator("a red square in the center on a yellow background", seed=3).image.image)  # fmt: skip
+    b = judge.read(generator("a blue circle in the center on a pink background", seed=3).image.image)  # fmt: skip
+    assert (a.background, a.colour) == ("yellow", "red")
+    assert (b.background, b.colour) == ("pink", "blue")
+
+
+def test_cli_main_job(tmp_path: Path, judge: shapes.Judge) -> None:
+    runner = CliRunner()
+    out = tmp_path / "circle.png"
+    args = ["generate", "a red circle on a blue background", "--seed", "1", "-o", str(out), "-q"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "placeholder" not in result.output
+    image = Image.open(out)
+    assert image.size == (256, 256)
+    reading = judge.read(image)
+    assert (reading.background, reading.colour, reading.shape) == ("blue", "red", "circle")
+    verified = runner.invoke(cli, ["verify", str(out), "--json"])
+    assert verified.exit_code == 0, verified.output
+    report = json.loads(verified.output)
+    report = report[0] if isinstance(report, list) else report
+    assert report["verdict"] == "verified" and report["watermark"] is not None
+
+
+def _weights_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.safetensors")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.slow
+def test_training_is_reproducible(tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        command = [sys.executable, str(ROOT / "tools" / "train_default_model.py"), "--out", str(out)]  # fmt: skip
+        small = ["--images", "48", "--unet-steps", "3", "--batch", "4", "--device", "cpu"]
+        done = subprocess.run([*command, *small], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs.append(out)
+    assert _weights_digest(runs[0]) == _weights_digest(runs[1])
+    log = json.loads((runs[0] / "training_log.json").read_text())
+    assert [row["step"] for row in log["log"] if row.get("phase") == "denoiser"] == [0, 2]
+    assert json.loads((runs[0] / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline"  # fmt: skip
