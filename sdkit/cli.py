@@ -143,6 +143,22 @@ def cli() -> None:
     "--offline", is_flag=True, help="Never contact the Hugging Face hub (same as HF_HUB_OFFLINE=1)."
 )
 @click.option(
+    "--optimize",
+    type=click.Choice(["none", "compile", "max"]),
+    default="none",
+    show_default=True,
+    help="compile: channels-last, fused QKV, regional torch.compile (short compile). max: whole "
+    "UNet and VAE compiled, CUDA graphs on CUDA (longest compile). Worth it for many images.",
+)
+@click.option(
+    "--memory",
+    type=click.Choice(["high", "balanced", "low", "minimal"]),
+    default="high",
+    show_default=True,
+    help="balanced: model offload to the CPU between uses, sliced VAE; low: + tiled VAE and "
+    "attention slicing; minimal: sequential offload (slowest). Offload needs a GPU.",
+)
+@click.option(
     "--allow-pickle",
     is_flag=True,
     help="Allow .ckpt/.bin weights. They can run code: only for files you trust.",
@@ -182,6 +198,8 @@ def generate(
     device: str | None,
     dtype: str | None,
     offline: bool,
+    optimize: str,
+    memory: str,
     allow_pickle: bool,
     quiet: bool,
     as_json: bool,
@@ -233,6 +251,8 @@ def generate(
             progress=not quiet,
             allow_pickle=allow_pickle,
             local_files_only=True if offline else None,
+            optimize=optimize,  # type: ignore[arg-type]
+            memory=memory,  # type: ignore[arg-type]
             credentials=credentials,
             store=store,
             watermark=not no_watermark,

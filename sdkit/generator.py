@@ -40,7 +40,17 @@ from .errors import GenerationCancelled, InvalidOptionError, ModelLoadError, Out
 from .images import GeneratedImage, GenerationResult
 from .recipe import Mode, Recipe
 from .replay import ReplayResult
-from .runtime import DeviceLike, DtypeLike, resolve_device, resolve_dtype
+from .runtime import (
+    DeviceLike,
+    DtypeLike,
+    Memory,
+    Optimize,
+    RuntimeSetup,
+    check_modes,
+    resolve_device,
+    resolve_dtype,
+    setup_pipeline,
+)
 
 __all__ = ["Generator", "StepCallback"]
 
@@ -101,6 +111,12 @@ class Generator:
         training_mining: CAWG training-and-mining uses to state, e.g.
             ``{"ai_inference": "allowed"}`` (default: generative AI training ``notAllowed``).
         stamper: a ready :class:`provenance.stamp.Stamper` instead of the four options above.
+        optimize: ``"none"`` (diffusers as it is), ``"compile"`` (channels-last, fused QKV,
+            regional ``torch.compile``) or ``"max"`` (whole-UNet and VAE compile, CUDA graphs
+            on CUDA); see :mod:`sdkit.runtime`. Compiling happens on the first call at a size
+            (or in :meth:`warmup`).
+        memory: ``"high"`` (all on the device), ``"balanced"`` (model offload, sliced VAE),
+            ``"low"`` (+ tiled VAE, attention slicing) or ``"minimal"`` (sequential offload).
         **load_options: ``revision``, ``variant``, ``cache_dir`` (hub); ``family``, ``config``,
             ``prediction_type`` (single file).
     """
@@ -119,8 +135,11 @@ class Generator:
         watermark: bool = True,
         training_mining: Mapping[str, str] | None = None,
         stamper: Stamper | None = None,
+        optimize: Optimize = "none",
+        memory: Memory = "high",
         **load_options: Any,
     ) -> None:
+        check_modes(optimize, memory)
         stamper = stamper or _stamper(credentials, store, watermark, training_mining)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -132,7 +151,9 @@ class Generator:
             local_files_only=local_files_only,
             **load_options,
         )
-        self._init_pipeline(pipe, files, progress=progress, stamper=stamper)
+        self._init_pipeline(
+            pipe, files, progress=progress, stamper=stamper, optimize=optimize, memory=memory
+        )
 
     @classmethod
     def from_pretrained(cls, id_or_folder: str | os.PathLike[str], **options: Any) -> Generator:
@@ -194,9 +215,13 @@ class Generator:
         progress: bool,
         stamper: Stamper,
         to_device: bool = True,
+        optimize: str = "none",
+        memory: str = "high",
     ) -> None:
         if to_device:
-            pipe = pipe.to(self.device)
+            self.runtime = setup_pipeline(pipe, self.device, optimize=optimize, memory=memory)
+        else:
+            self.runtime = RuntimeSetup("none", "high", (), ("placement (a pipeline given as is)",))
         self.pipe = pipe
         self.family = models.pipeline_family(pipe)
         self.progress = progress
@@ -447,6 +472,25 @@ class Generator:
         _check_int("seed", first, 0, MAX_SEED - num_images + 1)
         for i in range(num_images):
             yield self(prompt, seed=first + i, num_images=1, **options).image
+
+    def warmup(
+        self,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        num_images: int = 1,
+        steps: int = 2,
+        **options: Any,
+    ) -> float:
+        """Make one throw-away batch so that compiling happens now, not in the first real call.
+
+        Use the size and batch you will generate at (``optimize`` compiles per size). Nothing
+        is watermarked or written. Returns the seconds it took.
+        """
+        clock = time.perf_counter()
+        fixed = {"width": width, "height": height, "num_images": num_images, "steps": steps}
+        self._denoise("warm-up", **_call_options(options, **fixed, seed=0))
+        return time.perf_counter() - clock
 
     def generate_many(
         self,

@@ -1,22 +1,41 @@
-"""Where and in which precision a pipeline runs.
-
-The first version picks the device and dtype; memory modes and compilation build on it.
+"""Where, in which precision and how fast a pipeline runs.
 
 Rules:
     * device ``None`` picks CUDA when present, then Apple's MPS, then the CPU.
     * dtype ``None`` picks float16 on CUDA and MPS, float32 on the CPU (half precision on a CPU
       is slow and poorly supported).
+    * ``memory`` trades speed for memory: ``"high"`` keeps everything on the device;
+      ``"balanced"`` moves each model to the GPU only while it runs (model offload) and decodes
+      a batch one image at a time; ``"low"`` adds tiled VAE decoding and attention slicing;
+      ``"minimal"`` offloads layer by layer (sequential offload: slowest, least memory).
+      Offload needs an accelerator: on a CPU those parts are skipped and the setup says so.
+    * ``optimize`` trades start-up time for speed without changing the pixels beyond float
+      noise: ``"none"`` runs diffusers as it is; ``"compile"`` adds channels-last memory
+      layout, fused QKV projections and regional compilation (``torch.compile`` of the
+      repeated transformer blocks: a short compile); ``"max"`` compiles the whole UNet and the
+      VAE decoder, with CUDA graphs on CUDA (``mode="reduce-overhead"``): the longest compile,
+      the fewest kernel launches. The first call at a new size compiles; the second distinct
+      size is re-traced with dynamic shapes once, and later sizes reuse that graph.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
 from .errors import InvalidOptionError
 
-__all__ = ["DTYPES", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "DTYPES",
+    "MEMORY_MODES",
+    "OPTIMIZE_LEVELS",
+    "RuntimeSetup",
+    "resolve_device",
+    "resolve_dtype",
+    "setup_pipeline",
+]
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -26,6 +45,11 @@ DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
+
+OPTIMIZE_LEVELS = ("none", "compile", "max")
+MEMORY_MODES = ("high", "balanced", "low", "minimal")
+Optimize = Literal["none", "compile", "max"]
+Memory = Literal["high", "balanced", "low", "minimal"]
 
 DeviceLike = str | torch.device | None
 DtypeLike = str | torch.dtype | None | Literal["auto"]
@@ -90,3 +114,91 @@ def resolve_dtype(dtype: DtypeLike, device: torch.device) -> torch.dtype:
         return DTYPES[str(dtype).lower()]
     except KeyError:
         raise InvalidOptionError("dtype", dtype, sorted(DTYPES)) from None
+
+
+@dataclass(frozen=True)
+class RuntimeSetup:
+    """How a pipeline was set up: the modes asked for, what was done, what was skipped (why)."""
+
+    optimize: str
+    memory: str
+    applied: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+
+def check_modes(optimize: str, memory: str) -> None:
+    """Raise :class:`InvalidOptionError` for an unknown ``optimize`` level or ``memory`` mode."""
+    if optimize not in OPTIMIZE_LEVELS:
+        raise InvalidOptionError("optimize", optimize, list(OPTIMIZE_LEVELS))
+    if memory not in MEMORY_MODES:
+        raise InvalidOptionError("memory", memory, list(MEMORY_MODES))
+
+
+def setup_pipeline(
+    pipe: Any, device: torch.device, *, optimize: str = "none", memory: str = "high"
+) -> RuntimeSetup:
+    """Place ``pipe`` on ``device`` for ``memory`` and apply the ``optimize`` level.
+
+    ``optimize="none"`` with ``memory="high"`` is exactly ``pipe.to(device)``.
+    """
+    check_modes(optimize, memory)
+    applied: list[str] = []
+    skipped: list[str] = []
+    _place(pipe, device, memory, applied, skipped)
+    if optimize != "none":
+        _optimize(pipe, device, optimize, applied, skipped)
+    return RuntimeSetup(optimize, memory, tuple(applied), tuple(skipped))
+
+
+def _place(
+    pipe: Any, device: torch.device, memory: str, applied: list[str], skipped: list[str]
+) -> None:
+    offload = {"balanced": "model_cpu_offload", "low": "model_cpu_offload"}.get(
+        memory, "sequential_cpu_offload" if memory == "minimal" else None
+    )
+    if offload is not None and device.type != "cpu":
+        getattr(pipe, f"enable_{offload}")(device=device)
+        applied.append(offload)
+    else:
+        pipe.to(device)
+        if offload is not None:
+            skipped.append(f"{offload} (the pipeline already runs on the CPU)")
+    vae = getattr(pipe, "vae", None)
+    if vae is not None and memory != "high":
+        vae.enable_slicing()
+        applied.append("vae_slicing")
+        if memory in ("low", "minimal"):
+            vae.enable_tiling()
+            applied.append("vae_tiling")
+    if memory in ("low", "minimal") and hasattr(pipe, "enable_attention_slicing"):
+        pipe.enable_attention_slicing("max" if memory == "minimal" else "auto")
+        applied.append("attention_slicing")
+
+
+def _optimize(
+    pipe: Any, device: torch.device, level: str, applied: list[str], skipped: list[str]
+) -> None:
+    denoiser = getattr(pipe, "unet", None)
+    vae = getattr(pipe, "vae", None)
+    if denoiser is None:
+        skipped.append("compile (the pipeline has no UNet)")
+        return
+    denoiser.to(memory_format=torch.channels_last)
+    if vae is not None:
+        vae.to(memory_format=torch.channels_last)
+    applied.append("channels_last")
+    if hasattr(pipe, "fuse_qkv_projections"):
+        pipe.fuse_qkv_projections()
+        applied.append("fused_qkv")
+    if level == "compile":
+        denoiser.compile_repeated_blocks(fullgraph=True)
+        applied.append("regional_compile(unet)")
+        return
+    mode = "reduce-overhead" if device.type == "cuda" else "default"
+    denoiser.compile(mode=mode)
+    applied.append(f"compile(unet, mode={mode})")
+    if vae is not None:
+        vae.decoder.compile(mode=mode)
+        applied.append(f"compile(vae.decoder, mode={mode})")
+    if device.type != "cuda":
+        skipped.append("cuda_graphs (CUDA only)")

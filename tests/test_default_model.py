@@ -22,7 +22,7 @@ from sdkit.models import DEFAULT_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-import shapes
+import shapes  # noqa: E402
 
 # Prompts in phrasings never seen in training (shapes.HELDOUT_TEMPLATES), with fixed seeds.
 PROMPTS = [

@@ -150,7 +150,12 @@ def build_unet() -> UNet2DConditionModel:
         layers_per_block=1,
         # cross-attention at 8 x 8 and 4 x 4 only: at 32 x 32 and 16 x 16 it costs more than
         # it gives for one shape per picture
-        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        down_block_types=(
+            "DownBlock2D",
+            "DownBlock2D",
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+        ),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         cross_attention_dim=TEXT_HIDDEN,
         attention_head_dim=8,

@@ -1,0 +1,84 @@
+"""Generator(optimize=..., memory=...): what each mode does, and that the pixels stay the same."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sdkit import Generator
+from sdkit.errors import InvalidOptionError
+from sdkit.runtime import setup_pipeline
+
+
+def _pixels(gen: Generator, seed: int = 1, size: int = 64) -> np.ndarray:
+    image = gen("a red circle", seed=seed, steps=3, width=size, height=size).image.image
+    return np.asarray(image, dtype=np.int16)
+
+
+@pytest.fixture(scope="module")
+def eager(tiny_sd_path: Path) -> Generator:
+    return Generator(tiny_sd_path, progress=False, watermark=False)
+
+
+def test_default_is_plain_placement(eager: Generator) -> None:
+    assert (eager.runtime.optimize, eager.runtime.memory) == ("none", "high")
+    assert eager.runtime.applied == () and eager.pipe.vae.use_slicing is False
+    assert next(eager.pipe.unet.parameters()).is_contiguous()
+
+
+@pytest.mark.parametrize("memory", ["balanced", "low", "minimal"])
+def test_memory_modes_on_the_cpu(tiny_sd_path: Path, eager: Generator, memory: str) -> None:
+    gen = Generator(tiny_sd_path, progress=False, watermark=False, memory=memory)  # type: ignore[arg-type]
+    vae = gen.pipe.vae
+    assert vae.use_slicing is True
+    assert vae.use_tiling is (memory != "balanced")
+    assert ("attention_slicing" in gen.runtime.applied) is (memory != "balanced")
+    # offload needs an accelerator: skipped on the CPU, and said so
+    assert any("offload" in s and "CPU" in s for s in gen.runtime.skipped)
+    assert np.abs(_pixels(gen) - _pixels(eager)).max() <= 1
+
+
+def test_unknown_modes_are_refused_before_loading(tiny_sd_path: Path) -> None:
+    with pytest.raises(InvalidOptionError) as info:
+        Generator(tiny_sd_path, optimize="turbo")  # type: ignore[arg-type]
+    assert info.value.option == "optimize"
+    with pytest.raises(InvalidOptionError) as info:
+        Generator(tiny_sd_path, memory="huge")  # type: ignore[arg-type]
+    assert info.value.option == "memory"
+
+
+@pytest.mark.slow
+def test_compile_keeps_the_pixels(tiny_sd_path: Path, eager: Generator) -> None:
+    gen = Generator(tiny_sd_path, progress=False, watermark=False, optimize="compile")
+    assert {"channels_last", "fused_qkv", "regional_compile(unet)"} <= set(gen.runtime.applied)
+    assert gen.pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert gen.warmup(width=64, height=64) > 0
+    assert np.abs(_pixels(gen) - _pixels(eager)).max() <= 2
+
+
+@pytest.mark.slow
+def test_max_compiles_once_per_shape_family(tiny_sd_path: Path, eager: Generator) -> None:
+    from torch._dynamo.utils import counters
+
+    gen = Generator(tiny_sd_path, progress=False, watermark=False, optimize="max")
+    assert "compile(unet, mode=default)" in gen.runtime.applied
+    assert "cuda_graphs (CUDA only)" in gen.runtime.skipped
+    assert np.abs(_pixels(gen) - _pixels(eager)).max() <= 2
+    _pixels(gen, size=96)  # a second size: traced again, with dynamic shapes
+    before = counters["stats"]["unique_graphs"]
+    _pixels(gen, size=80)  # a third: reuses the dynamic graph
+    _pixels(gen, size=112)
+    assert counters["stats"]["unique_graphs"] == before
+
+
+def test_setup_of_a_pipeline_given_as_is(tiny_sd_path: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_path)
+    setup = setup_pipeline(pipe, torch.device("cpu"))
+    assert setup.applied == () and setup.skipped == ()
+    wrapped = Generator.from_pipeline(pipe, progress=False)
+    assert wrapped.runtime.optimize == "none"
