@@ -55,9 +55,13 @@ def build_folder(arch: str, out: Path) -> Path:
     torch.manual_seed(0)
     with torch.device("cuda"):
         parts: dict[str, Any] = {
-            "unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet")),  # fmt: skip
+            "unet": UNet2DConditionModel.from_config(
+                UNet2DConditionModel.load_config(configs / "unet")
+            ),
             "vae": AutoencoderKL.from_config(AutoencoderKL.load_config(configs / "vae")),
-            "text_encoder": CLIPTextModel(CLIPTextConfig.from_json_file(configs / "text_encoder" / "config.json")),  # fmt: skip
+            "text_encoder": CLIPTextModel(
+                CLIPTextConfig.from_json_file(configs / "text_encoder" / "config.json")
+            ),
         }
         if arch == "sdxl":
             config = CLIPTextConfig.from_json_file(configs / "text_encoder_2" / "config.json")
@@ -118,8 +122,6 @@ def bench(arch: str, folder: Path, runs: int) -> dict[str, Any]:
 
     run_plain(0)
     row["plain"] = {"seconds": _timed(run_plain, runs)}
-    del plain
-    torch.cuda.empty_cache()
 
     eager = Generator(folder, optimize="none", watermark=False, progress=False)
 
@@ -129,8 +131,6 @@ def bench(arch: str, folder: Path, runs: int) -> dict[str, Any]:
     run_eager(0)
     row["none"] = {"seconds": _timed(run_eager, runs)}
     reference = np.asarray(run_eager(123), dtype=np.int16)
-    del eager
-    torch.cuda.empty_cache()
 
     clock = time.perf_counter()
     fast = Generator(folder, optimize="max", watermark=False, progress=False)
@@ -191,7 +191,9 @@ def main() -> None:
             folder = build_folder(arch, Path(tmp))
             result[arch] = bench(arch, folder, args.runs)
             row = result[arch]
-            print(f"\n{arch}: {row['size']}x{row['size']}, {row['steps']} steps, Euler, CFG 7, batch 1")
+            print(
+                f"\n{arch}: {row['size']}x{row['size']}, {row['steps']} steps, Euler, CFG 7, batch 1"
+            )
             print(f"{'setup':<7} {'s/image':>8} {'it/s':>7} {'vs plain':>9}")
             for key in ("plain", "none", "max"):
                 ratio = row[key]["median_s"] / row["plain"]["median_s"]
