@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import numbers
@@ -37,6 +38,7 @@ from provenance.watermark import Payload
 
 from . import models, prompts, samplers
 from .errors import GenerationCancelled, InvalidOptionError, ModelLoadError, OutputError
+from .feature_cache import FeatureCache, check_interval
 from .images import GeneratedImage, GenerationResult
 from .recipe import Mode, Recipe
 from .replay import ReplayResult
@@ -260,6 +262,7 @@ class Generator:
         mask: ImageInput | None = None,
         callback: StepCallback | None = None,
         watermark_payloads: Sequence[Payload] | None = None,
+        feature_cache: int | None = None,
     ) -> GenerationResult:
         """Make ``num_images`` images; image ``i`` uses seed ``seed + i``.
 
@@ -284,6 +287,10 @@ class Generator:
                 to cancel (raises :class:`~sdkit.errors.GenerationCancelled`).
             watermark_payloads: one :class:`provenance.watermark.Payload` per image to embed
                 instead of fresh random ones (:meth:`replay` uses it).
+            feature_cache: lossy speed-up, DeepCache style: the whole UNet runs every
+                ``feature_cache``-th step (2..50) and the steps between reuse its deep
+                features (:mod:`sdkit.feature_cache`). ``None`` (default): every step in full.
+                Recorded in the Recipe.
 
         Raises:
             InvalidOptionError: an option is invalid (raised before any work starts).
@@ -308,6 +315,7 @@ class Generator:
             mask=mask,
             callback=callback,
             watermark_payloads=watermark_payloads,
+            feature_cache=feature_cache,
         )
         return GenerationResult(
             images=tuple(self._stamp(denoised, watermark_payloads)),
@@ -336,6 +344,7 @@ class Generator:
         mask: ImageInput | None,
         callback: StepCallback | None,
         watermark_payloads: Sequence[Payload] | None,
+        feature_cache: int | None,
     ) -> _Denoised:
         """Steps 1-6 of ``__call__``: validated options in, decoded pictures and Recipes out."""
         # 1. Validate every option before any work.
@@ -364,6 +373,7 @@ class Generator:
         steps, num_images = int(steps), int(num_images)
         guidance_scale, guidance_rescale = float(guidance_scale), float(guidance_rescale)
         clip_skip = None if clip_skip is None else int(clip_skip)
+        interval = check_interval(feature_cache)
         # 2. The pipeline for the mode, sharing weights, with a fresh scheduler.
         pipe = self._pipeline(plan.mode)
         pipe.scheduler = self._scheduler(plan.sampler, plan.seeds)
@@ -401,8 +411,10 @@ class Generator:
         if callback is not None:
             kwargs["callback_on_step_end"] = _step_hook(callback)
         # 5. Denoise and decode.
+        cache = FeatureCache(pipe.unet, interval) if interval else contextlib.nullcontext()
         try:
-            output = pipe(**kwargs)
+            with cache:
+                output = pipe(**kwargs)
         except _Cancel as stop:
             raise GenerationCancelled(stop.step) from None
         # 6. One Recipe per image.
@@ -415,6 +427,7 @@ class Generator:
             guidance_scale=guidance_scale,
             guidance_rescale=guidance_rescale,
             clip_skip=clip_skip,
+            feature_cache=interval,
         )
         parent = ingredient_from(init_image) if init_image is not None else None
         recipes = [_recipe_for(recipe_base, seed) for seed in plan.seeds]

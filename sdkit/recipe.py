@@ -61,6 +61,8 @@ class Recipe:
         strength: img2img/inpaint denoising strength, ``None`` for txt2img.
         init_image_sha256: SHA-256 of the init image's RGB pixels (img2img/inpaint).
         mask_sha256: SHA-256 of the mask's L pixels (inpaint).
+        feature_cache: DeepCache-style interval (a full UNet pass every N steps; lossy), or
+            ``None`` when every step ran the whole UNet.
         dtype: the weights' dtype (``"float32"``, ``"float16"``).
         versions: library versions (sdkit, diffusers, transformers, torch).
 
@@ -92,6 +94,7 @@ class Recipe:
     strength: float | None = None
     init_image_sha256: str | None = None
     mask_sha256: str | None = None
+    feature_cache: int | None = None
     dtype: str = "float32"
     versions: Mapping[str, str] = field(default_factory=dict)
 
@@ -177,6 +180,8 @@ class Recipe:
             fields.append(("Init image sha256", self.init_image_sha256))
         if self.mask_sha256 is not None:
             fields.append(("Mask sha256", self.mask_sha256))
+        if self.feature_cache is not None:
+            fields.append(("Feature cache", self.feature_cache))
         fields.append(("Versions", json.dumps(dict(self.versions), sort_keys=True)))
         fields.append(("Version", f"sdkit {self.versions.get('sdkit', 'unknown')}"))
         params = ", ".join(f"{key}: {_quote(_format(value))}" for key, value in fields)
@@ -222,6 +227,7 @@ class Recipe:
                 else None,
                 init_image_sha256=params.get("Init image sha256"),
                 mask_sha256=params.get("Mask sha256"),
+                feature_cache=int(params["Feature cache"]) if "Feature cache" in params else None,
                 dtype=params["Dtype"],
                 versions=json.loads(params["Versions"]),
             )

@@ -119,6 +119,7 @@ def replay(
             strength=recipe.strength,
             mask=mask,
             watermark_payloads=None if payload is None else [payload],
+            feature_cache=recipe.feature_cache,
         )
     except SdkitError as exc:
         raise ReplayError(f"cannot replay {name}: {exc.message}", path=name) from exc
