@@ -10,6 +10,9 @@ ratio of each setup to plain diffusers measured in the same run.
   Generator's own cost; provenance is measured separately below). Compile time is reported
   apart (the warm-up), then runs are timed.
 - ``max`` pixels are compared with ``none``'s (same seed): max |difference| in 8-bit levels.
+- ``cache3`` / ``cache5``: ``optimize="none"`` with ``feature_cache=3`` / ``5`` (lossy,
+  DeepCache style); their cost against lossless ``none`` at the same seeds: PSNR, SSIM and
+  the mean colour shift (8-bit levels), averaged over the timed seeds.
 
 Then, with the model sdkit ships (256x256, 25 steps): what provenance adds to one image
 (watermark + PNG + C2PA signature vs the picture alone), and ``generate_many`` writing signed
@@ -81,6 +84,13 @@ def speed_table(name: str, folder: Path, size: int, steps: int, runs: int, level
             return gen(PROMPT, sampler="Euler", steps=steps, seed=seed, width=size, height=size).image.image  # fmt: skip
 
         sides[level] = run
+    if "none" in gens:
+        for interval in (3, 5):
+
+            def cached(seed: int, gen: Generator = gens["none"], n: int = interval) -> Any:
+                return gen(PROMPT, sampler="Euler", steps=steps, seed=seed, width=size, height=size, feature_cache=n).image.image  # fmt: skip
+
+            sides[f"cache{interval}"] = cached
     for fn in sides.values():
         fn(0)  # warm-up at the timed settings
     times: dict[str, list[float]] = {k: [] for k in sides}
@@ -94,6 +104,11 @@ def speed_table(name: str, folder: Path, size: int, steps: int, runs: int, level
         if reference is not None and level != "none":
             other = np.asarray(sides[level](123), dtype=np.int16)
             diffs[level] = int(np.abs(other - reference).max())
+    quality = {}
+    if "none" in gens:
+        for k in ("cache3", "cache5"):
+            pairs = [(np.asarray(sides["none"](s)), np.asarray(sides[k](s))) for s in range(runs)]
+            quality[k] = _quality(pairs)
     rows = {
         k: {
             "median_s": medians[k],
@@ -102,6 +117,7 @@ def speed_table(name: str, folder: Path, size: int, steps: int, runs: int, level
             "compile_s": compile_s.get(k),
             "max_pixel_diff_vs_none": diffs.get(k),
             "applied": list(gens[k].runtime.applied) if k in gens else [],
+            "quality_vs_none": quality.get(k),
         }
         for k in sides
     }
@@ -113,7 +129,30 @@ def speed_table(name: str, folder: Path, size: int, steps: int, runs: int, level
         warm = "" if row["compile_s"] is None else f"{row['compile_s']:.1f}"
         diff = "" if row["max_pixel_diff_vs_none"] is None else str(row["max_pixel_diff_vs_none"])
         print(f"{k:<9} {row['median_s']:>8.3f} {row['it_s']:>7.1f} {row['ratio_to_plain']:>9.3f} {warm:>10} {diff:>9}")  # fmt: skip
+    for k, q in quality.items():
+        speedup = medians["none"] / medians[k]
+        print(f"{k}: {speedup:.2f}x the it/s of none; PSNR {q['psnr_db']:.1f} dB, SSIM "
+              f"{q['ssim']:.3f}, mean colour shift {q['mean_colour_shift']:.1f} levels")  # fmt: skip
+        rows[k]["speedup_vs_none"] = speedup
     return {"size": size, "steps": steps, "runs": runs, "setups": rows, "seconds": times}
+
+
+def _quality(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Mean PSNR (dB), SSIM and colour shift (8-bit levels) of lossy images vs lossless ones."""
+    from skimage.metrics import structural_similarity
+
+    psnr, ssim, shift = [], [], []
+    for exact, lossy in pairs:
+        a, b = exact.astype(np.float64), lossy.astype(np.float64)
+        mse = float(np.mean((a - b) ** 2))
+        psnr.append(99.0 if mse == 0 else 10 * np.log10(255**2 / mse))
+        ssim.append(structural_similarity(exact, lossy, channel_axis=2, data_range=255))
+        shift.append(float(np.abs(a.mean(axis=(0, 1)) - b.mean(axis=(0, 1))).mean()))
+    return {
+        "psnr_db": float(np.mean(psnr)),
+        "ssim": float(np.mean(ssim)),
+        "mean_colour_shift": float(np.mean(shift)),
+    }
 
 
 def provenance_cost(runs: int) -> dict[str, Any]:
