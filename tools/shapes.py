@@ -77,6 +77,10 @@ TRAIN_TEMPLATES = (
     "{a} {size}{colour} {shape} on {ab} {background} background, {position}",
     "{size}{colour} {shape} {position} on {background}",
     "a picture of {a} {size}{colour} {shape} {position} on {ab} {background} background",
+    # the background first: without these, "the last colour named is the background" was a
+    # shortcut the model took
+    "{background} background, {a} {size}{colour} {shape} {position}",
+    "{ab} {background} picture with {a} {size}{colour} {shape} {position}",
 )
 # New phrasings for evaluation: the same words in orders never seen in training.
 HELDOUT_TEMPLATES = (
