@@ -30,20 +30,29 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from shapes import HELDOUT_TEMPLATES, Judge, Scene, caption, random_scene  # noqa: E402
+from shapes import (  # noqa: E402
+    HELDOUT_TEMPLATES,
+    TRAIN_TEMPLATES,
+    Judge,
+    Scene,
+    caption,
+    random_scene,
+)
 
 TARGETS = {"background": 0.95, "colour": 0.90, "shape": 0.85, "position": 0.85}
 UNSEEN_TARGET = 0.70  # shape colour and shape both right, on pairs never seen in training
 ATTRIBUTES = ("background", "colour", "shape", "position")
 
 
-def prompt_set(count: int, *, unseen: bool, seed: int) -> list[tuple[Scene, str, int]]:
+def prompt_set(
+    count: int, *, unseen: bool, seed: int, templates: tuple[str, ...] = HELDOUT_TEMPLATES
+) -> list[tuple[Scene, str, int]]:
     """(scene, prompt, generation seed) triples; seeds far from anything used in training."""
     rng = random.Random(seed)
     out = []
     for i in range(count):
         scene = random_scene(rng, heldout=unseen)
-        out.append((scene, caption(scene, rng, HELDOUT_TEMPLATES), 1_000_000 + seed * 10_000 + i))
+        out.append((scene, caption(scene, rng, templates), 1_000_000 + seed * 10_000 + i))
     return out
 
 
@@ -82,6 +91,12 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default: the model sdkit ships")
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--unseen", type=int, default=100)
+    parser.add_argument(
+        "--trained-phrasings",
+        type=int,
+        default=60,
+        help="also: prompts in the training phrasings (new seeds, new scenes), for comparison",
+    )
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument(
         "--json", type=Path, default=ROOT / "benchmarks" / "default_model_eval.json"
@@ -104,6 +119,11 @@ def main() -> None:
         generator, judge, prompt_set(args.unseen, unseen=True, seed=2), steps=args.steps,
         save=args.save_images, label="unseen_",
     )  # fmt: skip
+    familiar = evaluate(
+        generator, judge,
+        prompt_set(args.trained_phrasings, unseen=False, seed=3, templates=TRAIN_TEMPLATES),
+        steps=args.steps, save=args.save_images, label="trained_phrasing_",
+    ) if args.trained_phrasings else None  # fmt: skip
     elapsed = time.perf_counter() - started
     timings = []
     for seed in range(3):
@@ -135,6 +155,11 @@ def main() -> None:
         f"{'PASS' if ok else 'FAIL'}"
     )
     print(f"{'all four':<12} {unseen['all']:9.1%}")
+    if familiar is not None:
+        print(f"\ntraining phrasings (new seeds and scenes): {familiar['n']} prompts")
+        for name in ATTRIBUTES:
+            print(f"{name:<12} {familiar['accuracy'][name]:9.1%}")
+        print(f"{'all four':<12} {familiar['all']:9.1%}")
     median = statistics.median(timings)
     checks.append(median <= 3.0)
     print(f"\n25 steps at 256x256 on this machine: {median:.2f} s (median of 3; target <= 3 s)")
@@ -146,6 +171,7 @@ def main() -> None:
         "targets": {**TARGETS, "unseen_colour_and_shape": UNSEEN_TARGET},
         "heldout": heldout,
         "unseen": unseen,
+        "trained_phrasings": familiar,
         "seconds_25_steps": timings,
         "same_seed_same_pixels": same[0] == same[1],
         "pass": all(checks),
