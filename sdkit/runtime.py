@@ -15,7 +15,8 @@ Rules:
       repeated transformer blocks: a short compile); ``"max"`` compiles the whole UNet and the
       VAE decoder, with CUDA graphs on CUDA (``mode="reduce-overhead"``): the longest compile,
       the fewest kernel launches. The first call at a new size compiles; the second distinct
-      size is re-traced with dynamic shapes once, and later sizes reuse that graph.
+      size is re-traced with dynamic shapes, and many later sizes reuse that graph (not all:
+      dynamo's guards re-trace some, e.g. odd latent sides).
 """
 
 from __future__ import annotations
