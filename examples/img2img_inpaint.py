@@ -1,6 +1,9 @@
 """Start from an image: img2img, then inpaint its left half. The pipelines share the weights.
 
 python examples/img2img_inpaint.py [--model ID|PATH] [--steps N] [--out DIR]
+
+Inpainting needs a model whose UNet has 4 or 9 latent channels (any SD checkpoint); the small
+model sdkit ships has 3, so pass --model.
 """
 
 from __future__ import annotations
