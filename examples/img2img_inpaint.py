@@ -2,8 +2,9 @@
 
 python examples/img2img_inpaint.py [--model ID|PATH] [--steps N] [--out DIR]
 
-Inpainting needs a model whose UNet has 4 or 9 latent channels (any SD checkpoint); the small
-model sdkit ships has 3, so pass --model.
+Without --model it uses the small model sdkit ships (coloured shapes), so the prompts are in
+its words; with a real checkpoint, write any prompts. Inpainting needs a UNet with 4 latent
+channels (any SD model) or 9 (an inpainting model); sdkit says so before it starts otherwise.
 """
 
 from __future__ import annotations
@@ -29,11 +30,22 @@ def main() -> None:
     ImageDraw.Draw(init).ellipse((width // 4, height // 4, 3 * width // 4, 3 * height // 4), "red")
 
     varied = gen(
-        "a red circle, watercolor", init_image=init, strength=0.6, steps=args.steps, seed=7
+        "a large red circle in the center on a blue background",
+        init_image=init,
+        strength=0.6,
+        steps=args.steps,
+        seed=7,
     )
     mask = Image.new("L", (width, height), 0)
     mask.paste(255, (0, 0, width // 2, height))  # white = repaint
-    inpainted = gen("a yellow star", init_image=init, mask=mask, steps=args.steps, seed=7)
+    inpainted = gen(
+        "a yellow star on the left on a green background",
+        init_image=init,
+        mask=mask,
+        strength=1.0,  # the masked half from pure noise
+        steps=args.steps,
+        seed=7,
+    )
 
     args.out.mkdir(parents=True, exist_ok=True)
     for name, result in (("img2img", varied), ("inpaint", inpainted)):

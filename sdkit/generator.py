@@ -572,6 +572,10 @@ class Generator:
                 path=taken[0],
                 hint="choose another folder or pass overwrite=True.",
             )
+        # every option is checked before the folder is made: a bad one leaves nothing behind
+        checked = _call_options(options, num_images=num_images, seed=first)
+        self._plan(prompt=texts[0], **checked)
+        check_interval(checked["feature_cache"])
         folder.mkdir(parents=True, exist_ok=True)
 
         def finish(denoised: _Denoised, index: int, path: Path) -> Path:
@@ -656,6 +660,16 @@ class Generator:
                     o["guidance_rescale"],
                     "0 for SD 1.x/2.x img2img",
                     hint="diffusers' SD img2img pipeline has no guidance rescale.",
+                )
+            channels = self.pipe.unet.config.in_channels
+            if mode == "inpaint" and channels not in (4, 9):
+                raise InvalidOptionError(
+                    "mask",
+                    "given",
+                    "a model whose UNet takes 4 latent channels (any SD model) or 9 (an "
+                    f"inpainting model); this one takes {channels}",
+                    hint="inpaint with another model (Generator(model=...)); img2img without a "
+                    "mask works with this one.",
                 )
             if self.family != "sdxl" and mode == "inpaint" and o["guidance_rescale"]:
                 raise InvalidOptionError(

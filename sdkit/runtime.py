@@ -14,9 +14,11 @@ Rules:
       layout, fused QKV projections and regional compilation (``torch.compile`` of the
       repeated transformer blocks: a short compile); ``"max"`` compiles the whole UNet and the
       VAE decoder, with CUDA graphs on CUDA (``mode="reduce-overhead"``): the longest compile,
-      the fewest kernel launches. The first call at a new size compiles; the second distinct
-      size is re-traced with dynamic shapes, and many later sizes reuse that graph (not all:
-      dynamo's guards re-trace some, e.g. odd latent sides).
+      the fewest kernel launches. Sizes fall in buckets (:data:`SIZE_BUCKETS`): the first
+      size of a bucket compiles a graph whose height and width are symbolic over the whole
+      bucket, and later sizes in it reuse that graph (a size whose latent side divides
+      differently by the UNet's downsampling factor gets one more graph: its upsampling
+      takes another branch).
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ __all__ = [
     "DTYPES",
     "MEMORY_MODES",
     "OPTIMIZE_LEVELS",
+    "SIZE_BUCKETS",
     "RuntimeSetup",
     "resolve_device",
     "resolve_dtype",
     "setup_pipeline",
+    "size_bucket",
 ]
 
 DTYPES: dict[str, torch.dtype] = {
@@ -51,6 +55,11 @@ OPTIMIZE_LEVELS = ("none", "compile", "max")
 MEMORY_MODES = ("high", "balanced", "low", "minimal")
 Optimize = Literal["none", "compile", "max"]
 Memory = Literal["high", "balanced", "low", "minimal"]
+
+# Latent sides (pixels / 8), inclusive ranges: up to 768 px (SD 1.x/2.x sizes), up to 1536 px
+# (SDXL's sizes), up to 16384 px. A graph compiled for a bucket serves each size in it; CUDA
+# graphs still record one replay per concrete size, which costs a warm-up run, not a compile.
+SIZE_BUCKETS: tuple[tuple[int, int], ...] = ((2, 96), (97, 192), (193, 2048))
 
 DeviceLike = str | torch.device | None
 DtypeLike = str | torch.dtype | None | Literal["auto"]
@@ -115,6 +124,38 @@ def resolve_dtype(dtype: DtypeLike, device: torch.device) -> torch.dtype:
         return DTYPES[str(dtype).lower()]
     except KeyError:
         raise InvalidOptionError("dtype", dtype, sorted(DTYPES)) from None
+
+
+def size_bucket(side: int) -> tuple[int, int]:
+    """The bucket of a latent side (pixels / 8) under ``optimize="max"``.
+
+    Example:
+        >>> size_bucket(64), size_bucket(96), size_bucket(128)  # 512, 768 and 1024 px
+        ((2, 96), (2, 96), (97, 192))
+    """
+    for low, high in SIZE_BUCKETS:
+        if low <= side <= high:
+            return low, high
+    raise InvalidOptionError("size", side * 8, "a side from 16 to 16384 px")
+
+
+def _compile_bucketed(module: torch.nn.Module, mode: str) -> None:
+    """Compile ``module.forward`` with its input's height and width symbolic over their bucket.
+
+    ``torch._dynamo.mark_dynamic`` before each call, with the bucket's bounds, makes the first
+    size of a bucket compile a graph for every size in it; a plain ``torch.compile`` compiles
+    the first size statically and re-traces on the next.
+    """
+    compiled = torch.compile(module.forward, mode=mode)
+
+    def forward(sample: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(sample, torch.Tensor) and sample.ndim == 4:
+            for dim in (2, 3):
+                low, high = size_bucket(int(sample.shape[dim]))
+                torch._dynamo.mark_dynamic(sample, dim, min=low, max=high)
+        return compiled(sample, *args, **kwargs)
+
+    module.forward = forward  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True)
@@ -196,10 +237,11 @@ def _optimize(
         applied.append("regional_compile(unet)")
         return
     mode = "reduce-overhead" if device.type == "cuda" else "default"
-    denoiser.compile(mode=mode)
+    _compile_bucketed(denoiser, mode)
     applied.append(f"compile(unet, mode={mode})")
     if vae is not None:
-        vae.decoder.compile(mode=mode)
+        _compile_bucketed(vae.decoder, mode)
         applied.append(f"compile(vae.decoder, mode={mode})")
+    applied.append("size_buckets")
     if device.type != "cuda":
         skipped.append("cuda_graphs (CUDA only)")

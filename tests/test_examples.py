@@ -6,8 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from sdkit import Recipe
 from sdkit.images import read_infotext
@@ -38,16 +39,23 @@ def test_generate_example(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_img2img_inpaint_example(tmp_path: Path, tiny_sd_path: Path) -> None:
-    # the default model's UNet has 3 latent channels: diffusers' inpaint pipeline wants 4 or 9
-    stdout = _run("img2img_inpaint.py", tmp_path, "--model", str(tiny_sd_path))
+def test_img2img_inpaint_example(tmp_path: Path) -> None:
+    stdout = _run("img2img_inpaint.py", tmp_path)  # the default model: 4 latent channels
     assert "StableDiffusionImg2ImgPipeline" in stdout
     assert "StableDiffusionInpaintPipeline" in stdout
-    sizes = set()
-    for name in ("img2img.png", "inpaint.png"):
-        with Image.open(tmp_path / name) as im:
-            sizes.add(im.size)
-    assert len(sizes) == 1  # both at the model's native size
+    with Image.open(tmp_path / "img2img.png") as im:
+        assert im.size == (256, 256)  # the model's native size
+    with Image.open(tmp_path / "inpaint.png") as im:
+        inpainted = np.asarray(im.convert("RGB"), dtype=np.int16)
+    # the init picture: navy, a red disc in the middle; the mask repaints the left half only
+    init = Image.new("RGB", (256, 256), "navy")
+    ImageDraw.Draw(init).ellipse((64, 64, 192, 192), "red")
+    # the default model's autoencoder keeps 8 x 8 block means: compare with those
+    kept = np.asarray(init.resize((32, 32), Image.Resampling.BOX).resize((256, 256)), np.int16)
+    right = np.abs(inpainted[:, 136:] - kept[:, 136:]).mean()  # away from the mask's edge
+    left = np.abs(inpainted[:, :120] - kept[:, :120]).mean()
+    assert right < 6, right  # the watermark's few levels, no more
+    assert left > 40, left  # repainted: a green background, not navy and red
 
 
 @pytest.mark.slow

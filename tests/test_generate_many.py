@@ -64,6 +64,9 @@ def test_existing_names_stop_it_before_any_work(plain: Generator, tmp_path: Path
         ({"workers": 0}, "workers"),
         ({"fmt": "gif"}, "fmt"),
         ({"seed": -1}, "seed"),
+        ({"guidance_scale": -1.0}, "guidance_scale"),
+        ({"width": 100}, "width"),
+        ({"feature_cache": 0}, "feature_cache"),
     ],
 )
 def test_bad_options_are_refused_before_any_file(
@@ -72,4 +75,4 @@ def test_bad_options_are_refused_before_any_file(
     with pytest.raises(InvalidOptionError) as info:
         plain.generate_many(PROMPTS, tmp_path / "out", **options)  # type: ignore[arg-type]
     assert info.value.option == name
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()  # not even the folder

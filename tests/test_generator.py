@@ -18,6 +18,7 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 from PIL import Image
+from tiny_models import build_tiny_sd
 
 from sdkit import GenerationCancelled, Generator, InvalidOptionError, Recipe
 
@@ -262,6 +263,22 @@ def test_img2img_and_inpaint_share_weights_and_change_pixels(sd: Generator) -> N
     assert r.mode == "inpaint" and r.pipeline == "StableDiffusionInpaintPipeline"
     assert r.mask_sha256 is not None and r.init_image_sha256 is not None
     assert sd._derived["inpaint"].unet is sd.pipe.unet
+
+
+def test_inpaint_needs_a_unet_that_diffusers_can_inpaint_with(tmp_path: Path) -> None:
+    # diffusers' inpaint pipeline takes UNets with 4 or 9 input channels; another count failed
+    # deep inside it with a bare ValueError
+    path = build_tiny_sd(tmp_path, latent_channels=3, name="three-channels")
+    generator = Generator(path, progress=False)
+    init = Image.new("RGB", (64, 64), (10, 200, 10))
+    mask = Image.new("L", (64, 64), 255)
+    with pytest.raises(InvalidOptionError) as info:
+        generator("x", init_image=init, mask=mask, steps=2, seed=0)
+    assert info.value.option == "mask" and "takes 3" in str(info.value)
+    assert "inpaint" not in generator._derived  # nothing was built
+    # the same model still does text-to-image and img2img
+    out = generator("x", init_image=init, strength=0.5, steps=2, seed=0)
+    assert out.image.recipe.mode == "img2img" and out.image.image.size == (64, 64)
 
 
 def test_sdxl_img2img_uses_the_sdxl_sibling(sdxl: Generator) -> None:

@@ -45,7 +45,7 @@ SDXL_SCHEDULER = {
 }
 
 
-def _vae() -> AutoencoderKL:
+def _vae(latent_channels: int = 4) -> AutoencoderKL:
     # Four levels, so the spatial factor is 8 as in every real SD VAE.
     return AutoencoderKL(
         block_out_channels=(32, 32, 32, 32),
@@ -53,7 +53,7 @@ def _vae() -> AutoencoderKL:
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
+        latent_channels=latent_channels,
         layers_per_block=1,
         norm_num_groups=32,
         sample_size=64,
@@ -87,7 +87,12 @@ def _realistic_final_norm(encoder: torch.nn.Module) -> None:
 
 
 def build_tiny_sd(
-    folder: Path, *, seed: int = 0, sample_size: int = 8, name: str = "tiny-sd"
+    folder: Path,
+    *,
+    seed: int = 0,
+    sample_size: int = 8,
+    name: str = "tiny-sd",
+    latent_channels: int = 4,
 ) -> Path:
     """Build an SD 1.x-style pipeline (random weights) and save it in diffusers format.
 
@@ -98,15 +103,15 @@ def build_tiny_sd(
         block_out_channels=(32, 64),
         layers_per_block=1,
         sample_size=sample_size,
-        in_channels=4,
-        out_channels=4,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32,
         attention_head_dim=4,
         norm_num_groups=32,
     )
-    vae = _vae()
+    vae = _vae(latent_channels)
     text_encoder = CLIPTextModel(_text_config())
     _realistic_final_norm(text_encoder)
     tokenizer = clip_tokenizer(folder / "_tok")

@@ -61,11 +61,11 @@ from diffusers import (  # noqa: E402
 from shapes import (  # noqa: E402
     COLOURS,
     HELDOUT_TEMPLATES,
-    TRAIN_TEMPLATES,
     POSITIONS,
     SHAPES,
     SIZE,
     SIZE_WORDS,
+    TRAIN_TEMPLATES,
     caption,
     random_scene,
     render,
@@ -349,7 +349,10 @@ def pretrain_text_encoder(
         if step % 50 == 0 or step == args.text_steps - 1:
             elapsed = time.perf_counter() - started
             log.append({"phase": "text", "step": step, "loss": round(float(loss.detach()), 5)})
-            print(f"text {step:5d}/{args.text_steps} loss {float(loss):.4f} {elapsed:.0f}s", flush=True)
+            print(
+                f"text {step:5d}/{args.text_steps} loss {loss.item():.4f} {elapsed:.0f}s",
+                flush=True,
+            )
     text_encoder.eval()
 
     def accuracy_on(templates: Any, count: int) -> dict[str, float]:
@@ -357,7 +360,9 @@ def pretrain_text_encoder(
             ids, labels = batch(count, templates, None)
             pooled = _pooled(text_encoder(ids)[0], ids, eos)
         return {
-            name: round(float((heads[f"{name}0"](pooled[0]).argmax(1) == labels[name]).float().mean()), 4)
+            name: round(
+                float((heads[f"{name}0"](pooled[0]).argmax(1) == labels[name]).float().mean()), 4
+            )
             for name in ATTRIBUTE_CLASSES
         }
 

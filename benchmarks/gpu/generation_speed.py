@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 ARCHS = {
-    "sd15": {"config": "sd1", "size": 512, "steps": 50, "second": 576},
-    "sdxl": {"config": "sdxl", "size": 1024, "steps": 30, "second": 1088},
+    "sd15": {"config": "sd1", "size": 512, "steps": 50, "second": 640},
+    "sdxl": {"config": "sdxl", "size": 1024, "steps": 30, "second": 1152},
 }
 PROMPT = "a lighthouse at dusk, dramatic clouds"
 
