@@ -14,11 +14,12 @@ Rules:
       layout, fused QKV projections and regional compilation (``torch.compile`` of the
       repeated transformer blocks: a short compile); ``"max"`` compiles the whole UNet and the
       VAE decoder, with CUDA graphs on CUDA (``mode="reduce-overhead"``): the longest compile,
-      the fewest kernel launches. Sizes fall in buckets (:data:`SIZE_BUCKETS`): the first
-      size of a bucket compiles a graph whose height and width are symbolic over the whole
-      bucket, and later sizes in it reuse that graph (a size whose latent side divides
-      differently by the UNet's downsampling factor gets one more graph: its upsampling
-      takes another branch).
+      the fewest kernel launches. Sizes fall in buckets: the first size of a bucket compiles a
+      graph whose height and width are symbolic, and later sizes in it reuse that graph. A
+      bucket is the sizes whose latent sides divide the same way by the UNet's downsampling
+      factor (all multiples of 64 px for SD and SDXL); a size that divides differently takes
+      another upsampling branch and gets one more graph, then reused by its own bucket. The
+      VAE decoder compiles once more where a convolution guard of PyTorch's flips with size.
 """
 
 from __future__ import annotations
@@ -34,12 +35,10 @@ __all__ = [
     "DTYPES",
     "MEMORY_MODES",
     "OPTIMIZE_LEVELS",
-    "SIZE_BUCKETS",
     "RuntimeSetup",
     "resolve_device",
     "resolve_dtype",
     "setup_pipeline",
-    "size_bucket",
 ]
 
 DTYPES: dict[str, torch.dtype] = {
@@ -55,11 +54,6 @@ OPTIMIZE_LEVELS = ("none", "compile", "max")
 MEMORY_MODES = ("high", "balanced", "low", "minimal")
 Optimize = Literal["none", "compile", "max"]
 Memory = Literal["high", "balanced", "low", "minimal"]
-
-# Latent sides (pixels / 8), inclusive ranges: up to 768 px (SD 1.x/2.x sizes), up to 1536 px
-# (SDXL's sizes), up to 16384 px. A graph compiled for a bucket serves each size in it; CUDA
-# graphs still record one replay per concrete size, which costs a warm-up run, not a compile.
-SIZE_BUCKETS: tuple[tuple[int, int], ...] = ((2, 96), (97, 192), (193, 2048))
 
 DeviceLike = str | torch.device | None
 DtypeLike = str | torch.dtype | None | Literal["auto"]
@@ -126,33 +120,22 @@ def resolve_dtype(dtype: DtypeLike, device: torch.device) -> torch.dtype:
         raise InvalidOptionError("dtype", dtype, sorted(DTYPES)) from None
 
 
-def size_bucket(side: int) -> tuple[int, int]:
-    """The bucket of a latent side (pixels / 8) under ``optimize="max"``.
-
-    Example:
-        >>> size_bucket(64), size_bucket(96), size_bucket(128)  # 512, 768 and 1024 px
-        ((2, 96), (2, 96), (97, 192))
-    """
-    for low, high in SIZE_BUCKETS:
-        if low <= side <= high:
-            return low, high
-    raise InvalidOptionError("size", side * 8, "a side from 16 to 16384 px")
-
-
 def _compile_bucketed(module: torch.nn.Module, mode: str) -> None:
-    """Compile ``module.forward`` with its input's height and width symbolic over their bucket.
+    """Compile ``module.forward`` with its input's height and width symbolic from the start.
 
-    ``torch._dynamo.mark_dynamic`` before each call, with the bucket's bounds, makes the first
-    size of a bucket compile a graph for every size in it; a plain ``torch.compile`` compiles
-    the first size statically and re-traces on the next.
+    ``torch._dynamo.maybe_mark_dynamic`` before each call makes the first compile a graph for
+    every size of its bucket: the sizes whose latent sides divide the same way by the UNet's
+    downsampling (dynamo guards on that, e.g. ``side % 2 == 0``; every multiple of 64 px is
+    one bucket for SD and SDXL). A plain ``torch.compile`` compiles the first size statically
+    and re-traces on the next. (``mark_dynamic`` with bounds is stricter: it raises when the
+    graph guards on divisibility, which the UNet's upsampling does.)
     """
     compiled = torch.compile(module.forward, mode=mode)
 
     def forward(sample: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(sample, torch.Tensor) and sample.ndim == 4:
-            for dim in (2, 3):
-                low, high = size_bucket(int(sample.shape[dim]))
-                torch._dynamo.mark_dynamic(sample, dim, min=low, max=high)
+            torch._dynamo.maybe_mark_dynamic(sample, 2)
+            torch._dynamo.maybe_mark_dynamic(sample, 3)
         return compiled(sample, *args, **kwargs)
 
     module.forward = forward  # type: ignore[method-assign]

@@ -68,26 +68,23 @@ def test_max_reuses_its_graph_within_a_size_bucket(tiny_sd_path: Path, eager: Ge
     assert "cuda_graphs (CUDA only)" in gen.runtime.skipped
     assert np.abs(_pixels(gen) - _pixels(eager)).max() <= 2  # 64 px: compiles the bucket
     compiled = counters["stats"]["unique_graphs"]
-    # sizes in the same bucket (latent sides up to 96: images up to 768 px) reuse the graph
-    for size in (96, 128, 80, 256):
+    # sizes in the same bucket (even latent sides for this UNet, which halves once): the UNet
+    # reuses its graph; the VAE decoder compiles again at most twice, where PyTorch's conv
+    # layout guard (C*H*W <= 20480) flips (measured: at 128 px and at 256 px)
+    sizes = (96, 128, 80, 256)
+    for size in sizes:
         assert np.abs(_pixels(gen, size=size) - _pixels(eager, size=size)).max() <= 2
-    assert counters["stats"]["unique_graphs"] == compiled
+    grown = counters["stats"]["unique_graphs"]
+    assert grown - compiled <= 2, (compiled, grown)
+    for size in sizes:  # and nothing compiles again: no recompiling without end
+        _pixels(gen, size=size)
+    assert counters["stats"]["unique_graphs"] == grown
     # an odd latent side takes the UNet's other upsampling branch: one more graph, then reused
     _pixels(gen, size=72)
     odd = counters["stats"]["unique_graphs"]
-    assert odd - compiled <= 2  # the UNet's, and at most one for the decoder
+    assert odd - grown == 1
     _pixels(gen, size=88)
     assert counters["stats"]["unique_graphs"] == odd
-
-
-def test_size_buckets() -> None:
-    from sdkit.runtime import SIZE_BUCKETS, size_bucket
-
-    assert size_bucket(8) == size_bucket(64) == size_bucket(96) == (2, 96)  # 64, 512, 768 px
-    assert size_bucket(128) == size_bucket(192) == (97, 192)  # 1024 and 1536 px: SDXL's sizes
-    assert [low for low, _ in SIZE_BUCKETS[1:]] == [high + 1 for _, high in SIZE_BUCKETS[:-1]]
-    with pytest.raises(InvalidOptionError):
-        size_bucket(1)
 
 
 def test_setup_of_a_pipeline_given_as_is(tiny_sd_path: Path) -> None:

@@ -12,14 +12,19 @@ versions):
    position, size), rendered at 256 px and kept as 32 x 32 block means; held-out shape/colour
    pairs are never drawn.
 2. **Autoencoder**: analytic, not trained (``build_vae``): an ``AutoencoderKL`` whose encoder
-   averages 8 x 8 pixel blocks and whose decoder repeats each latent pixel over its block. The
-   script checks it against the block mean before it goes on.
+   averages 8 x 8 pixel blocks (r, g, b and their mean: 4 latent channels) and whose decoder
+   repeats each latent pixel's r, g, b over its block. The script checks it against the block
+   means before it goes on.
 3. **Latents**: the block means, scaled to unit variance (as SD's 0.18215 does for its VAE).
-4. **Denoiser and text encoder**, trained together from scratch: v-prediction on DDPM's linear
-   schedule rescaled to zero terminal SNR (see ``SCHEDULE``), 10 % of captions
-   dropped (so classifier-free guidance works), a new phrasing of each caption every time it
-   is drawn, an exponential moving average of the weights (saved).
-5. **Save** in fp16 (sdkit loads them as float32 on CPUs), with ``training_log.json`` (the
+4. **Text encoder**: learns to parse captions first (``pretrain_text_encoder``): linear heads
+   name the shape, both colours, the position and the size from its states; its accuracy on
+   the held-out phrasings goes in the log.
+5. **Denoiser**, on the frozen text encoder: v-prediction on DDPM's linear schedule rescaled to
+   zero terminal SNR (see ``SCHEDULE``), half of the timesteps from the noisier part of the
+   schedule, the loss weighted up on the shape, 10 % of captions dropped (so classifier-free
+   guidance works), a new phrasing of each caption every time it is drawn, an exponential
+   moving average of the weights (saved). bf16 matrix products where the device has them.
+6. **Save** in fp16 (sdkit loads them as float32 on CPUs), with ``training_log.json`` (the
    settings, the loss curve, the time per phase) and the model card.
 
     python tools/train_default_model.py [--out sdkit/default_model] [--quick]
