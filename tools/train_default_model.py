@@ -241,19 +241,30 @@ def encode(vae: AutoencoderKL, images: torch.Tensor, batch: int = 64) -> torch.T
     return torch.cat(means)
 
 
-def foreground_weights(latents: torch.Tensor, extra: float) -> torch.Tensor:
-    """(N, H, W) loss weights: 1 on the background, 1 + ``extra`` on the shape.
+def foreground_weights(latents: torch.Tensor, extra: float, outline: float = 0.0) -> torch.Tensor:
+    """(N, H, W) loss weights: 1 on the background, 1 + ``extra`` on the shape, and
+    ``outline`` more on the latent pixels next to its edge, inside and outside.
 
     The shape covers 2-7 % of a picture; with a plain mean the background's colour dominates
     the loss and the model learned it long before the shape's colour, kind or place. The
     background of each latent is its border's median; the shape is what differs from it.
+
+    What tells a star from a circle of the same size is a ring of a few latent pixels along
+    the outline, half of it outside the shape, where ``extra`` alone weighs a round blob's
+    spill-over as background: ``outline`` weighs the whole ring (the shape dilated minus the
+    shape eroded, by one latent pixel).
     """
     border = torch.cat(
         [latents[:, :, 0], latents[:, :, -1], latents[:, :, :, 0], latents[:, :, :, -1]], dim=2
     )
     background = border.median(dim=2).values[:, :, None, None]
-    shape = (latents - background).abs().amax(dim=1) > 0.25
-    return 1.0 + extra * shape.float()
+    shape = ((latents - background).abs().amax(dim=1) > 0.25).float()
+    weights = 1.0 + extra * shape
+    if outline:
+        grown = F.max_pool2d(shape[:, None], 3, stride=1, padding=1)
+        shrunk = -F.max_pool2d(-shape[:, None], 3, stride=1, padding=1)
+        weights = weights + outline * (grown - shrunk)[:, 0]
+    return weights
 
 
 # What the text encoder learns to read from a caption before the denoiser sees it.
@@ -379,15 +390,18 @@ def pretrain_text_encoder(
     return accuracy
 
 
-def sample_timesteps(count: int, high_noise: float, gen: torch.Generator) -> torch.Tensor:
-    """Training timesteps: a fraction ``high_noise`` from [400, 1000), the rest from [0, 1000).
+def sample_timesteps(
+    count: int, high_noise: float, gen: torch.Generator, band: tuple[int, int] = (400, 1000)
+) -> torch.Tensor:
+    """Training timesteps: a fraction ``high_noise`` from ``band``, the rest from [0, 1000).
 
-    Where the shape goes and what it is gets decided in the noisier half of the schedule (at
-    t = 400 a latent pixel's SNR is 0.2, at 700 it is 0.007); the quieter steps only sharpen
-    flat colours. Uniform timesteps spent most of the training there.
+    Where the shape goes gets decided in the noisier half of the schedule (at t = 400 a latent
+    pixel's SNR is 0.2, at 700 it is 0.007); uniform timesteps spent most of the training on
+    quieter ones. What the shape is (star or circle) is decided lower, at t = 150-750 (the
+    polishing phase's band): there the shipped base model still predicted a round blob.
     """
     uniform = torch.randint(0, 1000, (count,), generator=gen)
-    high = torch.randint(400, 1000, (count,), generator=gen)
+    high = torch.randint(band[0], band[1], (count,), generator=gen)
     pick = torch.rand(count, generator=gen) < high_noise
     return torch.where(pick, high, uniform)
 
@@ -404,8 +418,9 @@ def train_denoiser(
 ) -> UNet2DConditionModel:
     """Train ``unet`` on the frozen ``text_encoder``'s states; returns its moving average."""
     noise_schedule = DDPMScheduler.from_config(SCHEDULE)
-    gen = torch.Generator().manual_seed(2)
-    words = random.Random(3)
+    fresh = 100 if args.init_from else 0  # a polishing run draws other batches than its base
+    gen = torch.Generator().manual_seed(2 + fresh)
+    words = random.Random(3 + fresh)
     params = list(unet.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     warmup = min(200, args.unet_steps // 10 + 1)
@@ -436,7 +451,7 @@ def train_denoiser(
         ).input_ids.to(device)
         x0 = latents[index.to(device)]
         noise = torch.randn(x0.shape, generator=gen).to(device)
-        t = sample_timesteps(args.batch, args.high_noise, gen).to(device)
+        t = sample_timesteps(args.batch, args.high_noise, gen, tuple(args.band)).to(device)
         noisy = noise_schedule.add_noise(x0, noise, t)
         with torch.no_grad():
             context = text_encoder(ids)[0]
@@ -445,7 +460,8 @@ def train_denoiser(
         # v-prediction, unweighted (as SD 2.x): at zero SNR an epsilon target is meaningless
         target = noise_schedule.get_velocity(x0, noise, t)
         per_pixel = (prediction - target).pow(2).mean(dim=1)
-        loss = (per_pixel * foreground_weights(x0, args.foreground_weight)).mean()
+        weights = foreground_weights(x0, args.foreground_weight, args.outline_weight)
+        loss = (per_pixel * weights).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -472,6 +488,24 @@ def train_denoiser(
         if snapshot is not None and args.snapshot_every and (step + 1) % args.snapshot_every == 0:
             snapshot(ema_unet, text_encoder, step + 1)
     return ema_unet
+
+
+def load_base(
+    folder: Path, scale: float
+) -> tuple[CLIPTextModel, UNet2DConditionModel, dict[str, Any]]:
+    """The text encoder and UNet of an earlier run (float32), and that run's training log.
+
+    The latents must be the ones that run trained on: same images, same scaling factor.
+    """
+    base = json.loads((folder / "training_log.json").read_text())
+    if abs(base["vae_scaling_factor"] - scale) > 1e-6:
+        raise SystemExit(
+            f"{folder} was trained on other latents (scaling factor "
+            f"{base['vae_scaling_factor']:.6f}, these {scale:.6f}): use its --images and --seed"
+        )
+    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32)
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32)
+    return text_encoder.eval(), unet, base
 
 
 def save_pipeline(
@@ -516,6 +550,27 @@ def main() -> None:
         type=float,
         default=0.5,
         help="fraction of training timesteps drawn from the noisier 60 %% of the schedule",
+    )
+    parser.add_argument(
+        "--band",
+        type=int,
+        nargs=2,
+        default=(400, 1000),
+        metavar=("LO", "HI"),
+        help="the timesteps that --high-noise draws from (default: 400 1000)",
+    )
+    parser.add_argument(
+        "--outline-weight",
+        type=float,
+        default=0.0,
+        help="extra loss weight on the ring of latent pixels along the shape's outline",
+    )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="polish: start the denoiser from this model folder's UNet, on its frozen text "
+        "encoder (no text phase); its training log is kept under 'base'",
     )
     parser.add_argument(
         "--precision",
@@ -582,14 +637,20 @@ def main() -> None:
             if args.snapshots is not None:
                 save_pipeline(unet, vae, text_encoder, tokenizer, args.snapshots / f"step{step}")
 
-        text_encoder = build_text_encoder()
+        base: dict[str, Any] | None = None
         clock = time.perf_counter()
-        parsing = pretrain_text_encoder(text_encoder, tokenizer, args, log)
+        if args.init_from is None:
+            text_encoder = build_text_encoder()
+            parsing = pretrain_text_encoder(text_encoder, tokenizer, args, log)
+            first_unet = build_unet()
+        else:
+            text_encoder, first_unet, base = load_base(args.init_from, scale)
+            parsing = base["text_encoder_heldout_accuracy"]
         times["text_s"] = time.perf_counter() - clock
         text_encoder.to(device)
         clock = time.perf_counter()
         unet = train_denoiser(
-            build_unet().to(device),
+            first_unet.to(device),
             text_encoder,
             tokenizer,
             latents,
@@ -619,6 +680,9 @@ def main() -> None:
             },
             "log": log,
         }
+        if base is not None:
+            summary["base"] = base
+            summary["total_s"] = round(summary["total_s"] + base["total_s"], 1)
         (staging / "training_log.json").write_text(json.dumps(summary, indent=1))
         card = ROOT / "tools" / "default_model_card.md"
         if card.exists():
