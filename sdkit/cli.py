@@ -151,6 +151,15 @@ def cli() -> None:
     "UNet and VAE compiled, CUDA graphs on CUDA (longest compile). Worth it for many images.",
 )
 @click.option(
+    "--feature-cache",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Lossy speed-up (DeepCache style): the whole UNet runs every N-th step (2..50), the "
+    "steps between reuse its deep features. Changes the pixels; recorded in the Recipe. "
+    "Not with --optimize max.",
+)
+@click.option(
     "--memory",
     type=click.Choice(["high", "balanced", "low", "minimal"]),
     default="high",

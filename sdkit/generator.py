@@ -290,7 +290,7 @@ class Generator:
             feature_cache: lossy speed-up, DeepCache style: the whole UNet runs every
                 ``feature_cache``-th step (2..50) and the steps between reuse its deep
                 features (:mod:`sdkit.feature_cache`). ``None`` (default): every step in full.
-                Recorded in the Recipe.
+                Recorded in the Recipe. Refused under ``optimize="max"``.
 
         Raises:
             InvalidOptionError: an option is invalid (raised before any work starts).
@@ -373,7 +373,7 @@ class Generator:
         steps, num_images = int(steps), int(num_images)
         guidance_scale, guidance_rescale = float(guidance_scale), float(guidance_rescale)
         clip_skip = None if clip_skip is None else int(clip_skip)
-        interval = check_interval(feature_cache)
+        interval = self._feature_cache(feature_cache)
         # 2. The pipeline for the mode, sharing weights, with a fresh scheduler.
         pipe = self._pipeline(plan.mode)
         pipe.scheduler = self._scheduler(plan.sampler, plan.seeds)
@@ -486,6 +486,18 @@ class Generator:
         for i in range(num_images):
             yield self(prompt, seed=first + i, num_images=1, **options).image
 
+    def _feature_cache(self, interval: Any) -> int | None:
+        """Validate ``feature_cache`` for this generator's runtime (see :mod:`.feature_cache`)."""
+        interval = check_interval(interval)
+        if interval and self.runtime.optimize == "max":
+            # the whole UNet is one compiled graph (CUDA graphs on CUDA): the cache's swapped
+            # block forwards either re-trace it or, replayed, hand back overwritten buffers
+            raise InvalidOptionError(
+                "feature_cache", interval, "None with optimize='max'",
+                hint="feature caching works with optimize='none' or 'compile'.",
+            )  # fmt: skip
+        return interval
+
     def warmup(
         self,
         *,
@@ -575,7 +587,7 @@ class Generator:
         # every option is checked before the folder is made: a bad one leaves nothing behind
         checked = _call_options(options, num_images=num_images, seed=first)
         self._plan(prompt=texts[0], **checked)
-        check_interval(checked["feature_cache"])
+        self._feature_cache(checked["feature_cache"])
         folder.mkdir(parents=True, exist_ok=True)
 
         def finish(denoised: _Denoised, index: int, path: Path) -> Path:

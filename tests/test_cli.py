@@ -68,6 +68,8 @@ def test_generate_json_output(runner: CliRunner, tiny_sd_path: Path, tmp_path: P
         (["--steps", "0"], 2, "steps"),
         (["--sampler", "Eular a"], 2, "Euler a"),  # the hint suggests the close name
         (["--size", "big"], 2, "WIDTHxHEIGHT"),
+        (["--feature-cache", "1"], 2, "feature_cache"),
+        (["--feature-cache", "3", "--optimize", "max"], 2, "compile"),
     ],
 )
 def test_bad_options_exit_2_with_a_clear_message(
@@ -136,3 +138,14 @@ def test_verify_reads_generated_parameters(
     assert result.exit_code == 0
     report = json.loads(result.output)
     assert report["infotext"].startswith("x\n") and "Seed: " in report["infotext"]
+
+
+def test_generate_feature_cache_is_recorded(
+    runner: CliRunner, tiny_sd_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "cached.png"
+    args = ["generate", "a red circle", "--steps", "4", "--seed", "2", "--feature-cache", "2"]
+    result = runner.invoke(cli, [*args, "-m", str(tiny_sd_path), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    recipe = Recipe.from_infotext(read_infotext(out) or "")
+    assert recipe.feature_cache == 2
