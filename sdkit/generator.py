@@ -488,15 +488,15 @@ class Generator:
 
     def _feature_cache(self, interval: Any) -> int | None:
         """Validate ``feature_cache`` for this generator's runtime (see :mod:`.feature_cache`)."""
-        interval = check_interval(interval)
-        if interval and self.runtime.optimize == "max":
+        checked = check_interval(interval)
+        if checked and self.runtime.optimize == "max":
             # the whole UNet is one compiled graph (CUDA graphs on CUDA): the cache's swapped
             # block forwards either re-trace it or, replayed, hand back overwritten buffers
             raise InvalidOptionError(
-                "feature_cache", interval, "None with optimize='max'",
+                "feature_cache", checked, "None with optimize='max'",
                 hint="feature caching works with optimize='none' or 'compile'.",
             )  # fmt: skip
-        return interval
+        return checked
 
     def warmup(
         self,
