@@ -1,10 +1,13 @@
-"""Parts of tools/train_default_model.py: the analytic autoencoder, timesteps, caption labels."""
+"""Parts of tools/train_default_model.py: the analytic autoencoder, timesteps, loss weights,
+caption labels."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,3 +54,38 @@ def test_caption_labels_name_each_attribute() -> None:
     assert classes["position"][int(labels["position"][0])] == "top left"
     # the size counts only when the caption says it
     assert [classes["size"][int(i)] for i in labels["size"]] == ["small", "unsaid"]
+
+
+def test_timesteps_in_a_chosen_band() -> None:
+    t = train.sample_timesteps(5000, 1.0, torch.Generator().manual_seed(0), (150, 750))
+    assert int(t.min()) >= 150 and int(t.max()) < 750
+    assert int(t.min()) < 170 and int(t.max()) > 730  # the whole band, not a corner of it
+    # the default band is the one the base model trained with: the same draws
+    same = train.sample_timesteps(500, 0.5, torch.Generator().manual_seed(3))
+    band = train.sample_timesteps(500, 0.5, torch.Generator().manual_seed(3), (400, 1000))
+    assert torch.equal(same, band)
+
+
+def test_loss_weights_on_the_shape_and_along_its_outline() -> None:
+    latents = torch.zeros(1, 4, 9, 9)
+    latents[:, :, 3:6, 3:6] = 1.0  # a 3 x 3 shape on a flat background
+    plain = train.foreground_weights(latents, 8.0)
+    assert float(plain[0, 4, 4]) == 9.0 and float(plain[0, 3, 3]) == 9.0
+    assert float(plain[0, 2, 2]) == 1.0 and float(plain.sum()) == 81 + 8 * 9
+    ringed = train.foreground_weights(latents, 8.0, outline=16.0)
+    expected = torch.ones(9, 9)
+    expected[2:7, 2:7] += 16.0  # the ring: one pixel out (dilated) ...
+    expected[4, 4] -= 16.0  # ... minus one pixel in (eroded): the centre stays inside
+    expected[3:6, 3:6] += 8.0
+    assert torch.equal(ringed[0], expected)
+    assert torch.equal(train.foreground_weights(latents, 8.0, outline=0.0), plain)
+
+
+def test_polishing_starts_from_the_shipped_model_on_its_own_latents() -> None:
+    folder = ROOT / "sdkit" / "default_model"
+    scale = json.loads((folder / "training_log.json").read_text())["vae_scaling_factor"]
+    text_encoder, unet, base = train.load_base(folder, scale)
+    assert unet.config.in_channels == 4 and next(unet.parameters()).dtype == torch.float32
+    assert not text_encoder.training and base["vae_scaling_factor"] == scale
+    with pytest.raises(SystemExit, match="other latents"):
+        train.load_base(folder, scale * 1.01)

@@ -481,7 +481,7 @@ def train_denoiser(
                 }
             )
             print(
-                f"denoiser {step:6d}/{args.unet_steps} loss {float(loss):.4f} "
+                f"denoiser {step:6d}/{args.unet_steps} loss {loss.item():.4f} "
                 f"lr {sched.get_last_lr()[0]:.2e} {elapsed:.0f}s",
                 flush=True,
             )
