@@ -31,6 +31,14 @@ versions):
 
 ``--quick`` trains a few steps (a smoke test, under a minute). Uses the GPU when
 one is present (``--device``); the weights then differ from a CPU run in the last bits.
+
+A polishing run starts from a trained folder instead of from scratch: ``--init-from DIR``
+takes DIR's UNet and frozen text encoder (no text phase; the data must be the same, which the
+scaling factor checks) and trains the denoiser further, e.g. with ``--outline-weight`` (the
+loss weighted up along the shape's outline) and ``--band LO HI`` (the timesteps that
+``--high-noise`` draws). Its log keeps DIR's under ``"base"``. The shipped model was not
+polished: 1,000 steps of ``--outline-weight 16 --band 150 750 --high-noise 0.7 --lr 2e-4``
+left shape accuracy where it was (40 % against 42 % on 40 held-out prompts).
 """
 
 from __future__ import annotations
