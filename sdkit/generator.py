@@ -490,8 +490,9 @@ class Generator:
         """Validate ``feature_cache`` for this generator's runtime (see :mod:`.feature_cache`)."""
         checked = check_interval(interval)
         if checked and self.runtime.optimize == "max":
-            # the whole UNet is one compiled graph (CUDA graphs on CUDA): the cache's swapped
-            # block forwards either re-trace it or, replayed, hand back overwritten buffers
+            # the whole UNet is one compiled graph (CUDA graphs on CUDA), traced through the
+            # blocks' own forwards; the cache swaps them and keeps their outputs across calls,
+            # which CUDA graph replays may overwrite. Not verified either way: refused
             raise InvalidOptionError(
                 "feature_cache", checked, "None with optimize='max'",
                 hint="feature caching works with optimize='none' or 'compile'.",
