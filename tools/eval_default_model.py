@@ -9,10 +9,12 @@ the border, the shape's colour from its pixels, its position from its centroid, 
 contour features fed to a classifier trained on the renderer only.
 
     python tools/eval_default_model.py [--model sdkit/default_model] [--prompts 200]
-        [--unseen 100] [--json benchmarks/default_model_eval.json] [--save-images DIR]
+        [--unseen 100] [--guidance 7] [--json benchmarks/default_model_eval.json]
+        [--save-images DIR]
 
 Prints the accuracy table (what the issue asks: background >= 95 %, shape colour >= 90 %,
-shape >= 85 %, position >= 85 %; unseen combinations >= 70 %) and the timing of 25 steps.
+shape >= 85 %, position >= 85 %; unseen combinations >= 70 %), shape accuracy by size and the
+commonest shape mistakes, and the timing of 25 steps.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import random
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -62,15 +65,24 @@ def evaluate(
     prompts: list[tuple[Scene, str, int]],
     *,
     steps: int = 25,
+    guidance: float = 7.0,
     save: Path | None = None,
     label: str = "",
 ) -> dict[str, Any]:
     rows = []
     for index, (scene, prompt, seed) in enumerate(prompts):
-        image = generator(prompt, seed=seed, steps=steps).image.image
+        image = generator(prompt, seed=seed, steps=steps, guidance_scale=guidance).image.image
         reading = judge.read(image)
         right = {a: getattr(reading, a) == getattr(scene, a) for a in ATTRIBUTES}
-        rows.append({"prompt": prompt, "seed": seed, "truth": scene.to_dict(), "right": right})
+        rows.append(
+            {
+                "prompt": prompt,
+                "seed": seed,
+                "truth": scene.to_dict(),
+                "read_shape": reading.shape,
+                "right": right,
+            }
+        )
         if save is not None:
             marks = "".join("+" if right[a] else "-" for a in ATTRIBUTES)
             image.save(save / f"{label}{index:03d}_{marks}.png")
@@ -99,6 +111,9 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument(
+        "--guidance", type=float, default=7.0, help="CFG scale (default 7, sdkit's default)"
+    )
+    parser.add_argument(
         "--json", type=Path, default=ROOT / "benchmarks" / "default_model_eval.json"
     )
     parser.add_argument("--save-images", type=Path, default=None)
@@ -112,17 +127,17 @@ def main() -> None:
         args.save_images.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     heldout = evaluate(
-        generator, judge, prompt_set(args.prompts, unseen=False, seed=1), steps=args.steps,
-        save=args.save_images, label="heldout_",
+        generator, judge, prompt_set(args.prompts, unseen=False, seed=1),
+        steps=args.steps, guidance=args.guidance, save=args.save_images, label="heldout_",
     )  # fmt: skip
     unseen = evaluate(
-        generator, judge, prompt_set(args.unseen, unseen=True, seed=2), steps=args.steps,
-        save=args.save_images, label="unseen_",
+        generator, judge, prompt_set(args.unseen, unseen=True, seed=2),
+        steps=args.steps, guidance=args.guidance, save=args.save_images, label="unseen_",
     )  # fmt: skip
     familiar = evaluate(
         generator, judge,
         prompt_set(args.trained_phrasings, unseen=False, seed=3, templates=TRAIN_TEMPLATES),
-        steps=args.steps, save=args.save_images, label="trained_phrasing_",
+        steps=args.steps, guidance=args.guidance, save=args.save_images, label="trained_phrasing_",
     ) if args.trained_phrasings else None  # fmt: skip
     elapsed = time.perf_counter() - started
     timings = []
@@ -145,6 +160,16 @@ def main() -> None:
         checks.append(value >= target)
         print(f"{name:<12} {value:9.1%} {target:7.0%}  {'PASS' if value >= target else 'FAIL'}")
     print(f"{'all four':<12} {heldout['all']:9.1%}")
+    for size in ("small", "large"):
+        rows = [r for r in heldout["rows"] if r["truth"]["size"] == size]
+        right = sum(r["right"]["shape"] for r in rows)
+        print(f"  shape, {size} shapes: {right}/{len(rows)}")
+    mistakes = Counter(
+        f"{r['truth']['shape']} read as {r['read_shape']}"
+        for r in heldout["rows"]
+        if not r["right"]["shape"]
+    )
+    print(f"  shape mistakes: {', '.join(f'{k} ({v})' for k, v in mistakes.most_common(5))}")
     print(f"\nunseen shape-colour pairs: {unseen['n']} prompts")
     for name in ATTRIBUTES:
         print(f"{name:<12} {unseen['accuracy'][name]:9.1%}")
@@ -172,6 +197,7 @@ def main() -> None:
         "heldout": heldout,
         "unseen": unseen,
         "trained_phrasings": familiar,
+        "guidance_scale": args.guidance,
         "seconds_25_steps": timings,
         "same_seed_same_pixels": same[0] == same[1],
         "pass": all(checks),
