@@ -118,6 +118,8 @@ def main() -> None:
     )
     parser.add_argument("--save-images", type=Path, default=None)
     args = parser.parse_args()
+    if args.prompts < 1 or args.unseen < 1:
+        parser.error("--prompts and --unseen need at least one prompt each")
 
     from sdkit import Generator
 
