@@ -405,8 +405,8 @@ def sample_timesteps(
 
     Where the shape goes gets decided in the noisier half of the schedule (at t = 400 a latent
     pixel's SNR is 0.2, at 700 it is 0.007); uniform timesteps spent most of the training on
-    quieter ones. What the shape is (star or circle) is decided lower, at t = 150-750 (the
-    polishing phase's band): there the shipped base model still predicted a round blob.
+    quieter ones. ``band`` lets a polishing run aim elsewhere: 150-750 was tried, where the
+    shipped model's predictions of a noised picture were still round blobs (it did not help).
     """
     uniform = torch.randint(0, 1000, (count,), generator=gen)
     high = torch.randint(band[0], band[1], (count,), generator=gen)
