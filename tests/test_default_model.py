@@ -157,7 +157,8 @@ def test_training_is_reproducible(tmp_path: Path) -> None:
     for name in ("a", "b"):
         out = tmp_path / name
         command = [sys.executable, str(ROOT / "tools" / "train_default_model.py"), "--out", str(out)]  # fmt: skip
-        small = ["--images", "48", "--unet-steps", "3", "--batch", "4", "--device", "cpu"]
+        small = ["--images", "48", "--text-steps", "5", "--text-batch", "8", "--unet-steps", "3"]
+        small += ["--batch", "4", "--device", "cpu"]
         done = subprocess.run([*command, *small], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         runs.append(out)
