@@ -48,10 +48,15 @@ def redirect(location: str, status: int = 302, headers: Iterable[tuple[str, str]
 
 
 def slow(seconds: float, then: Handler) -> Handler:
-    """A handler that waits before answering."""
+    """A handler that waits before answering, and gives up as soon as the client has gone."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(seconds)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        while loop.time() < until:
+            await asyncio.sleep(0.05)
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=499)  # nobody reads it; the server is free to stop
         return await then(request)
 
     return handle

@@ -83,7 +83,7 @@ def _read(path: Path) -> list[dict[str, object]]:
 
 
 def _checker() -> OptOutChecker:
-    return OptOutChecker(allow_private=True, timeout=2.0, concurrency=16)
+    return OptOutChecker(allow_private=True, timeout=10.0, concurrency=16)
 
 
 @pytest.mark.parametrize(
