@@ -77,13 +77,19 @@ def cli() -> None:
 @click.option(
     "--schedule", default=None, help="Schedule type: karras, exponential, beta, sgm_uniform, …"
 )
-@click.option("--steps", default=25, show_default=True, help="Denoising steps.")
+@click.option(
+    "--steps",
+    default=None,
+    type=int,
+    help="Denoising steps. Default: the model's own (its sdkit.json; 4 for Turbo models), else 25.",
+)
 @click.option(
     "--cfg",
     "guidance_scale",
-    default=7.0,
-    show_default=True,
-    help="CFG (guidance) scale; <= 1 turns guidance off.",
+    default=None,
+    type=float,
+    help="CFG (guidance) scale; <= 1 turns guidance off. Default: the model's own (4 for the "
+    "default model, 0 for Turbo models), else 7.",
 )
 @click.option(
     "--guidance-rescale", default=0.0, show_default=True, help="Guidance rescale φ, 0..1."
@@ -450,7 +456,9 @@ CALIBRATION_PROMPTS = (
     type=click.Path(exists=True, dir_okay=False),
     help="Text file, one prompt per line (default: a built-in list of photo-like prompts).",
 )
-@click.option("--steps", default=25, show_default=True)
+@click.option(
+    "--steps", default=None, type=int, help="Denoising steps (default: the model's own, else 25)."
+)
 @click.option(
     "--size",
     default=None,
@@ -487,7 +495,7 @@ def calibrate_command(
     output: str,
     num_fakes: int | None,
     prompts: str | None,
-    steps: int,
+    steps: int | None,
     size: tuple[int, int] | None,
     save_fakes: str | None,
     backbone_model: str,
@@ -550,7 +558,7 @@ def calibrate_command(
         generator = {
             "model": gen.source.name,
             "model_sha256": gen.model_sha256,
-            "steps": steps,
+            "steps": gen.defaults.steps if steps is None else steps,
             "n": count,
         }
         probe = dataclasses.replace(probe, metadata={**probe.metadata, "generator": generator})

@@ -121,6 +121,11 @@ class Generator:
             ``"low"`` (+ tiled VAE, attention slicing) or ``"minimal"`` (sequential offload).
         **load_options: ``revision``, ``variant``, ``cache_dir`` (hub); ``family``, ``config``,
             ``prediction_type`` (single file).
+
+    Attributes:
+        defaults: the steps and guidance a call uses when it does not pass them
+            (:class:`sdkit.models.ModelDefaults`): the model folder's ``sdkit.json``, else 4
+            steps without guidance for Turbo models, else 25 steps at CFG 7.
     """
 
     def __init__(
@@ -146,6 +151,13 @@ class Generator:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.source = models.resolve_source(model)
+
+        def defaults() -> models.ModelDefaults:
+            hub = {k: load_options.get(k) for k in ("revision", "cache_dir")}
+            return models.model_defaults(self.source, **hub)
+
+        # a bad sdkit.json fails before the weights are read (a hub download brings its own)
+        known = None if self.source.kind == "hub" else defaults()
         pipe, files = models.load_pipeline(
             self.source,
             torch_dtype=self.dtype,
@@ -154,7 +166,13 @@ class Generator:
             **load_options,
         )
         self._init_pipeline(
-            pipe, files, progress=progress, stamper=stamper, optimize=optimize, memory=memory
+            pipe,
+            files,
+            progress=progress,
+            stamper=stamper,
+            optimize=optimize,
+            memory=memory,
+            defaults=known or defaults(),
         )
 
     @classmethod
@@ -219,12 +237,14 @@ class Generator:
         to_device: bool = True,
         optimize: str = "none",
         memory: str = "high",
+        defaults: models.ModelDefaults | None = None,
     ) -> None:
         if to_device:
             self.runtime = setup_pipeline(pipe, self.device, optimize=optimize, memory=memory)
         else:
             self.runtime = RuntimeSetup("none", "high", (), ("placement (a pipeline given as is)",))
         self.pipe = pipe
+        self.defaults = defaults or models.ModelDefaults()
         self.family = models.pipeline_family(pipe)
         self.progress = progress
         self.stamper = stamper
@@ -249,8 +269,8 @@ class Generator:
         negative_prompt: str = "",
         sampler: str | None = None,
         schedule: str | None = None,
-        steps: int = 25,
-        guidance_scale: float = 7.0,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
         guidance_rescale: float = 0.0,
         clip_skip: int | None = None,
         seed: int | None = None,
@@ -272,8 +292,11 @@ class Generator:
             sampler: A1111 or ComfyUI sampler name (see ``sdkit samplers``); ``None`` keeps the
                 model's own scheduler.
             schedule: ``"karras"``, ``"exponential"``, ``"beta"``, ``"sgm_uniform"``…
-            steps: denoising steps (>= 1).
-            guidance_scale: classifier-free guidance; <= 1 turns it off.
+            steps: denoising steps (>= 1); ``None``: the model's default
+                (:attr:`defaults`: 25 for most models).
+            guidance_scale: classifier-free guidance; <= 1 turns it off. ``None``: the
+                model's default (:attr:`defaults`: 7 for most models, 4 for the model sdkit
+                ships, 0 for Turbo models).
             guidance_rescale: φ of "Common Diffusion Noise Schedules…" (0..1).
             clip_skip: A1111 meaning, 1 = last layer, 2 = penultimate.
             seed: first seed (0 .. 2**32-1); ``None`` draws one (recorded in the Recipe).
@@ -331,8 +354,8 @@ class Generator:
         negative_prompt: str,
         sampler: str | None,
         schedule: str | None,
-        steps: int,
-        guidance_scale: float,
+        steps: int | None,
+        guidance_scale: float | None,
         guidance_rescale: float,
         clip_skip: int | None,
         seed: int | None,
@@ -347,7 +370,10 @@ class Generator:
         feature_cache: int | None,
     ) -> _Denoised:
         """Steps 1-6 of ``__call__``: validated options in, decoded pictures and Recipes out."""
-        # 1. Validate every option before any work.
+        # 1. The model's defaults where the caller said nothing; validate before any work.
+        steps = self.defaults.steps if steps is None else steps
+        if guidance_scale is None:
+            guidance_scale = self.defaults.guidance_scale
         plan = self._plan(
             prompt=prompt,
             negative_prompt=negative_prompt,
@@ -587,7 +613,7 @@ class Generator:
             )
         # every option is checked before the folder is made: a bad one leaves nothing behind
         checked = _call_options(options, num_images=num_images, seed=first)
-        self._plan(prompt=texts[0], **checked)
+        self._plan(prompt=texts[0], **self._with_defaults(checked))
         self._feature_cache(checked["feature_cache"])
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -616,6 +642,16 @@ class Generator:
             bar.close()
 
     # -- steps of __call__ -------------------------------------------------------------------
+
+    def _with_defaults(self, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` with the model's steps and guidance where they are ``None``."""
+        return {
+            **options,
+            "steps": self.defaults.steps if options["steps"] is None else options["steps"],
+            "guidance_scale": self.defaults.guidance_scale
+            if options["guidance_scale"] is None
+            else options["guidance_scale"],
+        }
 
     def _plan(self, **o: Any) -> _Plan:
         if not isinstance(o["prompt"], str):

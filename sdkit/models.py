@@ -30,13 +30,16 @@ from .errors import ModelLoadError, ModelNotFoundError, UnsafeCheckpointError
 __all__ = [
     "DEFAULT_MODEL_DIR",
     "DEFAULT_MODEL_ID",
+    "DEFAULTS_FILE",
     "LocalModel",
+    "ModelDefaults",
     "ModelSource",
     "derived_pipeline",
     "hub_cache_dir",
     "is_offline",
     "list_local_models",
     "load_pipeline",
+    "model_defaults",
     "pipeline_family",
     "resolve_source",
     "weights_sha256",
@@ -47,6 +50,9 @@ DEFAULT_MODEL_ID = "sdkit-default"
 PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"})
 SINGLE_FILE_SUFFIXES = frozenset({".safetensors"}) | PICKLE_SUFFIXES
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
+
+#: A model folder's own generation defaults (``{"defaults": {"steps": 25, "guidance_scale": 4}}``).
+DEFAULTS_FILE = "sdkit.json"
 
 SourceKind = Literal["default", "folder", "hub", "single_file"]
 Family = Literal["sd", "sdxl"]
@@ -115,6 +121,95 @@ def hub_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
     )
     return Path(home) / "hub"
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What a call uses when it does not say: the model's own steps and guidance.
+
+    Most models take sdkit's general defaults (25 steps, CFG 7, what the SD model cards
+    use). A model folder can carry its own in ``sdkit.json``; the model sdkit ships does (CFG 4,
+    where it follows prompts best). Distilled "Turbo" models (a name containing ``turbo``,
+    e.g. ``stabilityai/sdxl-turbo``) are sampled without guidance in a few steps, as their
+    model cards say: 4 steps, CFG 0.
+
+    Attributes:
+        steps: denoising steps.
+        guidance_scale: classifier-free guidance scale.
+        origin: where they come from: ``"sdkit"``, ``"turbo"`` or the ``sdkit.json`` path.
+    """
+
+    steps: int = 25
+    guidance_scale: float = 7.0
+    origin: str = "sdkit"
+
+
+TURBO_DEFAULTS = ModelDefaults(steps=4, guidance_scale=0.0, origin="turbo")
+
+
+def model_defaults(
+    source: ModelSource,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> ModelDefaults:
+    """The defaults of the model at ``source``: its ``sdkit.json``, else by name, else sdkit's.
+
+    Raises:
+        ModelLoadError: ``sdkit.json`` exists but is not valid.
+
+    Example:
+        >>> model_defaults(resolve_source("stabilityai/sdxl-turbo"))
+        ModelDefaults(steps=4, guidance_scale=0.0, origin='turbo')
+    """
+    path: Path | None = None
+    if source.kind in ("folder", "default"):
+        path = Path(source.location) / DEFAULTS_FILE
+    elif source.kind == "hub":
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(
+            source.location,
+            DEFAULTS_FILE,
+            cache_dir=str(hub_cache_dir(cache_dir)),
+            revision=revision,
+        )
+        path = Path(cached) if isinstance(cached, str) else None
+    if path is not None and path.is_file():
+        return _read_defaults(path, source)
+    if "turbo" in Path(source.location).name.lower():
+        return TURBO_DEFAULTS
+    return ModelDefaults()
+
+
+def _read_defaults(path: Path, source: ModelSource) -> ModelDefaults:
+    def bad(why: str) -> ModelLoadError:
+        return ModelLoadError(
+            f"{path} is not a valid sdkit defaults file: {why}",
+            source=source.name,
+            hint='write {"defaults": {"steps": 25, "guidance_scale": 7.0}} (both optional), '
+            "or delete the file to use sdkit's defaults.",
+        )
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad(str(exc)) from exc
+    given = data.get("defaults") if isinstance(data, dict) else None
+    if not isinstance(given, dict):
+        raise bad('no "defaults" object')
+    unknown = sorted(set(given) - {"steps", "guidance_scale"})
+    if unknown:
+        raise bad(f"unknown key {unknown[0]!r}")
+    steps = given.get("steps", ModelDefaults.steps)
+    guidance = given.get("guidance_scale", ModelDefaults.guidance_scale)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
+        raise bad(f"steps={steps!r}, expected a whole number 1..1000")
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)):
+        raise bad(f"guidance_scale={guidance!r}, expected a number 0..100")
+    if not 0.0 <= guidance <= 100.0:
+        raise bad(f"guidance_scale={guidance!r}, expected a number 0..100")
+    return ModelDefaults(steps=steps, guidance_scale=float(guidance), origin=str(path))
 
 
 def load_pipeline(

@@ -149,3 +149,28 @@ def test_generate_feature_cache_is_recorded(
     assert result.exit_code == 0, result.output
     recipe = Recipe.from_infotext(read_infotext(out) or "")
     assert recipe.feature_cache == 2
+
+
+def test_generate_takes_the_models_own_defaults(
+    runner: CliRunner, tiny_sd_path: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_sd_path, model)
+    (model / "sdkit.json").write_text('{"defaults": {"steps": 2, "guidance_scale": 3}}')
+    base = ["generate", "x", "--seed", "1", "-m", str(model), "-q"]
+    assert runner.invoke(cli, [*base, "-o", str(tmp_path / "a.png")]).exit_code == 0
+    recipe = Recipe.from_infotext(read_infotext(tmp_path / "a.png") or "")
+    assert (recipe.steps, recipe.guidance_scale) == (2, 3.0)
+    given = [*base, "--cfg", "5", "--steps", "3", "-o", str(tmp_path / "b.png")]
+    assert runner.invoke(cli, given).exit_code == 0
+    recipe = Recipe.from_infotext(read_infotext(tmp_path / "b.png") or "")
+    assert (recipe.steps, recipe.guidance_scale) == (3, 5.0)
+    # a broken file: the model cannot be loaded (exit 3), said plainly, nothing written
+    (model / "sdkit.json").write_text('{"defaults": {"steps": "many"}}')
+    broken = runner.invoke(cli, [*base, "-o", str(tmp_path / "c.png")])
+    assert broken.exit_code == 3 and "sdkit.json" in broken.output
+    assert "Traceback" not in broken.output and not (tmp_path / "c.png").exists()
+    help_text = runner.invoke(cli, ["generate", "--help"]).output
+    assert "the model's own" in help_text and "Turbo" in help_text

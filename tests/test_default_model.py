@@ -96,6 +96,13 @@ def test_autoencoder_is_the_block_mean_and_its_inverse(generator: Generator) -> 
     assert torch.allclose(decoded, F.interpolate(pooled, scale_factor=8), atol=1e-3)
 
 
+def test_calls_default_to_cfg_4_from_the_folder(generator: Generator) -> None:
+    # the shipped model follows prompts best at CFG 4 (its model card), not sdkit's general 7
+    assert (generator.defaults.steps, generator.defaults.guidance_scale) == (25, 4.0)
+    recipe = generator("a red circle on a blue background", seed=1).image.recipe
+    assert (recipe.steps, recipe.guidance_scale) == (25, 4.0)
+
+
 def test_same_seed_same_pixels() -> None:
     generator = Generator(progress=False, watermark=False)  # each watermark payload is new
     prompt = "a small green star at the top left on a white background"
@@ -166,3 +173,4 @@ def test_training_is_reproducible(tmp_path: Path) -> None:
     log = json.loads((runs[0] / "training_log.json").read_text())
     assert [row["step"] for row in log["log"] if row.get("phase") == "denoiser"] == [0, 2]
     assert json.loads((runs[0] / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline"  # fmt: skip
+    assert json.loads((runs[0] / "sdkit.json").read_text()) == {"defaults": {"steps": 25, "guidance_scale": 4.0}}  # fmt: skip

@@ -8,9 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from sdkit import Generator, ModelLoadError, ModelNotFoundError, UnsafeCheckpointError
-from sdkit.models import list_local_models, resolve_source, weights_sha256
+from sdkit.models import (
+    ModelDefaults,
+    list_local_models,
+    model_defaults,
+    resolve_source,
+    weights_sha256,
+)
 
 
 def _fake_hub_cache(root: Path, repo_id: str, model: Path) -> Path:
@@ -124,3 +131,88 @@ def test_hub_model_with_only_pickle_weights_refused(
     with pytest.raises(UnsafeCheckpointError) as info:
         Generator.from_pretrained("acme/pickled", cache_dir=cache)
     assert "allow_pickle" in str(info.value.hint)
+
+
+# -- a model's own defaults (sdkit.json) -----------------------------------------------------
+
+
+def _with_defaults(model: Path, folder: Path, text: str) -> Path:
+    shutil.copytree(model, folder)
+    (folder / "sdkit.json").write_text(text)
+    return folder
+
+
+def test_a_folder_sets_the_steps_and_guidance_a_call_leaves_out(
+    tiny_sd_path: Path, tmp_path: Path
+) -> None:
+    folder = _with_defaults(
+        tiny_sd_path, tmp_path / "m", '{"defaults": {"steps": 3, "guidance_scale": 1.5}}'
+    )
+    gen = Generator(folder, device="cpu", progress=False)
+    assert gen.defaults == ModelDefaults(3, 1.5, str(folder / "sdkit.json"))
+    made = gen("x", seed=1).image
+    assert (made.recipe.steps, made.recipe.guidance_scale) == (3, 1.5)
+    # the same pixels as those options given to the model without the file
+    plain = Generator(tiny_sd_path, device="cpu", progress=False)
+    assert plain.defaults == ModelDefaults(25, 7.0, "sdkit")
+    same = plain("x", seed=1, steps=3, guidance_scale=1.5).image
+    np.testing.assert_array_equal(np.asarray(made.image), np.asarray(same.image))
+    assert not np.array_equal(np.asarray(made.image), np.asarray(plain("x", seed=1).image.image))
+    # what the call says wins
+    ours = gen("x", seed=1, steps=2, guidance_scale=7.0).image
+    theirs = plain("x", seed=1, steps=2).image
+    assert (ours.recipe.steps, ours.recipe.guidance_scale) == (2, 7.0)
+    np.testing.assert_array_equal(np.asarray(ours.image), np.asarray(theirs.image))
+    # generate_many takes them too
+    [path] = gen.generate_many("x", tmp_path / "out", seed=4)
+    with Image.open(path) as written:
+        assert "Steps: 3, " in written.info["parameters"]
+        assert "CFG scale: 1.5, " in written.info["parameters"]
+
+
+def test_only_what_the_file_gives_changes(tiny_sd_path: Path, tmp_path: Path) -> None:
+    folder = _with_defaults(tiny_sd_path, tmp_path / "m", '{"defaults": {"guidance_scale": 0}}')
+    found = model_defaults(resolve_source(folder))
+    assert (found.steps, found.guidance_scale) == (25, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("{not json", "Expecting property name"),
+        ('{"steps": 3}', 'no "defaults" object'),
+        ('{"defaults": {"steps": 0}}', "steps=0"),
+        ('{"defaults": {"steps": 2.5}}', "steps=2.5"),
+        ('{"defaults": {"steps": true}}', "steps=True"),
+        ('{"defaults": {"guidance_scale": "7"}}', "guidance_scale='7'"),
+        ('{"defaults": {"guidance_scale": 101}}', "guidance_scale=101"),
+        ('{"defaults": {"cfg": 4}}', "unknown key 'cfg'"),
+    ],
+)
+def test_a_bad_defaults_file_is_a_load_error(
+    tiny_sd_path: Path, tmp_path: Path, text: str, words: str
+) -> None:
+    folder = _with_defaults(tiny_sd_path, tmp_path / "m", text)
+    with pytest.raises(ModelLoadError) as info:
+        Generator(folder, device="cpu", progress=False)
+    assert str(folder / "sdkit.json") in str(info.value) and words in str(info.value)
+    assert info.value.hint and '"defaults"' in info.value.hint
+
+
+def test_turbo_models_default_to_few_steps_without_guidance(
+    tiny_sd_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "my-sd-turbo"
+    shutil.copytree(tiny_sd_path, folder)
+    gen = Generator(folder, device="cpu", progress=False)
+    assert gen.defaults == ModelDefaults(4, 0.0, "turbo")
+    assert gen("x", seed=1).image.recipe.steps == 4
+    # by hub id too, and a hub snapshot's own sdkit.json comes first
+    assert model_defaults(resolve_source("stabilityai/sdxl-turbo")).origin == "turbo"
+    cache = _fake_hub_cache(tmp_path / "hub", "acme/tiny-turbo", folder)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert model_defaults(resolve_source("acme/tiny-turbo"), cache_dir=cache).origin == "turbo"
+    snapshot = next((cache / "models--acme--tiny-turbo" / "snapshots").iterdir())
+    (snapshot / "sdkit.json").write_text('{"defaults": {"steps": 2, "guidance_scale": 1}}')
+    hub = Generator.from_pretrained("acme/tiny-turbo", cache_dir=cache, progress=False)
+    assert hub.defaults == ModelDefaults(2, 1.0, str(snapshot / "sdkit.json"))

@@ -89,3 +89,12 @@ def test_polishing_starts_from_the_shipped_model_on_its_own_latents() -> None:
     assert not text_encoder.training and base["vae_scaling_factor"] == scale
     with pytest.raises(SystemExit, match="other latents"):
         train.load_base(folder, scale * 1.01)
+
+
+def test_saved_folders_carry_the_generation_defaults_the_shipped_one_has() -> None:
+    from sdkit.models import DEFAULT_MODEL_DIR, model_defaults, resolve_source
+
+    shipped = json.loads((DEFAULT_MODEL_DIR / "sdkit.json").read_text())
+    assert shipped == {"defaults": train.GENERATION_DEFAULTS}
+    found = model_defaults(resolve_source(None))
+    assert (found.steps, found.guidance_scale) == (25, 4.0)

@@ -3,13 +3,14 @@
 Prompts the model was not trained on: new seeds, and phrasings from ``HELDOUT_TEMPLATES`` (the
 training words in orders never seen in training); plus a second set whose shape colour + shape
 pairs (``HELDOUT_PAIRS``) never appear in training at all. Each image is generated through
-``sdkit.Generator`` exactly as a user would (the default sampler, 25 steps, guidance 7), and read
+``sdkit.Generator`` exactly as a user would (the default sampler, 25 steps, the model's default
+guidance: 4 for the shipped model, from its ``sdkit.json``), and read
 back by ``tools/shapes.py``'s ``Judge``, which knows nothing of the model: background colour from
 the border, the shape's colour from its pixels, its position from its centroid, its kind from
 contour features fed to a classifier trained on the renderer only.
 
     python tools/eval_default_model.py [--model sdkit/default_model] [--prompts 200]
-        [--unseen 100] [--guidance 7] [--json benchmarks/default_model_eval.json]
+        [--unseen 100] [--guidance CFG] [--json benchmarks/default_model_eval.json]
         [--save-images DIR]
 
 Prints the accuracy table (what the issue asks: background >= 95 %, shape colour >= 90 %,
@@ -65,7 +66,7 @@ def evaluate(
     prompts: list[tuple[Scene, str, int]],
     *,
     steps: int = 25,
-    guidance: float = 7.0,
+    guidance: float | None = None,
     save: Path | None = None,
     label: str = "",
 ) -> dict[str, Any]:
@@ -111,7 +112,10 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument(
-        "--guidance", type=float, default=7.0, help="CFG scale (default 7, sdkit's default)"
+        "--guidance",
+        type=float,
+        default=None,
+        help="CFG scale (default: the model's own, as Generator uses it; 4 for the shipped model)",
     )
     parser.add_argument(
         "--json", type=Path, default=ROOT / "benchmarks" / "default_model_eval.json"
@@ -124,6 +128,9 @@ def main() -> None:
     from sdkit import Generator
 
     generator = Generator(args.model, progress=False, watermark=False)
+    if args.guidance is None:
+        args.guidance = generator.defaults.guidance_scale
+    print(f"guidance scale {args.guidance:g}, {args.steps} steps", flush=True)
     judge = Judge()
     if args.save_images:
         args.save_images.mkdir(parents=True, exist_ok=True)

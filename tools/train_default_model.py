@@ -106,6 +106,10 @@ SCHEDULE = {
 # diffusers' inpainting pipeline accepts for a text-to-image UNet (it blends latents under the
 # mask); with three, inpainting with the default model failed inside diffusers
 LATENT_CHANNELS = 4
+# What Generator() uses when a call does not say (sdkit.json in the folder). Measured on the
+# shipped model with tools/eval_default_model.py: at CFG 4, 200 held-out prompts gave colour
+# 96 % and shape 45 % (86.5 % and 41 % at sdkit's general default, 7).
+GENERATION_DEFAULTS = {"steps": 25, "guidance_scale": 4.0}
 TEXT_HIDDEN = 64
 
 
@@ -536,6 +540,7 @@ def save_pipeline(
         requires_safety_checker=False,
     )
     pipe.save_pretrained(out, safe_serialization=True)
+    (out / "sdkit.json").write_text(json.dumps({"defaults": GENERATION_DEFAULTS}, indent=1) + "\n")
 
 
 def main() -> None:
