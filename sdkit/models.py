@@ -28,9 +28,9 @@ import torch
 from .errors import ModelLoadError, ModelNotFoundError, UnsafeCheckpointError
 
 __all__ = [
+    "DEFAULTS_FILE",
     "DEFAULT_MODEL_DIR",
     "DEFAULT_MODEL_ID",
-    "DEFAULTS_FILE",
     "LocalModel",
     "ModelDefaults",
     "ModelSource",
