@@ -88,7 +88,7 @@ def cli() -> None:
     "guidance_scale",
     default=None,
     type=float,
-    help="CFG (guidance) scale; <= 1 turns guidance off. Default: the model's own (4 for the "
+    help="CFG (guidance) scale; <= 1 turns guidance off. Default: the model's own (3 for the "
     "default model, 0 for Turbo models), else 7.",
 )
 @click.option(

@@ -295,7 +295,7 @@ class Generator:
             steps: denoising steps (>= 1); ``None``: the model's default
                 (:attr:`defaults`: 25 for most models).
             guidance_scale: classifier-free guidance; <= 1 turns it off. ``None``: the
-                model's default (:attr:`defaults`: 7 for most models, 4 for the model sdkit
+                model's default (:attr:`defaults`: 7 for most models, 3 for the model sdkit
                 ships, 0 for Turbo models).
             guidance_rescale: φ of "Common Diffusion Noise Schedules…" (0..1).
             clip_skip: A1111 meaning, 1 = last layer, 2 = penultimate.

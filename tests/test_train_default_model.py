@@ -97,4 +97,4 @@ def test_saved_folders_carry_the_generation_defaults_the_shipped_one_has() -> No
     shipped = json.loads((DEFAULT_MODEL_DIR / "sdkit.json").read_text())
     assert shipped == {"defaults": train.GENERATION_DEFAULTS}
     found = model_defaults(resolve_source(None))
-    assert (found.steps, found.guidance_scale) == (25, 4.0)
+    assert (found.steps, found.guidance_scale) == (25, 3.0)

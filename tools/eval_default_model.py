@@ -4,7 +4,7 @@ Prompts the model was not trained on: new seeds, and phrasings from ``HELDOUT_TE
 training words in orders never seen in training); plus a second set whose shape colour + shape
 pairs (``HELDOUT_PAIRS``) never appear in training at all. Each image is generated through
 ``sdkit.Generator`` exactly as a user would (the default sampler, 25 steps, the model's default
-guidance: 4 for the shipped model, from its ``sdkit.json``), and read
+guidance: 3 for the shipped model, from its ``sdkit.json``), and read
 back by ``tools/shapes.py``'s ``Judge``, which knows nothing of the model: background colour from
 the border, the shape's colour from its pixels, its position from its centroid, its kind from
 contour features fed to a classifier trained on the renderer only.
@@ -115,7 +115,7 @@ def main() -> None:
         "--guidance",
         type=float,
         default=None,
-        help="CFG scale (default: the model's own, as Generator uses it; 4 for the shipped model)",
+        help="CFG scale (default: the model's own, as Generator uses it; 3 for the shipped model)",
     )
     parser.add_argument(
         "--json", type=Path, default=ROOT / "benchmarks" / "default_model_eval.json"
