@@ -172,7 +172,7 @@ class Generator:
             stamper=stamper,
             optimize=optimize,
             memory=memory,
-            defaults=known or defaults(),
+            defaults=known if known is not None else defaults(),
         )
 
     @classmethod
@@ -371,9 +371,7 @@ class Generator:
     ) -> _Denoised:
         """Steps 1-6 of ``__call__``: validated options in, decoded pictures and Recipes out."""
         # 1. The model's defaults where the caller said nothing; validate before any work.
-        steps = self.defaults.steps if steps is None else steps
-        if guidance_scale is None:
-            guidance_scale = self.defaults.guidance_scale
+        steps, guidance_scale = self._defaulted(steps, guidance_scale)
         plan = self._plan(
             prompt=prompt,
             negative_prompt=negative_prompt,
@@ -613,7 +611,8 @@ class Generator:
             )
         # every option is checked before the folder is made: a bad one leaves nothing behind
         checked = _call_options(options, num_images=num_images, seed=first)
-        self._plan(prompt=texts[0], **self._with_defaults(checked))
+        steps, guidance = self._defaulted(checked["steps"], checked["guidance_scale"])
+        self._plan(**{**checked, "prompt": texts[0], "steps": steps, "guidance_scale": guidance})
         self._feature_cache(checked["feature_cache"])
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -643,15 +642,12 @@ class Generator:
 
     # -- steps of __call__ -------------------------------------------------------------------
 
-    def _with_defaults(self, options: dict[str, Any]) -> dict[str, Any]:
-        """``options`` with the model's steps and guidance where they are ``None``."""
-        return {
-            **options,
-            "steps": self.defaults.steps if options["steps"] is None else options["steps"],
-            "guidance_scale": self.defaults.guidance_scale
-            if options["guidance_scale"] is None
-            else options["guidance_scale"],
-        }
+    def _defaulted(self, steps: Any, guidance_scale: Any) -> tuple[Any, Any]:
+        """``steps`` and ``guidance_scale``, the model's :attr:`defaults` where ``None``."""
+        return (
+            self.defaults.steps if steps is None else steps,
+            self.defaults.guidance_scale if guidance_scale is None else guidance_scale,
+        )
 
     def _plan(self, **o: Any) -> _Plan:
         if not isinstance(o["prompt"], str):
