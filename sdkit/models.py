@@ -127,11 +127,10 @@ def hub_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 class ModelDefaults:
     """What a call uses when it does not say: the model's own steps and guidance.
 
-    Most models take sdkit's general defaults (25 steps, CFG 7, what the SD model cards
-    use). A model folder can carry its own in ``sdkit.json``; the model sdkit ships does (CFG 3,
-    where it follows prompts best). Distilled "Turbo" models (a name containing ``turbo``,
-    e.g. ``stabilityai/sdxl-turbo``) are sampled without guidance in a few steps, as their
-    model cards say: 4 steps, CFG 0.
+    Most models take sdkit's general defaults (25 steps, CFG 7). A model folder can carry its
+    own in ``sdkit.json``; the model sdkit ships does (CFG 3, where it follows prompts best).
+    Distilled "Turbo" models (a name containing ``turbo``, e.g. ``stabilityai/sdxl-turbo``)
+    are sampled without guidance in a few steps, as their model cards say: 4 steps, CFG 0.
 
     Attributes:
         steps: denoising steps.
