@@ -146,8 +146,13 @@ def embed_bits(image: Image.Image, bits: npt.NDArray[np.uint8]) -> Image.Image:
     delta = pattern * np.clip(STRENGTH * std / 8.0, FLOOR, CEILING)
     delta += _informed_correction(rgb, delta, bits, index, pn)
     limit = 255.0**2 / 10 ** (MIN_PSNR / 10)
+    # Where the mark is under half a level (flat areas, where SSIM holds the amplitude down)
+    # plain rounding would erase it: there a fixed dither rounds each pixel up with the
+    # probability of its fraction, so a chip's mean keeps the mark.
+    dither = np.random.default_rng(SEED).random(rgb.shape[:2])
     for _ in range(6):  # scale down until the rounded, clipped result keeps PSNR and SSIM
-        marked = np.clip(np.rint(rgb + delta[..., None]), 0, 255)
+        offset = np.where(np.abs(delta) < 0.5, dither, 0.5)[..., None]
+        marked = np.clip(np.floor(rgb + delta[..., None] + offset), 0, 255)
         mse = float(np.mean((marked - rgb) ** 2))
         # distortion grows with the square of the mark's amplitude
         if mse > limit:
