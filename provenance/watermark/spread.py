@@ -16,7 +16,9 @@ after a crop. ``sdkit-ss1`` is built for those journeys:
   phases; the pilot peak's z-score says how sure it is.
 * **Perceptual strength.** The amplitude follows the local standard deviation of luma (as SSIM
   sees it), with a floor that survives 8-bit rounding; then the whole mark is scaled down until
-  the rounded image keeps PSNR >= 38.5 dB and SSIM >= 0.981 against the original.
+  the rounded image keeps PSNR >= 38.5 dB and SSIM >= 0.981 against the original. Where that
+  leaves it under half a level (flat areas), pixels are rounded with a fixed dither, not to the
+  nearest level, which would erase it.
 * **Informed embedding.** The embedder measures each bit the way the decoder will and lifts the
   bits that the host's own texture works against (to the median margin), so textured images
   keep their payload at the same PSNR. It first measures a copy brightened x1.2, where
