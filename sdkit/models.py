@@ -204,9 +204,8 @@ def _read_defaults(path: Path, source: ModelSource) -> ModelDefaults:
     guidance = given.get("guidance_scale", ModelDefaults.guidance_scale)
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
         raise bad(f"steps={steps!r}, expected a whole number 1..1000")
-    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)):
-        raise bad(f"guidance_scale={guidance!r}, expected a number 0..100")
-    if not 0.0 <= guidance <= 100.0:
+    number = isinstance(guidance, (int, float)) and not isinstance(guidance, bool)
+    if not number or not 0.0 <= guidance <= 100.0:
         raise bad(f"guidance_scale={guidance!r}, expected a number 0..100")
     return ModelDefaults(steps=steps, guidance_scale=float(guidance), origin=str(path))
 
