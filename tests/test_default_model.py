@@ -181,3 +181,19 @@ def test_training_is_reproducible(tmp_path: Path) -> None:
     assert [row["step"] for row in log["log"] if row.get("phase") == "denoiser"] == [0, 2]
     assert json.loads((runs[0] / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline"  # fmt: skip
     assert json.loads((runs[0] / "sdkit.json").read_text()) == {"defaults": {"steps": 25, "guidance_scale": 3.0}}  # fmt: skip
+
+
+def test_probe_measures_how_much_the_shape_word_matters() -> None:
+    import probe_default_model as probe
+
+    scene = shapes.Scene("star", "pink", "black", "top", "small")
+    assert [probe.wrong_shape(scene, i).shape for i in range(5)] == [
+        "circle", "square", "triangle", "cross", "circle",
+    ]  # fmt: skip
+    rows = probe.probe(DEFAULT_MODEL_DIR, scenes=8, timesteps=(500,))
+    ratio = {row["size"]: row["ratio"] for row in rows}
+    assert [(row["size"], row["t"]) for row in rows] == [("small", 500), ("large", 500)]
+    assert all(row["ratio"] == round(row["wrong"] / row["right"], 3) for row in rows)
+    # The shipped model's known weakness: naming another shape hardly changes its prediction of
+    # a small shape (1.15 over 48 scenes), while a large one's error doubles (2.01).
+    assert ratio["large"] > 1.5 and ratio["small"] < 1.35 and ratio["large"] > ratio["small"]
