@@ -9,9 +9,9 @@ draws whatever shape the noise suggests. It needs no sampling and no judge, so i
 training snapshots (``train_default_model.py --snapshots``) in about a minute.
 
     python tools/probe_default_model.py [--model sdkit/default_model] [--scenes 48]
-        [--timesteps 900 700 500 350 200 100] [--json out.json]
+        [--timesteps 900 700 500 350 200 100] [--threads 2] [--json out.json]
 
-On the shipped model (the "shape word" table in its model card) the ratio for small shapes
+On the shipped model (its model card, "Why small shapes are dots") the ratio for small shapes
 stays at 1.00-1.18 while large shapes reach 1.14-2.20: small shapes are drawn as the same
 dot whatever the caption says.
 """
@@ -62,6 +62,7 @@ def probe(
 
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32).eval()
     encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32)
+    encoder.eval()
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
     scale = json.loads((folder / "vae" / "config.json").read_text())["scaling_factor"]
     schedule = DDPMScheduler.from_config(train.SCHEDULE)
@@ -70,7 +71,7 @@ def probe(
         ids = tokenizer(
             texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
         ).input_ids
-        return encoder.eval()(ids)[0]
+        return encoder(ids)[0]
 
     rng = random.Random(seed)
     rows = []
