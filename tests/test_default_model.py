@@ -200,6 +200,10 @@ def test_training_is_reproducible(tmp_path: Path) -> None:
     assert (more / "text_encoder" / "model.safetensors").read_bytes() == (runs[0] / "text_encoder" / "model.safetensors").read_bytes()  # fmt: skip
     assert "_name_or_path" not in json.loads((more / "unet" / "config.json").read_text())
     assert _weights_digest(more / "unet") != _weights_digest(runs[0] / "unet")
+    # a folder this script did not write is refused before the data are made
+    done = subprocess.run([*train, "--init-from", str(tmp_path), "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode != 0 and "has no training_log.json" in done.stderr
+    assert "rendered" not in done.stdout and not (tmp_path / "x").exists()
 
 
 def test_probe_measures_how_much_the_shape_word_matters() -> None:

@@ -81,14 +81,18 @@ def test_loss_weights_on_the_shape_and_along_its_outline() -> None:
     assert torch.equal(train.foreground_weights(latents, 8.0, outline=0.0), plain)
 
 
-def test_polishing_starts_from_the_shipped_model_on_its_own_latents() -> None:
+def test_a_continuation_starts_from_the_shipped_model_on_its_latent_scale(tmp_path: Path) -> None:
+    # a continuation may train on other data (the shipped one drew small shapes larger than
+    # its base), but its latents are scaled as its base's were: the scale is read from the log
     folder = ROOT / "sdkit" / "default_model"
-    scale = json.loads((folder / "training_log.json").read_text())["vae_scaling_factor"]
-    text_encoder, unet, base = train.load_base(folder, scale)
+    base = train.base_log(folder)
+    assert base == json.loads((folder / "training_log.json").read_text())
+    assert base["vae_scaling_factor"] == base["base"]["vae_scaling_factor"]
+    text_encoder, unet = train.load_base(folder)
     assert unet.config.in_channels == 4 and next(unet.parameters()).dtype == torch.float32
-    assert not text_encoder.training and base["vae_scaling_factor"] == scale
-    with pytest.raises(SystemExit, match="other latents"):
-        train.load_base(folder, scale * 1.01)
+    assert not text_encoder.training
+    with pytest.raises(SystemExit, match=r"has no training_log\.json"):
+        train.base_log(tmp_path)
 
 
 def test_saved_folders_carry_the_generation_defaults_the_shipped_one_has() -> None:

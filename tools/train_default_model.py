@@ -525,12 +525,11 @@ def base_log(folder: Path) -> dict[str, Any]:
     return dict(json.loads(log_file.read_text()))
 
 
-def load_base(folder: Path) -> tuple[CLIPTextModel, UNet2DConditionModel, dict[str, Any]]:
-    """The text encoder and UNet of an earlier run (float32), and that run's training log."""
-    base = base_log(folder)
+def load_base(folder: Path) -> tuple[CLIPTextModel, UNet2DConditionModel]:
+    """The text encoder and UNet of an earlier run, in float32."""
     text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32)
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32)
-    return text_encoder.eval(), unet, base
+    return text_encoder.eval(), unet
 
 
 def save_pipeline(
@@ -646,6 +645,9 @@ def main() -> None:
     log: list[dict[str, Any]] = []
     clock = time.perf_counter()
 
+    # a continuation's base, read first: a wrong --init-from fails before the data are made
+    base = base_log(args.init_from) if args.init_from is not None else None
+
     # 1. Data: rendered at 256 px, kept only as 32 x 32 block means (the latents)
     rng = random.Random(args.seed)
     radii = {**SIZES, "small": args.small_radius}
@@ -669,10 +671,10 @@ def main() -> None:
         raise SystemExit(f"the analytic autoencoder is off by {error}")
     scale = float(1.0 / latents.std())
     log.append({"phase": "data", "scaling_factor": scale, "radii": radii})
-    if args.init_from is not None:
+    if base is not None:
         # a continuation keeps its base's latent scale, which its UNet learned on, even where
         # the data differ (e.g. another --small-radius)
-        scale = base_log(args.init_from)["vae_scaling_factor"]
+        scale = base["vae_scaling_factor"]
     vae.register_to_config(scaling_factor=scale)
     latents = (latents * scale).to(device)
     log.append({"phase": "autoencoder", "max_error": error, "scaling_factor": scale})
@@ -687,14 +689,13 @@ def main() -> None:
             if args.snapshots is not None:
                 save_pipeline(unet, vae, text_encoder, tokenizer, args.snapshots / f"step{step}")
 
-        base: dict[str, Any] | None = None
         clock = time.perf_counter()
-        if args.init_from is None:
+        if base is None:
             text_encoder = build_text_encoder()
             parsing = pretrain_text_encoder(text_encoder, tokenizer, args, log)
             first_unet = build_unet()
         else:
-            text_encoder, first_unet, base = load_base(args.init_from)
+            text_encoder, first_unet = load_base(args.init_from)
             parsing = base["text_encoder_heldout_accuracy"]
         times["text_s"] = time.perf_counter() - clock
         text_encoder.to(device)
