@@ -7,7 +7,8 @@ pairs (``HELDOUT_PAIRS``) never appear in training at all. Each image is generat
 guidance: Euler with Karras sigmas at CFG 3 for the shipped model), and read back by
 ``tools/shapes.py``'s ``Judge``, which knows nothing of the model: background colour from the
 border, the shape's colour from its pixels, its position from its centroid, its kind from
-contour features fed to a classifier trained on the renderer only.
+outline features fed to a classifier trained on the renderer only. How far that judge agrees
+with a person's eye is measured by ``tools/validate_judge.py``.
 
     python tools/eval_default_model.py [--model sdkit/default_model] [--prompts 200]
         [--unseen 100] [--guidance CFG] [--sampler NAME [--schedule TYPE]]
