@@ -77,9 +77,9 @@ def test_mixed_colour_unmixes_blends() -> None:
 
 
 def test_judge_reads_roughened_renders(judge: shapes.Judge) -> None:
-    # Decoded pictures have dented, speckled outlines on the 8 x 8 grid. A judge keyed on
-    # third-order moments (zero for a symmetric shape, so their logarithm swings on one stray
-    # pixel) read three squares in four as stars or circles here; the radial spectrum does not.
+    # Decoded pictures have dented, speckled outlines on the 8 x 8 grid. A judge keyed on Hu's
+    # invariants 2-4 (zero for a square, a cross or a circle, so their logarithm swings on one
+    # stray pixel) read most squares here as stars or circles; the radial spectrum does not.
     rng = random.Random(31)
     wrong = []
     for _ in range(100):

@@ -292,8 +292,9 @@ def _radial_spectrum(contour: np.ndarray, centre: tuple[float, float]) -> np.nda
     """How far the outline is from ``centre`` at each angle, as harmonics 2-8 of its mean.
 
     A circle is flat, a triangle peaks at 3, a square and a cross at 4 (the cross higher), a
-    star at 5. Unlike moments of order 3 and up, which are zero for a symmetric shape and whose
-    logarithm therefore swings on the first stray pixel, these move little with a dented edge.
+    star at 5. Unlike Hu's moment invariants 2-4, which the symmetry of a square, a cross or a
+    circle makes zero (so their logarithm swings on the first stray pixel), these move little
+    with a dented edge.
     """
     points = contour[:, 0, :].astype(np.float64) - np.asarray(centre)
     bins = 72
