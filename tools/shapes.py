@@ -213,6 +213,12 @@ def pixelate(image: Image.Image, block: int) -> Image.Image:
     return small.resize(image.size, Image.Resampling.NEAREST)
 
 
+def _along(pixels: np.ndarray, background: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """How far each pixel lies from ``background`` towards ``background + direction`` (0 to 1
+    for blends of the two): the shape's coverage of a pixel, for a two-colour picture."""
+    return np.asarray((pixels - background) @ direction / float(direction @ direction))
+
+
 def roughen(
     image: Image.Image,
     scene: Scene,
@@ -230,10 +236,9 @@ def roughen(
     scaled back up and softened and each pixel gets noise of standard deviation up to
     ``pixel_noise`` (speckle). The strengths are drawn from ``rng``.
     """
-    pixels = np.asarray(image, dtype=np.float64)
     bg = np.asarray(COLOURS[scene.background], dtype=np.float64)
     direction = np.asarray(COLOURS[scene.colour], dtype=np.float64) - bg
-    alpha = np.clip((pixels - bg) @ direction / float(direction @ direction), 0.0, 1.0)
+    alpha = np.clip(_along(np.asarray(image, dtype=np.float64), bg, direction), 0.0, 1.0)
     side = image.width // block
     grid = np.asarray(
         Image.fromarray(alpha.astype(np.float32)).resize((side, side), Image.Resampling.BOX)
@@ -400,11 +405,11 @@ class Judge:
         found = self._mask(pixels, background)
         if found is None:
             return None
-        colour = mixed_colour(pixels[found], np.asarray(background), exclude=exclude)
         bg = np.asarray(background, dtype=np.float64)
+        colour = mixed_colour(pixels[found], bg, exclude=exclude)
         direction = np.asarray(COLOURS[colour], dtype=np.float64) - bg
         smooth = cv2.GaussianBlur(pixels.astype(np.float64), (0, 0), 1.0)
-        alpha = (smooth - bg) @ direction / float(direction @ direction)
+        alpha = _along(smooth, bg, direction)
         full = float(np.percentile(alpha[found], 90))
         mask = _largest(alpha > 0.5 * full) if full > 0 else None
         return (found if mask is None else mask), colour

@@ -11,7 +11,7 @@ Two checks of ``tools/shapes.py``'s ``Judge``, the reader behind ``tools/eval_de
    against the prompts and against those labels.
 
 ``--compare-with REV`` runs both checks also with the judge as it was at git revision ``REV``
-(e.g. ``19ef4f2``, before the half-contrast outline and the radial spectrum).
+(e.g. ``d0b4450``, before the half-contrast outline and the radial spectrum).
 
     python tools/validate_judge.py [--scenes 300] [--audit] [--compare-with REV]
         [--json benchmarks/judge_validation.json]
@@ -20,13 +20,11 @@ Two checks of ``tools/shapes.py``'s ``Judge``, the reader behind ``tools/eval_de
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import random
 import re
 import subprocess
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
@@ -52,13 +50,9 @@ def judge_at(revision: str) -> ModuleType:
         ).stdout  # fmt: skip
     except (OSError, subprocess.CalledProcessError) as error:
         raise SystemExit(f"cannot read tools/shapes.py at {revision!r}: {error}") from None
-    path = Path(tempfile.mkdtemp()) / "shapes_then.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("shapes_then", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
+    module = ModuleType("shapes_then")
     sys.modules["shapes_then"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    exec(compile(source, f"{revision}:tools/shapes.py", "exec"), module.__dict__)
     return module
 
 
