@@ -64,28 +64,37 @@ def cpu_flags() -> str:
     return " ".join(f for f in wanted if f" {f}" in flags) or "none of " + ", ".join(wanted)
 
 
-def time_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
-    from train_default_model import build_unet
+def captions(batch: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """The shipped frozen text encoder, a batch of caption ids, and their states (loaded once)."""
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from sdkit.models import DEFAULT_MODEL_DIR
 
-    torch.manual_seed(0)
     tokenizer = CLIPTokenizer.from_pretrained(DEFAULT_MODEL_DIR / "tokenizer")
     text_encoder = CLIPTextModel.from_pretrained(
         DEFAULT_MODEL_DIR / "text_encoder", torch_dtype=torch.float32
     ).eval()
+    texts = ["a small red star at the top left on a blue background"] * batch
+    ids = tokenizer(
+        texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    ).input_ids
+    with torch.no_grad():
+        states = text_encoder(ids)[0]
+    return text_encoder, ids, states
+
+
+def time_variant(
+    variant: str, args: argparse.Namespace, text: tuple[Any, torch.Tensor, torch.Tensor]
+) -> dict[str, Any]:
+    from train_default_model import build_unet
+
+    text_encoder, ids, cached = text
+    torch.manual_seed(0)
     unet = build_unet().train()
     step_fn: Any = unet
     if variant == "channels_last":
         unet = unet.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-4)
-    captions = ["a small red star at the top left on a blue background"] * args.batch
-    ids = tokenizer(
-        captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
-    ).input_ids
-    with torch.no_grad():
-        cached = text_encoder(ids)[0]
     compile_s = 0.0
     if variant == "compile":
         step_fn = torch.compile(unet)
@@ -137,9 +146,10 @@ def main() -> None:
         parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
+    text = captions(args.batch)
     results = {}
     for variant in variants:
-        results[variant] = time_variant(variant, args)
+        results[variant] = time_variant(variant, args, text)
         print(f"  {LABELS[variant]}: {results[variant]['median_s']:.3f} s", flush=True)
     baseline = results.get("fp32", {}).get("median_s")
     print(f"\ndenoiser training step, batch {args.batch}, {args.threads} threads ({cpu_flags()})")
