@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -14,9 +16,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 # Tests never touch the network: the hub is read from the local cache only.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("SDKIT_CACHE", tempfile.mkdtemp(prefix="sdkit-cache-"))
 # Development signing credentials and other per-user settings: never the real home folder.
-os.environ["SDKIT_CONFIG_DIR"] = tempfile.mkdtemp(prefix="sdkit-config-")
+# Both folders are this run's own and are removed when it ends.
+_RUN_DIRS = [tempfile.mkdtemp(prefix="sdkit-config-")]
+os.environ["SDKIT_CONFIG_DIR"] = _RUN_DIRS[0]
+if "SDKIT_CACHE" not in os.environ:
+    _RUN_DIRS.append(tempfile.mkdtemp(prefix="sdkit-cache-"))
+    os.environ["SDKIT_CACHE"] = _RUN_DIRS[1]
+for _folder in _RUN_DIRS:
+    atexit.register(shutil.rmtree, _folder, ignore_errors=True)
 os.environ.pop("SDKIT_TRUST_ANCHORS", None)
 os.environ.pop("SDKIT_SIGNING_CERT", None)
 os.environ.pop("SDKIT_SIGNING_KEY", None)
