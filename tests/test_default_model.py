@@ -100,7 +100,7 @@ def test_autoencoder_is_the_block_mean_and_its_inverse(generator: Generator) -> 
     assert torch.allclose(decoded, F.interpolate(pooled, scale_factor=8), atol=1e-3)
 
 
-def test_calls_default_to_cfg_4_from_the_folder(generator: Generator) -> None:
+def test_calls_default_to_cfg_3_and_karras_from_the_folder(generator: Generator) -> None:
     # the shipped model follows prompts best at a low CFG (its model card), not sdkit's general
     # 7, and samples with Karras sigmas: the folder's own scheduler, as sampler="Euler",
     # schedule="karras" sets it
