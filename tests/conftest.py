@@ -31,7 +31,7 @@ os.environ.pop("SDKIT_SIGNING_KEY", None)
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from tiny_models import build_tiny_sd, build_tiny_sdxl
+from tiny_models import build_tiny_sd, build_tiny_sdxl  # noqa: E402 (after the environment)
 
 
 @pytest.fixture(scope="session")
