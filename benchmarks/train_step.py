@@ -11,6 +11,7 @@ shipped frozen text encoder, in these variants:
 * ``fp32 + cached text``: the frozen text encoder's states looked up instead of recomputed
   (the script re-encodes each batch's captions);
 * ``channels_last``: the UNet and its input in channels-last memory format;
+* ``no_onednn``: fp32 with PyTorch's oneDNN (mkldnn) kernels switched off;
 * ``bf16 autocast``: as the script runs where the CPU has bf16 (emulated, and slow, without);
 * ``torch.compile``: the UNet compiled by inductor (compile time reported apart).
 
@@ -44,11 +45,12 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-VARIANTS = ("fp32", "cached_text", "channels_last", "bf16", "compile")
+VARIANTS = ("fp32", "cached_text", "channels_last", "no_onednn", "bf16", "compile")
 LABELS = {
     "fp32": "fp32",
     "cached_text": "fp32 + cached text",
     "channels_last": "channels_last",
+    "no_onednn": "fp32 without oneDNN",
     "bf16": "bf16 autocast",
     "compile": "torch.compile",
 }
@@ -91,9 +93,9 @@ def time_variant(
     text_encoder, ids, cached = text
     torch.manual_seed(0)
     unet = build_unet().train()
-    step_fn: Any = unet
     if variant == "channels_last":
         unet = unet.to(memory_format=torch.channels_last)
+    step_fn: Any = unet
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-4)
     compile_s = 0.0
     if variant == "compile":
@@ -119,11 +121,16 @@ def time_variant(
         opt.step()
         return time.perf_counter() - clock
 
-    for k in range(args.warmup):
-        took = step()
-        if k == 0 and variant == "compile":
-            compile_s = took
-    times = [step() for _ in range(args.steps)]
+    onednn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = variant != "no_onednn"
+    try:
+        for k in range(args.warmup):
+            took = step()
+            if k == 0 and variant == "compile":
+                compile_s = took
+        times = [step() for _ in range(args.steps)]
+    finally:
+        torch.backends.mkldnn.enabled = onednn
     return {
         "median_s": statistics.median(times),
         "fastest_s": min(times),
