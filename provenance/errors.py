@@ -5,6 +5,7 @@
     ProvenanceError
     ├── SigningError       credentials missing or unusable, or signing failed
     ├── ManifestError      a C2PA manifest could not be built or read
+    │   └── StoreError     a manifest store is missing, corrupt or of another schema
     ├── WatermarkError     a watermark could not be embedded or read
     ├── OptOutError        an opt-out check could not be made
     └── DetectorError      the AI-image detector could not be loaded or run
@@ -20,6 +21,7 @@ __all__ = [
     "OptOutError",
     "ProvenanceError",
     "SigningError",
+    "StoreError",
     "WatermarkError",
 ]
 
@@ -45,6 +47,10 @@ class SigningError(ProvenanceError):
 
 class ManifestError(ProvenanceError):
     """A C2PA manifest could not be built or read."""
+
+
+class StoreError(ManifestError):
+    """A manifest store is missing, not SQLite, corrupt, or has another schema."""
 
 
 class WatermarkError(ProvenanceError):
