@@ -27,7 +27,6 @@ import inspect
 import json
 import os
 import shutil
-import struct
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from ._safetensors import read_safetensors_header
 from .errors import (
     InvalidOptionError,
     ModelLoadError,
@@ -63,7 +63,7 @@ Header = dict[str, tuple[str, list[int]]]
 
 _EOT = "<|endoftext|>"  # OpenAI CLIP pads with its end token, OpenCLIP with "!" (token 0)
 _PREDICTIONS = ("epsilon", "v_prediction")
-_MAX_HEADER = 100_000_000  # the limit safetensors itself enforces
+_MAX_INDEX_BYTES = 1 << 20  # a model_index.json is a few hundred bytes
 
 
 @dataclass(frozen=True)
@@ -136,27 +136,11 @@ def _error(message: str, source: str | Path, hint: str) -> ModelLoadError:
 # -- reading a checkpoint without loading it --------------------------------------------------
 
 
-def _read_header_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    src = Path(path)
-    try:
-        with src.open("rb") as f:
-            raw = f.read(8)
-            size = struct.unpack("<Q", raw)[0] if len(raw) == 8 else -1
-            if not 0 < size <= min(_MAX_HEADER, src.stat().st_size - 8):
-                raise ValueError("bad header length")
-            header = json.loads(f.read(size))
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
-        return header
-    except FileNotFoundError as exc:
-        raise ModelNotFoundError(f"no checkpoint at {src}", source=src) from exc
-    except (OSError, ValueError, struct.error) as exc:
-        hint = "check that the download finished; .ckpt files need allow_pickle=True."
-        raise _error(f"{src.name} is not a readable .safetensors file ({exc})", src, hint) from exc
-
-
 def read_checkpoint_header(path: str | os.PathLike[str]) -> Header:
     """Read tensor names, dtypes and shapes from a ``.safetensors`` header (no tensor data).
+
+    Every rule of the format is checked first (``sdkit._safetensors``): a hostile header is a
+    :class:`~sdkit.errors.ModelLoadError`, never a raw exception.
 
     Args:
         path: the checkpoint file.
@@ -166,20 +150,15 @@ def read_checkpoint_header(path: str | os.PathLike[str]) -> Header:
 
     Raises:
         ModelNotFoundError: no file at ``path``.
-        ModelLoadError: the file is not a safetensors file.
+        ModelLoadError: the file is not a valid safetensors file.
     """
-    header = _read_header_json(path)
-    out: Header = {}
-    for key, entry in header.items():
-        if key != "__metadata__" and isinstance(entry, dict):
-            out[key] = (str(entry.get("dtype")), [int(n) for n in entry.get("shape", [])])
-    return out
+    tensors, _ = read_safetensors_header(path)
+    return {key: (dtype, shape) for key, (dtype, shape, _) in tensors.items()}
 
 
 def read_checkpoint_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """Return the free-form ``__metadata__`` strings of a ``.safetensors`` file (may be empty)."""
-    meta = _read_header_json(path).get("__metadata__") or {}
-    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+    return read_safetensors_header(path)[1]
 
 
 def _pickle_header(path: Path) -> Header:
@@ -201,8 +180,9 @@ def _pickle_header(path: Path) -> Header:
 
 def _context_width(header: Mapping[str, tuple[str, list[int]]]) -> int | None:
     for key in sorted(header):
-        if key.startswith(_UNET) and key.endswith("attn2.to_k.weight"):
-            return header[key][1][-1]
+        shape = header[key][1]
+        if key.startswith(_UNET) and key.endswith("attn2.to_k.weight") and shape:
+            return shape[-1]
     return None
 
 
@@ -244,7 +224,8 @@ def detect_family(
         hint = "LoRA, VAE and embedding files are not full checkpoints; otherwise " + _FAMILY_HINT
         raise _error(f"unrecognised checkpoint ({what}): not SD 1.x, 2.x or XL", _HEADER, hint)
     base, inpaint, prefixes = kind
-    channels = header[_CONV_IN][1][1] if _CONV_IN in header else 4
+    conv_in = header[_CONV_IN][1] if _CONV_IN in header else [0, 4]
+    channels = conv_in[1] if len(conv_in) > 1 else 0
     if channels == 9 and inpaint is not None:
         family = inpaint
     elif channels == 4:
@@ -356,6 +337,26 @@ def _pipeline_class(name: str | type[Any], source: Path) -> type[Any]:
     return cls
 
 
+def _index_class(folder: Path, source: Path) -> str:
+    """The pipeline class ``folder/model_index.json`` names (a small JSON file, checked)."""
+    index_file = folder / "model_index.json"
+    try:
+        with index_file.open("rb") as f:
+            data = f.read(_MAX_INDEX_BYTES + 1)
+        if len(data) > _MAX_INDEX_BYTES:
+            raise ValueError(f"larger than {_MAX_INDEX_BYTES} bytes")
+        index = json.loads(data)
+    except (OSError, ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:120]
+        hint = "pass a folder saved with save_pretrained."
+        raise _error(f"{index_file} is not readable JSON ({why})", source, hint) from None
+    name = index.get("_class_name") if isinstance(index, dict) else None
+    if not isinstance(name, str):
+        hint = "pass a folder saved with save_pretrained."
+        raise _error(f'{index_file} names no pipeline ("_class_name")', source, hint)
+    return name
+
+
 def _scheduler_override(folder: Path, prediction: str | None, zero_snr: bool) -> Any | None:
     # diffusers' own prediction_type= switches to its legacy scheduler loader; build it here.
     import diffusers
@@ -422,7 +423,8 @@ def load_single_file(
     if prediction_type is not None and prediction_type not in _PREDICTIONS:
         raise InvalidOptionError("prediction_type", prediction_type, _PREDICTIONS)
     if source.suffix.lower() == ".safetensors":
-        header, metadata = read_checkpoint_header(source), read_checkpoint_metadata(source)
+        tensors, metadata = read_safetensors_header(source)
+        header = {key: (dtype, shape) for key, (dtype, shape, _) in tensors.items()}
     elif allow_pickle:
         header, metadata = _pickle_header(source), {}
     else:
@@ -448,8 +450,7 @@ def load_single_file(
         if label == "sd2" and family is None and prediction == "epsilon":
             label = "sd2_base"
         folder = config_dir(label)
-    index = json.loads((folder / "model_index.json").read_text())
-    cls = _pipeline_class(pipeline_class or index["_class_name"], source)
+    cls = _pipeline_class(pipeline_class or _index_class(folder, source), source)
     try:
         parts: dict[str, Any] = {}
         scheduler = _scheduler_override(folder, prediction, "ztsnr" in header)

@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 import torch
 
-from .errors import ModelLoadError, ModelNotFoundError, UnsafeCheckpointError
+from ._safetensors import read_safetensors_header
+from .errors import ModelLoadError, ModelNotFoundError, SdkitError, UnsafeCheckpointError
 
 __all__ = [
     "DEFAULTS_FILE",
@@ -53,6 +54,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 
 #: A model folder's own generation defaults (``{"defaults": {"steps": 25, "guidance_scale": 4}}``).
 DEFAULTS_FILE = "sdkit.json"
+#: Largest ``sdkit.json`` / ``model_index.json`` read (they are a few hundred bytes).
+MAX_CONFIG_BYTES = 1 << 20
 
 SourceKind = Literal["default", "folder", "hub", "single_file"]
 Family = Literal["sd", "sdxl"]
@@ -191,9 +194,9 @@ def _read_defaults(path: Path, source: ModelSource) -> ModelDefaults:
         )
 
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise bad(str(exc)) from exc
+        data = _read_small_json(path)
+    except ValueError as exc:
+        raise bad(str(exc)) from None
     given = data.get("defaults") if isinstance(data, dict) else None
     if not isinstance(given, dict):
         raise bad('no "defaults" object')
@@ -208,6 +211,29 @@ def _read_defaults(path: Path, source: ModelSource) -> ModelDefaults:
     if not number or not 0.0 <= guidance <= 100.0:
         raise bad(f"guidance_scale={guidance!r}, expected a number 0..100")
     return ModelDefaults(steps=steps, guidance_scale=float(guidance), origin=str(path))
+
+
+def _read_small_json(path: Path, limit: int = MAX_CONFIG_BYTES) -> Any:
+    """Parse a small JSON file of a model folder; every failure is a ``ValueError`` saying why.
+
+    The file is outside data: it is read up to ``limit`` bytes, and nesting too deep for the
+    parser, integers past Python's digit limit and bad UTF-8 are reported, not raised.
+    """
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise ValueError(exc.strerror or str(exc)) from None
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, and integers past Python's digit limit
+        raise ValueError(f"not valid JSON ({str(exc)[:120]})") from None
 
 
 def load_pipeline(
@@ -277,13 +303,37 @@ def _check_folder(folder: Path, source: ModelSource, *, allow_pickle: bool) -> N
             source=source.name,
             hint="for one checkpoint file use Generator.from_single_file(path).",
         )
-    weights = [] if allow_pickle else _weight_files(folder, allow_pickle=True)
-    if weights and all(p.suffix != ".safetensors" for p in weights):
-        raise UnsafeCheckpointError(
-            f"{folder} holds only pickle weights (.bin), which can run code when loaded",
+    try:
+        index = _read_small_json(folder / "model_index.json")
+    except ValueError as exc:
+        raise ModelLoadError(
+            f"{folder / 'model_index.json'} is not valid: {exc}",
             source=source.name,
-            hint="convert them to safetensors, or pass allow_pickle=True if you trust the source.",
+            hint="get the model folder again; model_index.json names its components.",
+        ) from None
+    parts = (
+        [folder / name for name in index if not name.startswith("_")]
+        if isinstance(index, dict)
+        else []
+    )
+    weights = {part: _weight_listing(part, depth=1) for part in parts if part.is_dir()}
+    pickle_only = sorted(
+        files[0] for files in weights.values() if files and all(p.suffix == ".bin" for p in files)
+    )
+    if pickle_only and not allow_pickle:
+        shown = ", ".join(str(p.relative_to(folder)) for p in pickle_only[:3])
+        more = f" and {len(pickle_only) - 3} more" if len(pickle_only) > 3 else ""
+        raise UnsafeCheckpointError(
+            f"{folder}: {shown}{more}: pickle weights with no .safetensors file in the same "
+            "folder; unpickling can run code, so sdkit does not load them",
+            source=source.name,
+            hint="convert them to safetensors, or pass allow_pickle=True (--allow-pickle) if you "
+            "trust the source. Pickle files beside safetensors are ignored, never unpickled.",
         )
+    for files in weights.values():
+        for path in files:
+            if path.suffix == ".safetensors":
+                read_safetensors_header(path)  # a hostile header is a ModelLoadError naming it
 
 
 def _from_pretrained(
@@ -305,7 +355,9 @@ def _from_pretrained(
             variant=variant,
             **kwargs,
         )
-    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+    except SdkitError:
+        raise
+    except Exception as exc:  # diffusers raises many types; all mean "this model did not load"
         # diffusers' words when use_safetensors=True finds only pickle weights
         if not allow_pickle and "necessary `safetensors` weights" in str(exc):
             raise UnsafeCheckpointError(
@@ -313,7 +365,11 @@ def _from_pretrained(
                 source=source.name,
                 hint="pass allow_pickle=True if you trust the source (pickle weights can run code).",
             ) from exc
-        raise ModelLoadError(f"could not load {source.name}: {exc}", source=source.name) from exc
+        raise ModelLoadError(
+            f"could not load {source.name}: {type(exc).__name__}: {str(exc)[:500]}",
+            source=source.name,
+            hint="check that every component folder is complete (model_index.json names them).",
+        ) from exc
 
 
 def _load_hub(
@@ -367,14 +423,29 @@ def _load_hub(
     return pipe, _weight_files(folder, allow_pickle=allow_pickle)
 
 
-def _weight_files(folder: Path, *, allow_pickle: bool) -> list[Path]:
-    suffixes = {".safetensors"} | ({".bin"} if allow_pickle else set())
-    files = [
+def _weight_listing(folder: Path, depth: int | None = None) -> list[Path]:
+    """The ``.safetensors`` and ``.bin`` files under ``folder`` (hidden folders skipped), all or
+    ``depth`` levels down."""
+    found = folder.rglob("*") if depth is None else folder.glob("/".join(["*"] * depth))
+    return sorted(
         p
-        for p in folder.rglob("*")
-        if p.suffix in suffixes and p.is_file() and not any(s.startswith(".") for s in p.parts)
+        for p in found
+        if p.suffix in (".safetensors", ".bin")
+        and p.is_file()
+        and not any(s.startswith(".") for s in p.relative_to(folder).parts)
+    )
+
+
+def _weight_files(folder: Path, *, allow_pickle: bool) -> list[Path]:
+    """The weight files a pipeline is read from: safetensors, and with ``allow_pickle`` the
+    ``.bin`` files of components that have no safetensors (diffusers prefers safetensors)."""
+    files = _weight_listing(folder)
+    with_safetensors = {p.parent for p in files if p.suffix == ".safetensors"}
+    return [
+        p
+        for p in files
+        if p.suffix == ".safetensors" or (allow_pickle and p.parent not in with_safetensors)
     ]
-    return sorted(files)
 
 
 # -- weights' identity ------------------------------------------------------------------------
@@ -519,9 +590,9 @@ def _walk(root: Path, depth: int) -> Iterator[Path]:
 
 def _folder_entry(folder: Path, name: str, kind: str) -> LocalModel:
     try:
-        index = json.loads((folder / "model_index.json").read_text())
-        family = "sdxl" if "text_encoder_2" in index else "sd"
-    except (OSError, ValueError):
+        index = _read_small_json(folder / "model_index.json")
+        family = "sdxl" if isinstance(index, dict) and "text_encoder_2" in index else "sd"
+    except ValueError:
         family = "unknown"
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     return LocalModel(name, kind, family, size, str(folder))
