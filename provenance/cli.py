@@ -65,6 +65,12 @@ def _expand(patterns: tuple[str, ...]) -> list[Path]:
     help="Fetch manifests that a file only points to (network access; off by default).",
 )
 @click.option(
+    "--allow-private",
+    is_flag=True,
+    help="With --fetch-remote: allow loopback, private and link-local addresses "
+    "(intranets, tests; refused by default against SSRF).",
+)
+@click.option(
     "--no-watermark",
     "skip_watermark",
     is_flag=True,
@@ -83,6 +89,7 @@ def verify_command(
     require_trusted: bool,
     store: str | None,
     fetch_remote: bool,
+    allow_private: bool,
     skip_watermark: bool,
     probe: str | None,
 ) -> None:
@@ -135,6 +142,7 @@ def verify_command(
                 detector=detector,
                 fetch_remote=fetch_remote,
                 check_watermark=not skip_watermark,
+                allow_private=allow_private,
             )
         except ProvenanceError as exc:
             outcome = "unreadable"

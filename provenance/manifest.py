@@ -170,13 +170,12 @@ def build_definition(
     return definition
 
 
-def _context(
-    *, trust_anchors: str | None = None, fetch_remote: bool = False, thumbnail: int = 0
-) -> c2pa.Context:
+def _context(*, trust_anchors: str | None = None, thumbnail: int = 0) -> c2pa.Context:
     import c2pa
 
     settings: dict[str, Any] = {
-        "verify": {"remote_manifest_fetch": fetch_remote},
+        # never: c2pa-rs's HTTP has no SSRF policy; sdkit fetches (provenance._remote)
+        "verify": {"remote_manifest_fetch": False},
         "builder": {"thumbnail": {"enabled": thumbnail > 0}},
     }
     if thumbnail > 0:
@@ -252,7 +251,8 @@ class ManifestReading:
         active: the active manifest, as c2pa-python's JSON reports it.
         manifests: every manifest of the store, by label (ingredients' manifests included).
         remote_url: where a remote manifest lives.
-        error: c2pa-python's message when the manifest could not be read.
+        error: c2pa-python's message when the manifest could not be read; for a remote
+            manifest that was asked for and not fetched, why (the SSRF refusal, a timeout...).
     """
 
     state: C2paState
@@ -270,6 +270,7 @@ def read_manifest(
     *,
     trust_anchors: str | None = None,
     fetch_remote: bool = False,
+    allow_private: bool = False,
 ) -> ManifestReading:
     """Read and validate the C2PA manifest in ``data`` (or a bare manifest store).
 
@@ -277,26 +278,34 @@ def read_manifest(
         data: a file's bytes, or manifest store bytes with ``mime="application/c2pa"``.
         mime: the file's MIME type.
         trust_anchors: PEM certificates; a signer chaining to one is ``trusted``.
-        fetch_remote: fetch a manifest that the file only points to (network access).
+        fetch_remote: fetch a manifest that the file only points to (network access), by
+            sdkit under its SSRF policy (:mod:`provenance._remote`), never by c2pa-rs.
+        allow_private: let that fetch reach loopback and private addresses (intranets, tests).
     """
     import c2pa
 
+    fetched_from: str | None = None
     try:
-        context = _context(trust_anchors=trust_anchors, fetch_remote=fetch_remote)
+        context = _context(trust_anchors=trust_anchors)
         reader = c2pa.Reader.try_create(mime, io.BytesIO(data), context=context)
     except c2pa.C2paError as exc:
         message = str(exc)
-        if message.startswith("Remote"):
-            found = re.search(r"\w+://\S+", message)
-            url = found.group(0) if found else None
-            return ManifestReading("remote", ("manifest.inaccessible",), remote_url=url)
-        return ManifestReading("unreadable", (type(exc).__name__,), error=message)
+        if not message.startswith("Remote"):
+            return ManifestReading("unreadable", (type(exc).__name__,), error=message)
+        found = re.search(r"\w+://\S+", message)
+        fetched_from = found.group(0) if found else None
+        if not fetch_remote or fetched_from is None:
+            return ManifestReading("remote", ("manifest.inaccessible",), remote_url=fetched_from)
+        fetched = _read_remote(data, mime, fetched_from, context, allow_private)
+        if isinstance(fetched, ManifestReading):
+            return fetched
+        reader = fetched
     if reader is None:
         return ManifestReading("absent")
     with reader:
         try:
             report = json.loads(reader.json())
-            remote = reader.get_remote_url()
+            remote = reader.get_remote_url() or fetched_from
         except c2pa.C2paError as exc:
             return ManifestReading("unreadable", (type(exc).__name__,), error=str(exc))
     codes = tuple(s.get("code", "") for s in report.get("validation_status") or [])
@@ -307,6 +316,29 @@ def read_manifest(
     manifests = report.get("manifests") or {}
     active = manifests.get(report.get("active_manifest") or "")
     return ManifestReading(state, codes, successes, active, manifests, remote_url=remote)
+
+
+def _read_remote(
+    data: bytes, mime: str, url: str, context: c2pa.Context, allow_private: bool
+) -> c2pa.Reader | ManifestReading:
+    """A reader of ``data`` with the manifest fetched from ``url``, or why there is none."""
+    import c2pa
+
+    from ._remote import fetch_manifest
+
+    fetched = fetch_manifest(url, allow_private=allow_private)
+    if fetched.data is None:
+        why = fetched.failure
+        return ManifestReading("remote", ("manifest.inaccessible",), remote_url=url, error=why)
+    try:
+        reader = c2pa.Reader.try_create(mime, io.BytesIO(data), fetched.data, context=context)
+    except c2pa.C2paError as exc:
+        why = f"the manifest fetched from {url} cannot be read: {exc}"
+        return ManifestReading("unreadable", (type(exc).__name__,), remote_url=url, error=why)
+    if reader is None:
+        why = f"what {url} answered is not a C2PA manifest"
+        return ManifestReading("unreadable", ("ManifestNotFound",), remote_url=url, error=why)
+    return reader
 
 
 def find_assertion(manifest: Mapping[str, Any] | None, label: str) -> Any:

@@ -174,6 +174,7 @@ def verify(
     detector: Detector | None = None,
     fetch_remote: bool = False,
     check_watermark: bool = True,
+    allow_private: bool = False,
 ) -> VerificationReport:
     """Verify one file's provenance.
 
@@ -184,8 +185,13 @@ def verify(
         store: a manifest store (or its path) to recover stripped manifests from; default
             ``$SDKIT_STORE`` when set.
         detector: files without a verified manifest also get its AI-image score.
-        fetch_remote: fetch manifests that a file only points to (network access).
+        fetch_remote: fetch manifests that a file only points to (network access). sdkit
+            fetches, not c2pa-rs: http(s) only, loopback / private / link-local addresses
+            refused in any spelling and at connect time, each redirect hop checked, at most
+            4 MiB in 10 s (:mod:`provenance._remote`); a failed fetch is named in ``problems``.
         check_watermark: look for sdkit's watermark (about 0.2 s at 512 px).
+        allow_private: let ``fetch_remote`` reach loopback and private addresses (intranets,
+            tests; off by default against SSRF).
 
     Raises:
         ManifestError: the file cannot be read, is not an image, is truncated, or is larger
@@ -195,7 +201,7 @@ def verify(
     anchors = _anchors(trust_anchors)
     image, fmt, damage = _decode(data, name)
     reading = read_manifest(data, _MIME.get(fmt, f"image/{fmt}"), trust_anchors=anchors,
-                            fetch_remote=fetch_remote)  # fmt: skip
+                            fetch_remote=fetch_remote, allow_private=allow_private)  # fmt: skip
     if damage is not None and reading.state == "absent":
         raise ManifestError(
             f"{name} is truncated or damaged: {damage}",
@@ -345,10 +351,13 @@ class _Report:
         if state == "invalid":
             self.problems.insert(0, "the C2PA manifest is invalid")
         elif state == "remote":
+            where = reading.remote_url or "URL unknown"
             self.problems.insert(
                 0,
-                f"the manifest is remote ({reading.remote_url or 'URL unknown'}) and was not "
-                "fetched; pass fetch_remote=True / --fetch-remote to fetch it",
+                f"the manifest is remote ({where}) and was not fetched: {reading.error}"
+                if reading.error
+                else f"the manifest is remote ({where}) and was not fetched; "
+                "pass fetch_remote=True / --fetch-remote to fetch it",
             )
         elif state == "unreadable":
             self.problems.insert(0, f"the C2PA data cannot be read ({reading.error})")

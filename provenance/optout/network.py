@@ -2,9 +2,26 @@
 bodies read only as far as a check needs.
 
 SSRF policy: by default a request to a loopback, private, link-local, multicast, reserved or
-otherwise non-global address is refused, both when the URL names an IP literal and when a host
-name resolves to one (the resolver filters every answer, so a DNS answer that changes between
-checks cannot slip through). ``allow_private=True`` turns this off for intranets and tests.
+otherwise non-global address is refused. It is enforced in three places, so that no spelling of
+an address gets through:
+
+1. Before any connection (:func:`url_refusal`): the URL is parsed by yarl, the parser aiohttp
+   connects with, so the host is read as aiohttp will read it (IDNA / NFKC: full-width digits,
+   the dots U+3002, U+FF0E and U+FF61, upper case); an IP literal in any form that the system
+   would connect to (dotted quad, a trailing dot, IPv6 with or without a zone id, and the
+   legacy ``inet_aton`` forms ``2130706433``, ``0177.0.0.1``, ``0x7f.1``, ``127.1``) is
+   refused with the address in the reason. Percent-encoded host names, ``localhost.`` and
+   ``*.localhost`` (loopback names, RFC 6761) are refused too.
+2. When a host name resolves (:class:`GuardedResolver`): every answer is filtered.
+3. When a socket is opened (:func:`guarded_socket`, aiohttp's ``socket_factory``): the address
+   actually connected to is checked, for every connection and every redirect hop, IP literals
+   included. A spelling that 1 does not know, or a DNS answer that changes between 2 and the
+   connection, still meets this check.
+
+An IPv6 address that carries an IPv4 address (IPv4-mapped, 6to4, Teredo, NAT64
+``64:ff9b::/96``) is judged by the IPv4 address; IPv4-compatible (``::a.b.c.d``) and
+IPv4-translated (``::ffff:0:a.b.c.d``) ones are always refused. ``allow_private=True`` turns the
+policy off for intranets and tests.
 
 Example:
     >>> refusal("127.0.0.1"), refusal("10.1.2.3"), refusal("93.184.216.34")
@@ -17,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,8 +42,10 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohappyeyeballs import AddrInfoType
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
+from yarl import URL
 
 from .embedded import jpeg_header_end, sniff_mime
 from .markup import HEAD_END
@@ -37,7 +57,9 @@ __all__ = [
     "GuardedResolver",
     "Refused",
     "describe_failure",
+    "guarded_socket",
     "is_refused",
+    "literal_address",
     "origin_of",
     "read_body",
     "read_upto",
@@ -59,74 +81,167 @@ _REFUSED: tuple[tuple[str, str], ...] = (
     ("is_multicast", "multicast"),
     ("is_private", "private"),
     ("is_reserved", "reserved"),
+    ("is_site_local", "site-local"),  # fec0::/10: deprecated, still routed inside some networks
 )
+#: Networks refused whatever this Python's ``ipaddress`` tables say (they changed in 3.11.10).
+_REFUSED_NETWORKS: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...] = (
+    (ipaddress.ip_network("192.0.0.0/24"), "IETF protocol assignments"),  # RFC 6890
+    (ipaddress.ip_network("64:ff9b:1::/48"), "local-use NAT64"),  # RFC 8215
+)
+#: IPv6 prefixes whose last 32 bits are an IPv4 address that the packets reach.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix
+_V4_IN_V6 = (
+    ipaddress.ip_network("::/96"),  # IPv4-compatible (RFC 4291, deprecated)
+    ipaddress.ip_network("::ffff:0:0:0/96"),  # IPv4-translated (RFC 2765)
+)
+#: The legacy numeric IPv4 forms ``inet_aton`` (and so ``getaddrinfo``) accepts.
+_LEGACY_IPV4 = re.compile(r"(?:0[xX][0-9a-fA-F]*|[0-9]+)(?:\.(?:0[xX][0-9a-fA-F]*|[0-9]+)){0,3}")
+_ADVICE = "allow_private=True or --allow-private for intranets"
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 BodyKind = Literal["none", "html", "image", "other"]
 Extent = Literal["whole", "head", "cut"]
 
 
-def refusal(address: str) -> str | None:
-    """Why a request to ``address`` is refused by default, or None for a public address."""
-    try:
-        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
-            address.split("%")[0]
-        )
-    except ValueError:
-        return f"{address} is not an IP address"
-    if isinstance(ip, ipaddress.IPv6Address):
-        inner = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if inner is not None:
-            ip = inner
+def _carried_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, bool] | None:
+    """The IPv4 address an IPv6 address carries, and whether it alone decides the verdict."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped, True
+    if ip.sixtofour is not None:
+        return ip.sixtofour, True
+    if ip.teredo is not None:
+        return ip.teredo[1], True
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF), True
+    if any(ip in net for net in _V4_IN_V6) and int(ip) & 0xFFFFFFFF and int(ip) > 1:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF), False
+    return None
+
+
+def _own_refusal(ip: Address) -> str | None:
     for attribute, name in _REFUSED:
-        if getattr(ip, attribute):
+        if getattr(ip, attribute, False):
             return f"{ip} is a{'n' if name[0] in 'aeiou' else ''} {name} address"
+    for network, name in _REFUSED_NETWORKS:
+        if ip.version == network.version and ip in network:
+            return f"{ip} is in {network} ({name})"
     return None if ip.is_global else f"{ip} is not a public address"
 
 
-def origin_of(url: str) -> str:
-    """``scheme://host[:port]`` of a URL, lower-cased, default ports dropped.
+def refusal(address: str) -> str | None:
+    """Why a request to ``address`` (an IP address) is refused by default, or None for a
+    public address. Anything that is not an IP address is refused.
 
     Example:
-        >>> origin_of("HTTPS://Example.com:443/a?b")
-        'https://example.com'
+        >>> refusal("64:ff9b::7f00:1"), refusal("2002:a9fe:a9fe::1")
+        ('127.0.0.1 is a loopback address', '169.254.169.254 is a link-local address')
     """
-    parts = urlsplit(url)
-    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    try:
+        ip: Address = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return f"{address} is not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address):
+        carried = _carried_ipv4(ip)
+        if carried is not None:
+            inner, decides = carried
+            reason = _own_refusal(inner)
+            if reason is not None or decides:
+                return reason
+    return _own_refusal(ip)
+
+
+def literal_address(host: str) -> Address | None:
+    """The IP address a URL's host (as yarl normalised it) stands for without DNS, or None for a
+    host name: IPv4 and IPv6 literals (a zone id and a trailing dot allowed) and the legacy
+    IPv4 forms that ``inet_aton`` reads.
+
+    Example:
+        >>> [str(literal_address(h)) for h in ("2130706433", "0177.0.0.1", "0x7f.1", "127.0.0.1.")]
+        ['127.0.0.1', '127.0.0.1', '127.0.0.1', '127.0.0.1']
+        >>> literal_address("example.com") is None
+        True
+    """
+    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    name = name[:-1] if name.endswith(".") and ":" not in name else name
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    if _LEGACY_IPV4.fullmatch(name):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(name))
+        except OSError:
+            return None
+    return None
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of a URL as aiohttp reads it (yarl: host normalised, lower case),
+    default ports dropped.
+
+    Example:
+        >>> origin_of("HTTPS://Example.com:443/a?b"), origin_of("http://１２７。０.0.1:8/")
+        ('https://example.com', 'http://127.0.0.1:8')
+    """
+    parsed = URL(url)
+    scheme, host = parsed.scheme, parsed.raw_host or ""
     if ":" in host:
         host = f"[{host}]"
-    port = parts.port
+    port = parsed.explicit_port
     default = {"http": 80, "https": 443}.get(scheme)
     return f"{scheme}://{host}" + (f":{port}" if port and port != default else "")
 
 
 def url_refusal(url: str, allow_private: bool) -> str | None:
-    """Why ``url`` cannot be fetched before any connection (scheme, credentials, IP literal)."""
+    """Why ``url`` cannot be fetched, decided before any connection: a malformed URL, a scheme
+    other than http(s), credentials, a percent-encoded host, and (unless ``allow_private``) an
+    IP literal that the SSRF policy refuses, in whatever spelling.
+
+    The host is read by yarl, as aiohttp will connect to it (``１２７.０.０.１`` is 127.0.0.1).
+
+    Example:
+        >>> url_refusal("http://127。0。0。1/x", allow_private=False)
+        "refused: 127.0.0.1 is a loopback address, written '127。0。0。1' (allow_private=True or --allow-private for intranets)"
+    """
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as exc:
+        parsed = URL(url)
+        host = parsed.raw_host
+        parsed.port  # noqa: B018 - raises on a bad port
+    except (ValueError, TypeError) as exc:  # UnicodeError (IDNA) is a ValueError
         return f"malformed URL: {exc}"
-    if parts.scheme.lower() not in ("http", "https"):
-        return f"unsupported URL scheme {parts.scheme!r} (http and https only)"
-    if not parts.hostname:
+    if parsed.scheme not in ("http", "https"):
+        return f"unsupported URL scheme {parsed.scheme!r} (http and https only)"
+    if not host:
         return "the URL has no host"
-    if parts.username or parts.password:
+    if parsed.raw_user or parsed.raw_password:
         return "URLs with credentials are refused"
+    if "%" in host and ":" not in host:
+        return f"malformed URL: the host {host!r} is percent-encoded"
     if allow_private:
         return None
+    if host.rstrip(".").endswith(".localhost") or host == "localhost.":
+        return f"refused: {host} is a loopback name (RFC 6761) ({_ADVICE})"
+    address = literal_address(host)
+    if address is None:
+        return None  # a host name ("localhost" too): checked when it resolves and connects
+    reason = refusal(str(address))
+    if reason is None:
+        return None
+    written = _written_host(url)
+    spelling = f", written {written!r}" if written and written not in reason else ""
+    return f"refused: {reason}{spelling} ({_ADVICE})"
+
+
+def _written_host(url: str) -> str | None:
+    """The host as the URL spells it (before yarl's normalisation)."""
     try:
-        ipaddress.ip_address(parts.hostname)
+        return urlsplit(url).hostname
     except ValueError:
-        return None  # a host name: its addresses are checked when it resolves
-    reason = refusal(parts.hostname)
-    return (
-        None
-        if reason is None
-        else f"refused: {reason} (allow_private=True or --allow-private for intranets)"
-    )
+        return None
 
 
 class Refused(OSError):
-    """Every address a host name resolved to is refused by the SSRF policy."""
+    """The SSRF policy refused a connection: every address a host name resolved to, or the
+    address a socket was about to connect to."""
 
 
 class GuardedResolver(AbstractResolver):
@@ -142,9 +257,7 @@ class GuardedResolver(AbstractResolver):
         kept = [a for a in answers if refusal(a["host"]) is None]
         if not kept:
             reasons = sorted({refusal(a["host"]) or "" for a in answers})
-            raise Refused(
-                f"refused: {host} resolves to {'; '.join(reasons)} (allow_private=True or --allow-private for intranets)"
-            )
+            raise Refused(f"refused: {host} resolves to {'; '.join(reasons)} ({_ADVICE})")
         return kept
 
     async def close(self) -> None:
@@ -243,8 +356,24 @@ async def read_body(
     return kind, body, extent
 
 
+def guarded_socket(addr_info: AddrInfoType) -> socket.socket:
+    """aiohttp's ``socket_factory``: a socket for ``addr_info``, the address about to be
+    connected to, or :class:`Refused` when the SSRF policy refuses that address.
+
+    aiohttp calls it for every connection it opens, IP literals and resolved names alike, with
+    the very address tuple the socket then connects to, so this is the check no spelling of a
+    host and no changing DNS answer gets around.
+    """
+    family, kind, proto, _, address = addr_info
+    reason = refusal(str(address[0]))
+    if reason is not None:
+        raise Refused(f"refused: {reason} ({_ADVICE})")
+    return socket.socket(family=family, type=kind, proto=proto)
+
+
 def connector_options(*, concurrency: int, per_host: int, allow_private: bool) -> dict[str, Any]:
-    """Keyword arguments for :class:`aiohttp.TCPConnector`."""
+    """Keyword arguments for :class:`aiohttp.TCPConnector` (the SSRF guard unless
+    ``allow_private``: a filtering resolver and a checking socket factory)."""
     options: dict[str, Any] = {
         "limit": concurrency,
         "limit_per_host": per_host,
@@ -252,6 +381,7 @@ def connector_options(*, concurrency: int, per_host: int, allow_private: bool) -
     }
     if not allow_private:
         options["resolver"] = GuardedResolver()
+        options["socket_factory"] = guarded_socket
     return options
 
 
