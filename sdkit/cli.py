@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -36,6 +38,8 @@ EXIT_CODES: tuple[tuple[type[SdkitError], int], ...] = (
     (GenerationCancelled, 130),
     (SdkitError, 1),
 )
+#: Exit code of a run stopped with Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
 
 
 def _fail(exc: SdkitError | ProvenanceError) -> NoReturn:
@@ -56,7 +60,19 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
     return int(match[1]), int(match[2])
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The ``sdkit`` group: Ctrl-C in any command exits 130 with one line, not click's
+    "Aborted!" and exit 1 (commands with more to say catch it themselves)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sdkit")
 def cli() -> None:
     """sdkit: text-to-image diffusion with provenance.
@@ -237,18 +253,13 @@ def generate(
     if (signing_cert is None) != (signing_key is None):
         raise click.UsageError("--signing-cert and --signing-key go together")
     paths = _output_paths(Path(output), options["num_images"])
-    if not overwrite:
-        taken = [p for p in paths if p.exists()]
-        if taken:
-            _fail(
-                OutputError(
-                    f"{taken[0]} exists",
-                    path=taken[0],
-                    hint="choose another -o or pass --overwrite.",
-                )
-            )
-    _quiet_libraries()
     try:
+        _check_outputs(paths, overwrite=overwrite)  # before the model loads: a bad -o costs nothing
+    except SdkitError as exc:
+        _fail(exc)
+    written: list[Path] = []
+    try:
+        _quiet_libraries()
         from provenance.credentials import Credentials
 
         from .generator import Generator
@@ -280,12 +291,15 @@ def generate(
             )
         width, height = size if size else (None, None)
         result = gen(prompt, width=width, height=height, **options)
-        written = [
-            im.save(path, overwrite=overwrite)
-            for im, path in zip(result.images, paths, strict=True)
-        ]
+        for im, path in zip(result.images, paths, strict=True):
+            written.append(im.save(path, overwrite=overwrite))
     except (SdkitError, ProvenanceError) as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        # files are written whole or not at all (temp file + link): nothing partial is left
+        done = ", ".join(str(p) for p in written)
+        click.echo(f"\ninterrupted: {f'kept {done}' if written else 'no file written'}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     if as_json:
         click.echo(
             json.dumps(
@@ -315,6 +329,49 @@ def _quiet_libraries() -> None:
     for module in ("diffusers", "transformers", "torch", "huggingface_hub"):
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
         warnings.filterwarnings("ignore", category=UserWarning, module=module)
+
+
+def _check_outputs(paths: Sequence[Path], *, overwrite: bool) -> None:
+    """Refuse outputs that could not be written, before any model work.
+
+    Raises:
+        InvalidOptionError: the suffix is not an image format sdkit writes (exit 2).
+        OutputError: a name is a folder or exists (without ``overwrite``), or its folder is
+            missing or not writable (exit 4).
+    """
+    from .images import FORMATS
+
+    for path in paths:
+        if path.suffix.lower() not in FORMATS:
+            raise InvalidOptionError(
+                "output",
+                str(path),
+                "a file name ending in " + ", ".join(FORMATS),
+                hint=f"-o {path.with_suffix('.png')} (the format follows the suffix).",
+            )
+        folder = path.parent
+        if path.is_dir():
+            raise OutputError(f"{path} is a folder", path=path, hint="give -o a file name.")
+        if not folder.is_dir():
+            raise OutputError(
+                f"folder {folder} does not exist",
+                path=path,
+                hint=f"create it first (mkdir -p {folder}) or choose another -o.",
+            )
+        if not overwrite and (path.exists() or path.is_symlink()):
+            raise OutputError(
+                f"{path} exists", path=path, hint="choose another -o or pass --overwrite."
+            )
+        try:  # the one sure test of "writable" (permissions, read-only mounts, ACLs)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".probe")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write in {folder}: {exc.strerror or exc}",
+                path=path,
+                hint="choose a folder you may write to.",
+            ) from None
 
 
 def _output_paths(output: Path, n: int) -> list[Path]:

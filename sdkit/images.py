@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +66,19 @@ def encode_image(
     return buffer.getvalue()
 
 
+def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
+    """Create a new temporary file in ``folder`` as ``open(path, "x")`` would: mode 0666 less
+    the umask (``mkstemp`` makes 0600, and a fixed chmod would ignore the umask)."""
+    for _ in range(100):
+        tmp = folder / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder}")
+
+
 def write_atomic(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
     """Write ``data`` to ``path`` through a temporary file; never leave a partial file.
 
@@ -83,16 +96,14 @@ def write_atomic(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
     if not folder.is_dir():
         raise OutputError(f"folder {folder} does not exist", path=path, hint="create it first.")
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = _create_temp(folder, path.name)
     except OSError as exc:
         raise OutputError(f"cannot write in {folder}: {exc.strerror}", path=path) from exc
-    tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
         if overwrite:
             os.replace(tmp, path)
         else:
