@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CAWG_VALUES",
     "DEFAULT_USES",
+    "MAX_JPEG_MARKERS",
+    "MAX_XMP",
     "TRAINING_LABELS",
     "file_signals",
     "iptc_value",
@@ -65,9 +67,18 @@ IPTC_VALUES: tuple[tuple[str, Value | None], ...] = (
     ("DMI-UNSPECIFIED", None),
 )
 _PLUS = "{http://ns.useplus.org/ldf/xmp/1.0/}"
+_VERSION_SUFFIX = re.compile(r"\.v\d+$")
+_MAX_LABEL = 256  # characters of a label, use or value shown in evidence
 _RDF_RESOURCE = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}resource"
-_XMP_PACKET = re.compile(rb"<x:xmpmeta[\s>].*?</x:xmpmeta\s*>", re.S)
-_MAX_XMP = 4 * 1024 * 1024
+#: Bytes of an XMP packet read at most (a larger one, or a PNG chunk inflating beyond it, is
+#: unreadable: an ``unknown`` signal).
+MAX_XMP = 4 * 1024 * 1024
+_PNG_XMP_KEYWORD = b"XML:com.adobe.xmp\x00"
+_PNG_XMP_CHUNK = b"iTXt" + _PNG_XMP_KEYWORD
+_XML_SPACE = (b" ", b"\t", b"\r", b"\n")
+_XML_SPACE_OR_CLOSE = (*_XML_SPACE, b">")
+#: Markers of a JPEG walked looking for its scan (more: the metadata is read from the whole file).
+MAX_JPEG_MARKERS = 10_000
 _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"\xff\xd8\xff", 0, "image/jpeg"),
     (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
@@ -93,12 +104,17 @@ def sniff_mime(data: bytes) -> str | None:
 def jpeg_header_end(data: bytes) -> int | None:
     """Offset of a JPEG's start-of-scan marker, where its metadata (APPn segments) ends.
 
+    At most :data:`MAX_JPEG_MARKERS` markers are walked (a real file has a few dozen before
+    its scan), so a call takes milliseconds even on 32 MB of 4-byte segments or fill bytes.
+
     Returns:
         The offset, ``None`` when more bytes are needed, or ``-1`` when the segments do not
-        parse (then read the whole file).
+        parse or are too many (then read the whole file).
     """
     i = 2
-    while i + 4 <= len(data):
+    for _ in range(MAX_JPEG_MARKERS):
+        if i + 4 > len(data):
+            return None
         if data[i] != 0xFF:
             return -1
         marker = data[i + 1]
@@ -110,7 +126,7 @@ def jpeg_header_end(data: bytes) -> int | None:
             i += 2
         else:
             i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
-    return None
+    return -1
 
 
 def iptc_value(code: str) -> Value | None:
@@ -124,32 +140,79 @@ def iptc_value(code: str) -> Value | None:
     return next((value for prefix, value in IPTC_VALUES if name.startswith(prefix)), "unknown")
 
 
+class MalformedMetadata(ValueError):
+    """Metadata in a file that cannot be read (a cut or corrupt chunk, a packet over its cap)."""
+
+
 def _png_xmp(data: bytes) -> bytes | None:
-    """The XMP packet of a PNG's ``iTXt XML:com.adobe.xmp`` chunk (compressed or not)."""
-    i = 8
-    while i + 8 <= len(data):
-        length = int.from_bytes(data[i : i + 4], "big")
-        kind, body = data[i + 4 : i + 8], data[i + 8 : i + 8 + length]
-        if kind == b"iTXt" and body.startswith(b"XML:com.adobe.xmp\x00"):
-            rest = body[len(b"XML:com.adobe.xmp\x00") :]
-            compressed, rest = rest[0], rest[2:]
-            _lang, _, rest = rest.partition(b"\x00")
-            _translated, _, text = rest.partition(b"\x00")
-            if compressed:
-                return zlib.decompressobj().decompress(text, _MAX_XMP)
-            return text
-        i += 12 + length
+    """The XMP packet of a PNG's ``iTXt XML:com.adobe.xmp`` chunk (compressed or not).
+
+    The chunk is found by its type and keyword (one ``bytes.find``, linear in the file, where
+    walking a file of millions of empty chunks would take seconds), then read field by field.
+
+    Raises:
+        MalformedMetadata: the chunk is cut short, its compressed text is not zlib data, or
+            it inflates beyond :data:`MAX_XMP` bytes.
+    """
+    at = data.find(_PNG_XMP_CHUNK, 12)
+    if at < 0:
+        return None
+    length = int.from_bytes(data[at - 4 : at], "big")
+    body = data[at + 4 : at + 4 + length]
+    if len(body) < length or length < len(_PNG_XMP_KEYWORD) + 2:
+        raise MalformedMetadata("the PNG's XMP chunk (iTXt) is cut short")
+    compressed, method = body[len(_PNG_XMP_KEYWORD)], body[len(_PNG_XMP_KEYWORD) + 1]
+    rest = body[len(_PNG_XMP_KEYWORD) + 2 :]
+    _lang, _, rest = rest.partition(b"\x00")
+    _translated, _, text = rest.partition(b"\x00")
+    if not compressed:
+        return text
+    if method != 0:
+        raise MalformedMetadata(f"the PNG's XMP chunk (iTXt) names compression method {method}")
+    inflater = zlib.decompressobj()
+    try:
+        packet = inflater.decompress(text, MAX_XMP)
+    except zlib.error as exc:
+        raise MalformedMetadata(f"the PNG's XMP chunk (iTXt) does not inflate: {exc}") from None
+    if inflater.unconsumed_tail or (len(packet) == MAX_XMP and not inflater.eof):  # a bomb?
+        raise MalformedMetadata(f"the PNG's XMP chunk (iTXt) inflates beyond {MAX_XMP} bytes")
+    return packet
+
+
+def _xmp_packet(data: bytes) -> bytes | None:
+    """The first ``<x:xmpmeta>`` … ``</x:xmpmeta>`` in ``data``, found with ``bytes.find``.
+
+    Linear in ``data``: the first start tag is the only one tried (an end tag after a later
+    start tag also follows the first one), and end tags are looked for once, left to right (a
+    lazy ``.*?`` regex rescans the rest of the file from every unclosed start tag).
+    """
+    start = data.find(b"<x:xmpmeta")
+    while start >= 0 and data[start + 10 : start + 11] not in _XML_SPACE_OR_CLOSE:
+        start = data.find(b"<x:xmpmeta", start + 10)
+    if start < 0:
+        return None
+    end = data.find(b"</x:xmpmeta", start)
+    while end >= 0:
+        close = end + 11
+        while data[close : close + 1] in _XML_SPACE:
+            close += 1
+        if data[close : close + 1] == b">":
+            return data[start : close + 1]
+        end = data.find(b"</x:xmpmeta", close)
     return None
 
 
 def find_xmp(data: bytes) -> bytes | None:
-    """The XMP packet in a file's bytes (JPEG APP1, PNG iTXt, WebP ``XMP `` chunk, TIFF), or None."""
+    """The XMP packet in a file's bytes (JPEG APP1, PNG iTXt, WebP ``XMP `` chunk, TIFF), or None.
+
+    Raises:
+        MalformedMetadata: a PNG's XMP chunk is malformed.
+    """
     if data.startswith(b"\x89PNG"):
         packet = _png_xmp(data)
         if packet is not None:
             return packet
-    match = _XMP_PACKET.search(data)
-    return match.group(0) if match else None
+    return _xmp_packet(data)
 
 
 def xmp_signals(xmp: bytes, source: str) -> list[Signal]:
@@ -157,8 +220,10 @@ def xmp_signals(xmp: bytes, source: str) -> list[Signal]:
     if b"DataMining" not in xmp:
         return []
     try:
-        root = ElementTree.fromstring(xmp[:_MAX_XMP])
-    except ElementTree.ParseError as exc:
+        if len(xmp) > MAX_XMP:
+            raise ValueError(f"the packet is larger than {MAX_XMP} bytes")
+        root = ElementTree.fromstring(xmp)
+    except (ElementTree.ParseError, ValueError, RecursionError) as exc:
         return [
             Signal(
                 "iptc-data-mining",
@@ -184,16 +249,32 @@ def xmp_signals(xmp: bytes, source: str) -> list[Signal]:
 
 
 def _training_entries(manifest: Mapping[str, Any]) -> Iterable[tuple[str, str, str]]:
-    """(label, use, value) of every training-and-mining entry in a manifest."""
-    for item in manifest.get("assertions") or []:
-        label = str(item.get("label", "")).split("__", 1)[0]
-        base = re.sub(r"\.v\d+$", "", label)
+    """(label, use, value) of every training-and-mining entry in a manifest.
+
+    The assertions are the signer's data, checked against the CAWG shape: an assertion whose
+    ``data`` is not an object, or whose ``entries`` is not an object of uses, yields one entry
+    with use ``*`` and the value ``malformed: …`` (an ``unknown`` signal for every use).
+    """
+    assertions = manifest.get("assertions") if isinstance(manifest, Mapping) else None
+    for item in assertions if isinstance(assertions, list) else ():
+        if not isinstance(item, Mapping):
+            continue
+        label = str(item.get("label", ""))[:_MAX_LABEL].split("__", 1)[0]
+        base = _VERSION_SUFFIX.sub("", label)
         if base not in TRAINING_LABELS:
             continue
-        entries = (item.get("data") or {}).get("entries") or {}
+        data = item.get("data")
+        entries = data.get("entries") if isinstance(data, Mapping) else data
+        if entries is None:  # no entries: nothing stated
+            continue
+        if not isinstance(data, Mapping) or not isinstance(entries, Mapping):
+            what = "entries" if isinstance(data, Mapping) else "data"
+            kind = type(entries).__name__
+            yield base, "*", f"malformed: {what} is a {kind}, not an object of uses"
+            continue
         for use, entry in entries.items():
-            value = entry.get("use") if isinstance(entry, dict) else None
-            yield base, str(use), str(value)
+            value = entry.get("use") if isinstance(entry, Mapping) else None
+            yield base, str(use)[:_MAX_LABEL], str(value)[:_MAX_LABEL]
 
 
 _CONTEXTS = threading.local()  # one c2pa Context per thread and verify setting
@@ -225,14 +306,20 @@ def read_active_manifest(data: bytes, mime: str, *, verify: bool) -> tuple[str, 
             return "absent", None, ""
         with reader:
             report = json.loads(reader.json())
+    except RecursionError:  # assertion data nested deeper than the JSON parser recurses
+        return "unreadable", None, "the manifest store is nested too deeply"
     except c2pa.C2paError as exc:
         message = str(exc)
         if message.startswith("Remote"):
             found = re.search(r"\w+://\S+", message)
             return "remote", None, found.group(0) if found else "an unknown URL"
         return "unreadable", None, message
-    active = (report.get("manifests") or {}).get(report.get("active_manifest") or "")
-    if active is None:
+    manifests = report.get("manifests") if isinstance(report, dict) else None
+    label = report.get("active_manifest") if isinstance(report, dict) else None
+    active = (
+        manifests.get(label) if isinstance(manifests, dict) and isinstance(label, str) else None
+    )
+    if not isinstance(active, dict):
         return "unreadable", None, "the manifest store has no active manifest"
     state = str(report.get("validation_state", "Invalid")).lower() if verify else "read"
     return state, active, ""
@@ -279,9 +366,9 @@ def c2pa_signals(
     wanted = set(uses)
     found = []
     for label, use, value in _training_entries(active):
-        if use.split(".", 1)[-1] in wanted:
+        if use == "*" or use.split(".", 1)[-1] in wanted:
             kind = CAWG_VALUES.get(value, "unknown")
-            text = f"{label}: {use} = {value}{note}"
+            text = f"{label}: {value}{note}" if use == "*" else f"{label}: {use} = {value}{note}"
             found.append(Signal("c2pa-training-mining", kind, source, text))
     return found
 
@@ -298,7 +385,10 @@ def file_signals(
     """Every in-file signal of an image file's bytes (C2PA first, then XMP)."""
     mime = sniff_mime(data) or mime or "application/octet-stream"
     found = c2pa_signals(data, mime, source, uses, complete=complete, verify=verify)
-    xmp = find_xmp(data)
+    try:
+        xmp = find_xmp(data)
+    except MalformedMetadata as exc:  # it may hold an opt-out that cannot be read
+        return [*found, Signal("iptc-data-mining", "unknown", source, f"{exc}: XMP not read")]
     if xmp is not None:
         found += xmp_signals(xmp, source)
     return found

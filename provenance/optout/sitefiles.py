@@ -38,7 +38,16 @@ from protego import Protego
 from .decision import Signal
 from .markup import tdm_value
 
-__all__ = ["MAX_SITE_FILE", "SITE_FILES", "SiteFile", "SitePolicy", "location_pattern"]
+__all__ = [
+    "MAX_LOCATION",
+    "MAX_SITE_FILE",
+    "MAX_TDMREP_RULES",
+    "SITE_FILES",
+    "LocationPattern",
+    "SiteFile",
+    "SitePolicy",
+    "location_pattern",
+]
 
 #: Site files and their paths, in the order they are fetched.
 SITE_FILES: Mapping[str, str] = {
@@ -48,26 +57,73 @@ SITE_FILES: Mapping[str, str] = {
 }
 #: Bytes read of each site file (RFC 9309 §2.5 asks parsers to read at least 500 KiB).
 MAX_SITE_FILE = 512 * 1024
+#: Characters of one tdmrep.json ``location`` (a longer one makes the file malformed).
+MAX_LOCATION = 4096
+#: Rules of one tdmrep.json (more make the file malformed).
+MAX_TDMREP_RULES = 10_000
 
 Status = Literal["ok", "absent", "error"]
-_USER_AGENT_LINE = re.compile(r"^\s*user-agent\s*:\s*([^#\s]+)", re.I | re.M)
+_USER_AGENT_LINE = re.compile(r"^[ \t]*user-agent[ \t]*:[ \t]*([^#\s]+)", re.I | re.M)
 
 
-def location_pattern(location: str) -> re.Pattern[str]:
-    """A robots-style path pattern as a regex (``*`` = any characters, a final ``$`` = end).
+@dataclass(frozen=True)
+class LocationPattern:
+    """A robots-style path pattern (``*`` = any characters, a final ``$`` = end of the path).
+
+    Matched without regular expressions: the literal parts between the ``*`` are found in
+    order, each at its leftmost place after the one before (the greedy matcher of RFC 9309
+    implementations), so a match takes at most one pass of ``str.find`` per part: linear in
+    the path for each part, whatever the pattern (a regex of ``.*`` parts backtracks
+    exponentially in their number).
+
+    Attributes:
+        parts: the literal parts between the ``*`` (the first one always starts the path).
+        anchored: the pattern ended with ``$``: the last part must end the path.
+    """
+
+    parts: tuple[str, ...]
+    anchored: bool
+
+    def match(self, path: str) -> bool:
+        """Whether ``path`` (path and query) matches from its start."""
+        first, *middle = self.parts
+        if not path.startswith(first):
+            return False
+        if not middle:  # no '*'
+            return path == first if self.anchored else True
+        *middle, last = middle
+        pos = len(first)
+        for part in middle:
+            found = path.find(part, pos)
+            if found < 0:
+                return False
+            pos = found + len(part)
+        if self.anchored:
+            return len(path) - len(last) >= pos and path.endswith(last)
+        return path.find(last, pos) >= 0
+
+
+def location_pattern(location: str) -> LocationPattern:
+    """A tdmrep.json ``location`` as a :class:`LocationPattern`.
+
+    Raises:
+        ValueError: the location is longer than :data:`MAX_LOCATION` characters.
 
     Example:
-        >>> bool(location_pattern("/img/*.jpg$").match("/img/a/b.jpg"))
+        >>> location_pattern("/img/*.jpg$").match("/img/a/b.jpg")
         True
-        >>> bool(location_pattern("/img/*.jpg$").match("/img/b.jpg?x=1"))
+        >>> location_pattern("/img/*.jpg$").match("/img/b.jpg?x=1")
         False
+        >>> location_pattern("img/**").match("/img/")
+        True
     """
+    if len(location) > MAX_LOCATION:
+        raise ValueError(f"a location is longer than {MAX_LOCATION} characters")
     anchored = location.endswith("$")
     body = location[:-1] if anchored else location
     if not body.startswith(("/", "*")):
         body = "/" + body
-    regex = ".*".join(re.escape(part) for part in body.split("*"))
-    return re.compile(regex + (r"\Z" if anchored else ""), re.S)
+    return LocationPattern(tuple(body.split("*")), anchored)
 
 
 @dataclass(frozen=True)
@@ -111,19 +167,36 @@ def _parse_tdmrep(url: str, text: str) -> SiteFile:
         why = "empty" if not stripped else "an HTML page (a soft 404), not JSON"
         return SiteFile("tdmrep.json", url, "absent", f"HTTP 200 but {why}: no rules")
     try:
-        data = json.loads(text)
-        if not isinstance(data, list):
-            raise ValueError("the top level is not an array")
-        rules = []
-        for i, rule in enumerate(data):
-            if not isinstance(rule, dict) or not isinstance(rule.get("location"), str):
-                raise ValueError(f"rule {i} has no location string")
-            if str(rule.get("tdm-reservation")) not in ("0", "1"):
-                raise ValueError(f"rule {i}: tdm-reservation must be 0 or 1")
-            rules.append((location_pattern(rule["location"]), rule))
+        rules = _tdmrep_rules(json.loads(text))
+    except RecursionError:  # "[" * 100_000: nested deeper than the parser recurses
+        return SiteFile("tdmrep.json", url, "error", "malformed tdmrep.json: nested too deeply")
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         return SiteFile("tdmrep.json", url, "error", f"malformed tdmrep.json: {exc}")
     return SiteFile("tdmrep.json", url, "ok", "HTTP 200", rules)
+
+
+def _tdmrep_rules(data: object) -> list[tuple[LocationPattern, dict[str, Any]]]:
+    """``(pattern, rule)`` of each rule of a parsed tdmrep.json, the rule cut to its three keys.
+
+    Raises:
+        ValueError: the JSON is not an array of rules (see the module docstring).
+    """
+    if not isinstance(data, list):
+        raise ValueError("the top level is not an array")
+    if len(data) > MAX_TDMREP_RULES:
+        raise ValueError(f"more than {MAX_TDMREP_RULES} rules")
+    rules = []
+    for i, rule in enumerate(data):
+        if not isinstance(rule, dict) or not isinstance(rule.get("location"), str):
+            raise ValueError(f"rule {i} has no location string")
+        reservation = rule.get("tdm-reservation")
+        if type(reservation) not in (int, str) or str(reservation) not in ("0", "1"):
+            raise ValueError(f"rule {i}: tdm-reservation must be 0 or 1")
+        kept = {"location": rule["location"], "tdm-reservation": reservation}
+        if isinstance(rule.get("tdm-policy"), str):
+            kept["tdm-policy"] = rule["tdm-policy"]
+        rules.append((location_pattern(rule["location"]), kept))
+    return rules
 
 
 @dataclass(frozen=True)
