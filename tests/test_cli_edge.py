@@ -209,3 +209,27 @@ def test_generate_under_umask_077_writes_a_private_file(
     assert result.exit_code == 0, result.output
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o077, 0o600), (0o022, 0o644)])
+def test_provenance_writers_follow_the_umask_too(
+    umask: Any, tmp_path: Path, mask: int, mode: int
+) -> None:
+    from provenance.detector.probe import _write_atomic
+    from provenance.optout.dataset import _write_output
+
+    umask(mask)
+    probe = tmp_path / "probe.safetensors"
+    _write_atomic(probe, b"weights")
+    source = tmp_path / "in.csv"
+    source.write_text("url\nhttps://example.com/a.png\n", encoding="utf-8")
+    output = tmp_path / "out.jsonl"
+    _write_output(source, "csv", output, "jsonl", {0: {"allowed": True}})
+    assert stat.S_IMODE(probe.stat().st_mode) == mode and probe.read_bytes() == b"weights"
+    assert stat.S_IMODE(output.stat().st_mode) == mode
+    assert '"allowed": true' in output.read_text(encoding="utf-8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "in.csv",
+        "out.jsonl",
+        "probe.safetensors",
+    ]

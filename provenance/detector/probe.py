@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,8 +241,9 @@ def _best_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
+    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+    try:  # created as open() would: 0666 less the umask (mkstemp's 0600 would outlive the rename)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
         os.replace(tmp, path)

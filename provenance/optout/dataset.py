@@ -26,7 +26,6 @@ import asyncio
 import csv
 import json
 import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -268,11 +267,9 @@ def _write_output(
     source: Path, fmt_in: str, output: Path, fmt_out: str, done: dict[int, dict[str, Any]]
 ) -> None:
     """Input rows + result columns -> a temporary file beside ``output`` -> renamed to it."""
-    handle, temp_name = tempfile.mkstemp(
-        prefix=f".{output.name}.", suffix=".tmp", dir=output.parent
-    )
-    os.close(handle)
-    temp = Path(temp_name)
+    temp = output.with_name(f".{output.name}.{os.urandom(6).hex()}.tmp")
+    # created as open() would: 0666 less the umask (mkstemp's 0600 would outlive the rename)
+    os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         rows = ({**row, **done[i]} for i, row in enumerate(_rows(source, fmt_in)))
         if fmt_out == "parquet":
