@@ -8,7 +8,13 @@ Rules:
       and a missing model is a :class:`~sdkit.errors.ModelNotFoundError` naming the id and the
       cache folder.
     * Pickle weights (``.ckpt``, ``.pt``, ``.bin`` …) can run code when loaded: they are refused
-      unless the caller passes ``allow_pickle=True``. Safetensors always work.
+      unless the caller passes ``allow_pickle=True``. Safetensors always work. In a folder with
+      both (common on the hub) the safetensors are loaded and the pickle files ignored, never
+      unpickled; a component with pickle weights only is refused by name.
+    * Model files are outside data. Every ``.safetensors`` header of a folder's components is
+      checked rule by rule (``sdkit._safetensors``) before diffusers reads it, and ``sdkit.json``
+      and ``model_index.json`` are read up to :data:`MAX_CONFIG_BYTES` and parsed safely: a
+      hostile file is a :class:`~sdkit.errors.ModelLoadError` naming it, never a raw exception.
 """
 
 from __future__ import annotations
