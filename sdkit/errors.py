@@ -12,6 +12,8 @@ type. Each carries the context a user needs (the option and the value, or the pa
     ├── GenerationCancelled     a step callback asked to stop
     ├── OutputError             an image could not be written (exists, unwritable, bad format)
     └── ReplayError             an image cannot be re-rendered (no Recipe, another model, …)
+        └── RecipeParseError    its Recipe (infotext or JSON) is malformed: a field missing,
+                                of the wrong type or out of range (also a ``ValueError``)
 
 The CLI maps each class to an exit code (see ``sdkit.cli.EXIT_CODES``); no traceback reaches a
 user for an expected failure.
@@ -30,6 +32,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFoundError",
     "OutputError",
+    "RecipeParseError",
     "ReplayError",
     "SdkitError",
     "UnsafeCheckpointError",
@@ -136,3 +139,29 @@ class ReplayError(SdkitError):
     def __init__(self, message: str, *, path: str, hint: str | None = None) -> None:
         self.path = path
         super().__init__(message, hint=hint)
+
+
+class RecipeParseError(ReplayError, ValueError):
+    """Infotext or JSON that does not describe a Recipe.
+
+    Raised by :meth:`sdkit.Recipe.from_json`, :meth:`~sdkit.Recipe.from_dict` and
+    :meth:`~sdkit.Recipe.from_infotext` (the text is ``"<text>"``), and by
+    :meth:`sdkit.Generator.replay` for the Recipe a file carries (``path`` is the file). Also a
+    ``ValueError``, as before it joined this tree.
+
+    Attributes:
+        field: the Recipe field (or infotext key) at fault; ``None`` when the text as a whole is
+            (not JSON, too long, too deep).
+        path: the image the Recipe came from, or ``"<text>"``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        path: str = "<text>",
+        hint: str | None = None,
+    ) -> None:
+        self.field = field
+        super().__init__(message, path=path, hint=hint)

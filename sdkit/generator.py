@@ -492,6 +492,8 @@ class Generator:
         Raises:
             ReplayError: the file has no Recipe, was made by another model, or needs an init
                 image (or mask) that was not given or is not the one recorded.
+            RecipeParseError: (a ReplayError) the file's Recipe is malformed; ``exc.path`` is
+                the file, ``exc.field`` the field at fault.
         """
         from .replay import replay
 

@@ -12,6 +12,12 @@ Unbalanced brackets are tolerated as A1111 does: an unmatched close bracket is p
 unclosed open bracket applies to the rest of the prompt. A backslash before any other character
 is dropped, as in A1111.
 
+Prompts are outside text (pasted from the web, read back from infotext), so the parser has
+bounds that A1111 lacks: it is linear in the prompt's length (A1111's is quadratic in the
+number of brackets), a prompt has at most :data:`MAX_PROMPT_CHARS` characters and at most
+:data:`MAX_OPEN_BRACKETS` brackets open at once, and every weight is finite and within
+±:data:`MAX_WEIGHT`. Beyond them, :class:`~sdkit.errors.InvalidOptionError` names the token.
+
 Prompts longer than CLIP's window are split into chunks of 75 tokens; each chunk is encoded on
 its own as ``[BOS] + 75 tokens + [EOS]`` (padded) and the results are concatenated along the
 sequence axis, so ``prompt_embeds`` has ``77 * k`` positions. When a chunk fills up, its end
@@ -34,7 +40,15 @@ import torch
 
 from sdkit.errors import InvalidOptionError, SdkitError
 
-__all__ = ["BREAK", "PromptEmbeddings", "encode_prompts", "parse_prompt_attention"]
+__all__ = [
+    "BREAK",
+    "MAX_OPEN_BRACKETS",
+    "MAX_PROMPT_CHARS",
+    "MAX_WEIGHT",
+    "PromptEmbeddings",
+    "encode_prompts",
+    "parse_prompt_attention",
+]
 
 BREAK: tuple[str, float] = ("BREAK", -1.0)
 """The entry :func:`parse_prompt_attention` returns for the ``BREAK`` keyword (as A1111 does)."""
@@ -44,10 +58,20 @@ SQUARE_BRACKET_MULTIPLIER = 1 / 1.1
 COMMA_BACKTRACK = 20
 """A1111's default: a chunk boundary moves back to a comma at most this many tokens earlier."""
 
+MAX_PROMPT_CHARS = 100_000
+"""Longest prompt (or negative prompt) accepted, in characters: about 400 CLIP chunks of 75 tokens."""
+MAX_WEIGHT = 1000.0
+"""Largest attention weight (in magnitude) a run may end up with; A1111 sets no bound, but far
+below this the picture is already noise, and an infinite weight makes NaN embeddings."""
+MAX_OPEN_BRACKETS = 64
+"""Most brackets open at one time. Bounds the work per character (parsing is linear) and, with
+:data:`MAX_WEIGHT` per factor, keeps every product of factors finite."""
+
 _SPECIAL = "\\()[]:"
 _ESCAPABLE = "\\()[]"
 _EXPLICIT_WEIGHT = re.compile(r":([+-]?[.\d]+)\)")
-_BREAK_WORD = re.compile(r"\s*\bBREAK\b\s*", re.S)
+_BREAK_WORD = re.compile(r"\bBREAK\b")  # the whitespace around it is stripped by hand (linear)
+_SHOWN = 40  # characters of a refused token shown in an error
 
 # A parsed prompt: runs of (text, weight); ``None`` stands for BREAK.
 _Run = tuple[str, float] | None
@@ -55,25 +79,105 @@ _Run = tuple[str, float] | None
 _Chunk = tuple[list[int], list[float]]
 
 
-def _parse(text: str) -> list[_Run]:
-    texts: list[str | None] = []  # None marks a BREAK
-    weights: list[float] = []
+class _Pieces:
+    """A1111's list of ``[text, weight]``, with neighbours merged as soon as that is exact.
+
+    A1111 multiplies the weight of every entry from a bracket's position on when the bracket
+    closes, which is quadratic in the number of entries. Two neighbours with the same weight and
+    no bracket opened between them receive the same factors for ever after (each later factor
+    applies to everything from an open bracket's position on), so they are merged at once:
+    the result is A1111's, float for float, and the work per bracket is bounded by the pieces
+    that really differ.
+    """
+
+    def __init__(self) -> None:
+        self.texts: list[list[str] | None] = []  # None marks a BREAK
+        self.weights: list[float] = []
+
+    def add(self, piece: str, open_at: int) -> None:
+        # open_at: the position of the innermost open bracket (-1 if none)
+        last = len(self.texts) - 1
+        if last >= 0 and last + 1 != open_at and self.weights[last] == 1.0:
+            texts = self.texts[last]
+            if texts is not None:
+                texts.append(piece)
+                return
+        self.texts.append([piece])
+        self.weights.append(1.0)
+
+    def add_break(self) -> None:
+        self.texts.append(None)
+        self.weights.append(BREAK[1])
+
+    def scale_from(self, start: int, factor: float) -> None:
+        # BREAK's weight is scaled too (as in A1111); runs() does not read it.
+        self.weights[start:] = [weight * factor for weight in self.weights[start:]]
+
+    def runs(self) -> list[_Run]:
+        runs: list[_Run] = []
+        pending: list[str] = []
+        weight = 0.0
+        for texts, w in zip(self.texts, self.weights, strict=True):
+            if pending and (texts is None or w != weight):
+                runs.append(("".join(pending), weight))
+                pending = []
+            if texts is None:
+                runs.append(None)
+            else:
+                pending.extend(texts)
+                weight = w
+        if pending:
+            runs.append(("".join(pending), weight))
+        return runs
+
+
+def _split_breaks(piece: str) -> list[str | None]:
+    # re.split(r"\s*\bBREAK\b\s*", piece) without the regex's quadratic retries on long runs
+    # of white space: find the words, then strip the white space around them.
+    parts: list[str | None] = []
+    start = 0
+    for match in _BREAK_WORD.finditer(piece):
+        parts.append(piece[start : match.start()])
+        parts.append(None)
+        start = match.end()
+    parts.append(piece[start:])
+    count = len(parts)
+    for i, part in enumerate(parts):
+        if part is not None:
+            if i > 0:
+                part = part.lstrip()
+            if i < count - 1:
+                part = part.rstrip()
+            parts[i] = part
+    return parts
+
+
+def _refuse(option: str, token: str, allowed: str, hint: str) -> InvalidOptionError:
+    shown = token if len(token) <= _SHOWN else token[: _SHOWN - 1] + "…"
+    return InvalidOptionError(option, shown, allowed, hint=hint)
+
+
+def _parse(text: str, option: str = "prompt") -> list[_Run]:
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InvalidOptionError(
+            option,
+            f"<{len(text)} characters>",
+            f"at most {MAX_PROMPT_CHARS} characters",
+            hint="shorten the prompt: CLIP reads it 75 tokens (about 300 characters) at a time.",
+        )
+    pieces = _Pieces()
     round_open: list[int] = []
     square_open: list[int] = []
 
-    def add_text(piece: str) -> None:
-        for i, part in enumerate(_BREAK_WORD.split(piece)):
-            if i > 0:
-                texts.append(None)
-                weights.append(BREAK[1])
-            if part:
-                texts.append(part)
-                weights.append(1.0)
+    def open_at() -> int:
+        return max(round_open[-1] if round_open else -1, square_open[-1] if square_open else -1)
 
-    def scale_from(start: int, factor: float) -> None:
-        for k in range(start, len(texts)):
-            if texts[k] is not None:
-                weights[k] *= factor
+    def add_text(piece: str) -> None:
+        for part in _split_breaks(piece):
+            if part is None:
+                pieces.add_break()
+            elif part:
+                pieces.add(part, open_at())
 
     pos = 0
     while pos < len(text):
@@ -81,22 +185,26 @@ def _parse(text: str) -> list[_Run]:
         if char == "\\":
             nxt = text[pos + 1 : pos + 2]
             if nxt and nxt in _ESCAPABLE:
-                texts.append(nxt)
-                weights.append(1.0)
+                pieces.add(nxt, open_at())
                 pos += 2
             else:  # a lone backslash is dropped, as in A1111
                 pos += 1
             continue
-        if char == "(":
-            round_open.append(len(texts))
-        elif char == "[":
-            square_open.append(len(texts))
+        if char in "([":
+            if len(round_open) + len(square_open) >= MAX_OPEN_BRACKETS:
+                raise _refuse(
+                    option,
+                    text[max(0, pos - _SHOWN // 2) : pos + 1],
+                    f"at most {MAX_OPEN_BRACKETS} brackets open at once",
+                    "close brackets, or escape literal ones as \\( \\) \\[ \\].",
+                )
+            (round_open if char == "(" else square_open).append(len(pieces.texts))
         elif char == ")" and round_open:
-            scale_from(round_open.pop(), ROUND_BRACKET_MULTIPLIER)
+            pieces.scale_from(round_open.pop(), ROUND_BRACKET_MULTIPLIER)
         elif char == "]" and square_open:
-            scale_from(square_open.pop(), SQUARE_BRACKET_MULTIPLIER)
-        elif char == ":" and round_open and (factor := _explicit_weight(text, pos)):
-            scale_from(round_open.pop(), factor[0])
+            pieces.scale_from(square_open.pop(), SQUARE_BRACKET_MULTIPLIER)
+        elif char == ":" and round_open and (factor := _explicit_weight(text, pos, option)):
+            pieces.scale_from(round_open.pop(), factor[0])
             pos = factor[1]
             continue
         elif char in _SPECIAL:  # ":" (also ":1.3)" with no "(" open), or an unmatched close
@@ -111,30 +219,43 @@ def _parse(text: str) -> list[_Run]:
         pos += 1
 
     for start in round_open:
-        scale_from(start, ROUND_BRACKET_MULTIPLIER)
+        pieces.scale_from(start, ROUND_BRACKET_MULTIPLIER)
     for start in square_open:
-        scale_from(start, SQUARE_BRACKET_MULTIPLIER)
+        pieces.scale_from(start, SQUARE_BRACKET_MULTIPLIER)
 
-    runs: list[_Run] = []
-    for piece, weight in zip(texts, weights, strict=True):
-        last = runs[-1] if runs else None
-        if piece is None:
-            runs.append(None)
-        elif last is not None and last[1] == weight:
-            runs[-1] = (last[0] + piece, weight)
-        else:
-            runs.append((piece, weight))
+    runs = pieces.runs()
+    for run in runs:
+        if run is not None and not abs(run[1]) <= MAX_WEIGHT:
+            raise _refuse(
+                option,
+                run[0],
+                f"attention weights within ±{MAX_WEIGHT:g} (this text's is {run[1]:.4g})",
+                "unclosed '(' multiply the rest of the prompt by 1.1 each: close them, or "
+                "escape literal brackets as \\( \\).",
+            )
     return runs or [("", 1.0)]
 
 
-def _explicit_weight(text: str, pos: int) -> tuple[float, int] | None:
+def _explicit_weight(text: str, pos: int, option: str) -> tuple[float, int] | None:
     # ":1.3)" at pos: the factor and where the match ends. A1111 would crash on ":1.2.3)";
-    # here it is text (and the ")" closes the bracket with the usual 1.1).
+    # here it is text (and the ")" closes the bracket with the usual 1.1). A1111's grammar has
+    # no "inf" or "nan", but digits can overflow to infinity: refused, as any factor beyond
+    # MAX_WEIGHT (the picture would be NaN or noise).
     match = _EXPLICIT_WEIGHT.match(text, pos)
+    if match is None:
+        return None
     try:
-        return None if match is None else (float(match.group(1)), match.end())
+        factor = float(match.group(1))
     except ValueError:
         return None
+    if not abs(factor) <= MAX_WEIGHT:
+        raise _refuse(
+            option,
+            match.group(0),
+            f"a weight within ±{MAX_WEIGHT:g}",
+            "use weights like (word:1.3); 0.5 to 1.5 is the useful range.",
+        )
+    return factor, match.end()
 
 
 def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
@@ -144,11 +265,18 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
     (``("BREAK", -1.0)``). Weights are products of the bracket factors in the order the brackets
     close, exactly as A1111 computes them (``((x))`` is ``1.1 * 1.1``).
 
+    Parsing is linear in the prompt's length, whatever the brackets.
+
     Args:
         text: the prompt.
 
     Returns:
         ``(text, weight)`` pairs; ``[("", 1.0)]`` for an empty prompt.
+
+    Raises:
+        InvalidOptionError: the prompt is longer than :data:`MAX_PROMPT_CHARS`, opens more than
+            :data:`MAX_OPEN_BRACKETS` brackets at once, or gives a run a weight beyond
+            ±:data:`MAX_WEIGHT` (``(a:99…9)`` overflowing to infinity included).
 
     Example:
         >>> for run in parse_prompt_attention("a ((house)) [on] a (hill:0.5) BREAK sky"):
@@ -281,9 +409,9 @@ class _TextEncoder:
         self.use_mask = bool(getattr(self.model.config, "use_attention_mask", False))
         self.cache: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
 
-    def chunks(self, text: str, backtrack: int) -> list[_Chunk]:
+    def chunks(self, runs: Sequence[_Run], backtrack: int) -> list[_Chunk]:
         stream: list[tuple[int, float] | None] = []
-        for run in _parse(text):
+        for run in runs:
             if run is None:
                 stream.append(None)
                 continue
@@ -376,7 +504,9 @@ def encode_prompts(
         >>> embeds.negative_prompt_embeds.shape == embeds.prompt_embeds.shape
         True
     """
-    # 1. Check the inputs and pick the text encoders
+    # 1. Check the inputs (syntax, length, weights) and pick the text encoders
+    positive_runs = _parse(prompt, "prompt")
+    negative_runs = _parse(negative_prompt or "", "negative_prompt")
     pairs = _text_encoders(pipe)
     skip = _check_clip_skip(clip_skip, pairs)
     device = device if device is not None else pipe._execution_device
@@ -387,10 +517,8 @@ def encode_prompts(
     encode_negative = do_classifier_free_guidance and not zero_negative
 
     # 2. Tokenize and split into chunks; pad every list to the same number of chunks
-    positive = [e.chunks(prompt, comma_backtrack) for e in encoders]
-    negative = [
-        e.chunks(negative_prompt or "", comma_backtrack) for e in encoders if encode_negative
-    ]
+    positive = [e.chunks(positive_runs, comma_backtrack) for e in encoders]
+    negative = [e.chunks(negative_runs, comma_backtrack) for e in encoders if encode_negative]
     count = max(len(chunks) for chunks in positive + negative)
     for chunks in positive + negative:
         chunks.extend(([], []) for _ in range(count - len(chunks)))

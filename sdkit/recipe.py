@@ -22,18 +22,22 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-__all__ = ["Mode", "Recipe", "RecipeParseError"]
+from .errors import RecipeParseError
+
+__all__ = ["MAX_RECIPE_CHARS", "Mode", "Recipe", "RecipeParseError", "parse_infotext"]
 
 Mode = Literal["txt2img", "img2img", "inpaint"]
 RECIPE_VERSION = 1
-
-
-class RecipeParseError(ValueError):
-    """Infotext or JSON that does not describe a Recipe."""
+MAX_RECIPE_CHARS = 1_000_000
+"""Longest infotext or Recipe JSON read, in characters (two 100,000-character prompts fit)."""
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of ``scheduler_config`` (diffusers' configs nest two or three levels)."""
+MAX_JSON_ITEMS = 10_000
+"""Most values (keys, items and scalars) in ``scheduler_config``."""
 
 
 @dataclass(frozen=True)
@@ -118,27 +122,56 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
-        """Build from :meth:`to_dict` output; unknown keys are an error."""
+        """Build from :meth:`to_dict` output; every field is checked.
+
+        Raises:
+            RecipeParseError: a field is unknown, missing, of the wrong type or out of range
+                (``exc.field`` names it).
+        """
+        if not isinstance(data, Mapping):
+            raise RecipeParseError(
+                f"a Recipe is a JSON object, not {type(data).__name__}", hint=_HINT
+            )
+        version = data.get("recipe_version", RECIPE_VERSION)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise _bad("recipe_version", version, "a positive integer")
+        if version > RECIPE_VERSION:
+            raise RecipeParseError(
+                f"recipe_version {version} is newer than this sdkit reads ({RECIPE_VERSION})",
+                field="recipe_version",
+                hint="upgrade sdkit to read this Recipe.",
+            )
         values = {k: v for k, v in data.items() if k != "recipe_version"}
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
+        unknown = sorted((str(k) for k in values if k not in _CHECKS), key=len)[:5]
         if unknown:
-            raise RecipeParseError(f"unknown recipe fields: {', '.join(unknown)}")
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise RecipeParseError(f"incomplete recipe: {exc}") from exc
+            raise RecipeParseError(
+                f"unknown recipe fields: {', '.join(repr(k[:40]) for k in unknown)}",
+                field=unknown[0][:40],
+                hint=_HINT,
+            )
+        checked: dict[str, Any] = {}
+        for name, check in _CHECKS.items():
+            if name in values:
+                value = values[name]
+                checked[name] = None if value is None and name in _NULLABLE else check(name, value)
+            elif name in _REQUIRED:
+                raise RecipeParseError(
+                    f"incomplete recipe: no {name!r} field", field=name, hint=_HINT
+                )
+        return cls(**checked)
 
     @classmethod
-    def from_json(cls, text: str) -> Recipe:
-        """Parse :meth:`to_json` output."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RecipeParseError(f"recipe is not JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise RecipeParseError("recipe JSON must be an object")
-        return cls.from_dict(data)
+    def from_json(cls, text: str | bytes) -> Recipe:
+        """Parse :meth:`to_json` output.
+
+        Raises:
+            RecipeParseError: the text is longer than :data:`MAX_RECIPE_CHARS`, not JSON (or
+                nested too deep for it), not an object, or not a valid Recipe.
+        """
+        if not isinstance(text, (str, bytes)):
+            raise RecipeParseError(f"recipe JSON must be text, not {type(text).__name__}")
+        _check_size("recipe JSON", text)
+        return cls.from_dict(_load_json("recipe JSON", text, None, dict))
 
     # -- A1111 infotext -----------------------------------------------------------------------
 
@@ -195,66 +228,332 @@ class Recipe:
     def from_infotext(cls, text: str) -> Recipe:
         """Parse infotext written by :meth:`to_infotext` back into the same Recipe.
 
+        Every field is checked as in :meth:`from_dict`.
+
         Raises:
-            RecipeParseError: the text lacks fields sdkit writes (e.g. infotext from A1111).
+            RecipeParseError: the text lacks fields sdkit writes (e.g. infotext from A1111), a
+                field is malformed or out of range (``exc.field`` names the infotext key), or
+                the text is longer than :data:`MAX_RECIPE_CHARS`.
         """
         prompt, negative, params = parse_infotext(text)
+        values: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
+        for key, (name, read) in _INFOTEXT_FIELDS.items():
+            if key in params:
+                values[name] = read(key, params[key])
+            elif name in _REQUIRED_INFOTEXT:
+                raise RecipeParseError(
+                    f"infotext has no {key!r} field",
+                    field=key,
+                    hint="only infotext that sdkit wrote describes a whole Recipe.",
+                )
+        width, height = values.pop("size")
+        values.update(width=width, height=height)
+        if params.get("Sampler name") == "none":
+            values["sampler"] = None
         try:
-            width, height = (int(v) for v in params["Size"].split("x"))
-            sampler: str | None = params["Sampler"]
-            if params.get("Sampler name") == "none":
-                sampler = None
-            return cls(
-                prompt=prompt,
-                negative_prompt=negative,
-                model=params["Model"],
-                model_sha256=params["Model sha256"],
-                pipeline=params["Pipeline"],
-                mode=params["Mode"],  # type: ignore[arg-type]
-                sampler=sampler,
-                schedule=params["Schedule type"],
-                scheduler=params["Scheduler"],
-                scheduler_config=json.loads(params["Scheduler config"]),
-                steps=int(params["Steps"]),
-                guidance_scale=float(params["CFG scale"]),
-                guidance_rescale=float(params.get("Guidance rescale", 0.0)),
-                clip_skip=int(params["Clip skip"]) if "Clip skip" in params else None,
-                seed=int(params["Seed"]),
-                width=width,
-                height=height,
-                strength=float(params["Denoising strength"])
-                if "Denoising strength" in params
-                else None,
-                init_image_sha256=params.get("Init image sha256"),
-                mask_sha256=params.get("Mask sha256"),
-                feature_cache=int(params["Feature cache"]) if "Feature cache" in params else None,
-                dtype=params["Dtype"],
-                versions=json.loads(params["Versions"]),
+            return cls.from_dict(values)
+        except RecipeParseError as exc:
+            infotext_key = _INFOTEXT_KEYS.get(exc.field or "") or exc.field
+            message = exc.message.replace(
+                f"recipe field {exc.field!r}", f"infotext field {infotext_key!r}"
             )
-        except KeyError as exc:
-            raise RecipeParseError(f"infotext has no {exc.args[0]!r} field") from exc
-        except (ValueError, json.JSONDecodeError) as exc:
-            raise RecipeParseError(f"infotext has a malformed field: {exc}") from exc
+            raise RecipeParseError(message, field=infotext_key, hint=exc.hint) from exc
 
 
-# A1111's grammar for the parameters line: `Key: value` pairs, values either JSON strings or
-# free text without commas.
-_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_HINT = "a Recipe is read from the infotext or the manifest sdkit wrote; this one was altered."
+
+
+def _bad(name: str, value: Any, expected: str, what: str = "recipe field") -> RecipeParseError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:59] + "…"
+    return RecipeParseError(
+        f"{what} {name!r} is {shown}: expected {expected}", field=name, hint=_HINT
+    )
+
+
+def _check_size(what: str, text: str | bytes) -> None:
+    if len(text) > MAX_RECIPE_CHARS:
+        raise RecipeParseError(
+            f"{what} is {len(text)} characters long: at most {MAX_RECIPE_CHARS} are read",
+            hint=_HINT,
+        )
+
+
+def _load_json(what: str, text: str | bytes, name: str | None, kind: type) -> Any:
+    """``json.loads`` with every failure (syntax, depth, a 5,000-digit number) typed."""
+    value: Any = None
+    problem: str | None = None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        problem = "is nested too deep"
+    except json.JSONDecodeError as exc:
+        problem = f"is not JSON ({exc.msg} at character {exc.pos})"
+    except UnicodeDecodeError:
+        problem = "is not UTF-8 text"
+    except ValueError:  # int(): over sys.get_int_max_str_digits() digits
+        problem = "has a number with too many digits"
+    if problem is not None:
+        raise RecipeParseError(f"{what} {problem}", field=name, hint=_HINT)
+    if not isinstance(value, kind):
+        raise RecipeParseError(
+            f"{what} must be a JSON {'object' if kind is dict else kind.__name__}, "
+            f"not {type(value).__name__}",
+            field=name,
+            hint=_HINT,
+        )
+    return value
+
+
+# -- field checks: one per type of field; the table _CHECKS says which field gets which --------
+
+_Check = Callable[[str, Any], Any]
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _bad(name, value, "a string")
+    return value
+
+
+def _sha256(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        raise _bad(name, value, "64 lowercase hex digits (a SHA-256)")
+    return value
+
+
+def _integer(low: int, high: int) -> _Check:
+    def check(name: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _bad(name, value, f"an integer in {low}..{high}")
+        return value
+
+    return check
+
+
+def _number(low: float, high: float) -> _Check:
+    def check(name: str, value: Any) -> float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not low <= value <= high  # NaN fails too
+        ):
+            raise _bad(name, value, f"a number in {low:g}..{high:g}")
+        return float(value)
+
+    return check
+
+
+def _one_of(*allowed: str) -> _Check:
+    def check(name: str, value: Any) -> str:
+        if value not in allowed:
+            raise _bad(name, value, "one of " + ", ".join(map(repr, allowed)))
+        return str(value)
+
+    return check
+
+
+def _json_object(name: str, value: Any) -> dict[str, Any]:
+    """A JSON object with string keys, at most MAX_JSON_DEPTH deep and MAX_JSON_ITEMS values
+    (walked without recursion, so that no depth raises RecursionError)."""
+    if not isinstance(value, Mapping):
+        raise _bad(name, value, "a JSON object")
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    count = 0
+    while stack:
+        item, depth = stack.pop()
+        count += 1
+        if depth > MAX_JSON_DEPTH or count > MAX_JSON_ITEMS:
+            raise RecipeParseError(
+                f"recipe field {name!r} is too large: at most {MAX_JSON_DEPTH} levels and "
+                f"{MAX_JSON_ITEMS} values",
+                field=name,
+                hint=_HINT,
+            )
+        if isinstance(item, Mapping):
+            if not all(isinstance(key, str) for key in item):
+                raise _bad(name, value, "a JSON object with string keys")
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, depth + 1) for v in item)
+        elif item is not None and not isinstance(item, (bool, int, float, str)):
+            raise _bad(name, item, "JSON values (strings, numbers, lists, objects)")
+    return dict(value)
+
+
+def _string_map(name: str, value: Any) -> dict[str, str]:
+    if (
+        not isinstance(value, Mapping)
+        or len(value) > 100
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    ):
+        raise _bad(name, value, "a JSON object of at most 100 strings")
+    return dict(value)
+
+
+# The check of each field, in the dataclass' order. The ranges are the Generator's own limits
+# (see Generator._plan), so every Recipe sdkit writes passes, and a replay re-checks them.
+_CHECKS: dict[str, _Check] = {
+    "prompt": _text,
+    "model": _text,
+    "model_sha256": _sha256,
+    "pipeline": _text,
+    "scheduler": _text,
+    "steps": _integer(1, 1000),
+    "guidance_scale": _number(0.0, 100.0),
+    "seed": _integer(0, 2**32 - 1),
+    "width": _integer(8, 16384),
+    "height": _integer(8, 16384),
+    "negative_prompt": _text,
+    "mode": _one_of(*get_args(Mode)),
+    "sampler": _text,
+    "schedule": _text,
+    "scheduler_config": _json_object,
+    "guidance_rescale": _number(0.0, 1.0),
+    "clip_skip": _integer(1, 64),
+    "strength": _number(0.0, 1.0),
+    "init_image_sha256": _sha256,
+    "mask_sha256": _sha256,
+    "feature_cache": _integer(1, 1000),
+    "dtype": _text,
+    "versions": _string_map,
+}
+_FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
+assert list(_CHECKS) == list(_FIELDS), "a Recipe field without a check"
+# Fields without a default must be given; those whose default is None may be None.
+_REQUIRED = {n for n, f in _FIELDS.items() if f.default is f.default_factory is dataclasses.MISSING}
+_NULLABLE = {n for n, f in _FIELDS.items() if f.default is None}
+
+
+# -- infotext values: text to the Python value, before the field checks above -----------------
+
+_INTEGER_TEXT = re.compile(r"\s*[+-]?\d{1,20}\s*")
+_SIZE_TEXT = re.compile(r"\s*(\d{1,6})\s*x\s*(\d{1,6})\s*")
+
+
+def _int_text(key: str, text: str) -> int:
+    if not _INTEGER_TEXT.fullmatch(text):
+        raise _bad(key, text, "an integer", "infotext field")
+    return int(text)
+
+
+def _float_text(key: str, text: str) -> float:
+    try:
+        value = float(text) if len(text) <= 64 else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise _bad(key, text, "a finite number", "infotext field")
+    return value
+
+
+def _size_text(key: str, text: str) -> tuple[int, int]:
+    match = _SIZE_TEXT.fullmatch(text)
+    if match is None:
+        raise _bad(key, text, "WIDTHxHEIGHT, e.g. 512x512", "infotext field")
+    return int(match[1]), int(match[2])
+
+
+def _json_text(key: str, text: str) -> Any:
+    return _load_json(f"infotext field {key!r}", text, key, dict)
+
+
+def _same(key: str, text: str) -> str:
+    return text
+
+
+# infotext key -> (Recipe field, reader). "Sampler name: none" is read in from_infotext.
+_INFOTEXT_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
+    "Steps": ("steps", _int_text),
+    "Sampler": ("sampler", _same),
+    "Schedule type": ("schedule", _same),
+    "CFG scale": ("guidance_scale", _float_text),
+    "Seed": ("seed", _int_text),
+    "Size": ("size", _size_text),
+    "Model": ("model", _same),
+    "Clip skip": ("clip_skip", _int_text),
+    "Denoising strength": ("strength", _float_text),
+    "Guidance rescale": ("guidance_rescale", _float_text),
+    "Mode": ("mode", _same),
+    "Pipeline": ("pipeline", _same),
+    "Scheduler": ("scheduler", _same),
+    "Scheduler config": ("scheduler_config", _json_text),
+    "Model sha256": ("model_sha256", _same),
+    "Dtype": ("dtype", _same),
+    "Init image sha256": ("init_image_sha256", _same),
+    "Mask sha256": ("mask_sha256", _same),
+    "Feature cache": ("feature_cache", _int_text),
+    "Versions": ("versions", _json_text),
+}
+_REQUIRED_INFOTEXT = {"steps", "sampler", "schedule", "guidance_scale", "seed", "size", "model",
+                      "mode", "pipeline", "scheduler", "scheduler_config", "model_sha256",
+                      "dtype", "versions"}  # fmt: skip
+# Recipe field -> infotext key, to name the key the user sees in an error.
+_INFOTEXT_KEYS = {name: key for key, (name, _) in _INFOTEXT_FIELDS.items()} | {
+    "width": "Size",
+    "height": "Size",
+}
+
+
+# A1111's grammar for the parameters line is the regex
+#     \s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)
+# applied with findall: `Key: value` pairs, values either JSON strings or free text without
+# commas, anything else skipped. The regex retries at every character where a key fails, which
+# is quadratic on a long line without colons (12 s for 40 KB); _param_pairs reads the same
+# pairs in one pass.
+_SPACE = re.compile(r"\s*")
+_KEY = re.compile(r"\w[\w \-/]*")
+_QUOTED = re.compile(r'"(?:\\.|[^\\"])+"')
+_PLAIN = re.compile(r"[^,]*")
+
+
+def _param_pairs(line: str) -> list[tuple[str, str]]:
+    """The ``(key, value)`` pairs A1111's parameters regex finds in ``line``, in linear time.
+
+    Where the regex fails at one character, it fails at every later one up to the end of that
+    run of key characters (the run ends at the same character, which is not a colon), so the
+    scan resumes after the run instead of one character on.
+    """
+    pairs: list[tuple[str, str]] = []
+    pos, end = 0, len(line)
+    while pos < end:
+        start = _SPACE.match(line, pos).end()  # type: ignore[union-attr]
+        key = _KEY.match(line, start)
+        if key is None or key.end() - start < 2 or line[key.end() : key.end() + 1] != ":":
+            pos = max(start + 1, key.end() if key is not None else 0)
+            continue
+        value_start = _SPACE.match(line, key.end() + 1).end()  # type: ignore[union-attr]
+        value = _QUOTED.match(line, value_start)
+        if value is None or line[value.end() : value.end() + 1] not in ("", ","):
+            value = _PLAIN.match(line, value_start)  # up to the next comma: always matches
+        assert value is not None
+        pairs.append((key.group(), value.group()))
+        pos = value.end() + 1  # past the comma
+    return pairs
 
 
 def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
     """Split A1111 infotext into (prompt, negative prompt, parameters).
 
-    Works on any A1111-style text, not only sdkit's.
+    Works on any A1111-style text, not only sdkit's, in time linear in its length.
+
+    Raises:
+        RecipeParseError: the text is longer than :data:`MAX_RECIPE_CHARS`.
 
     Example:
         >>> parse_infotext("a cat\\nNegative prompt: dog\\nSteps: 20, Seed: 1, Size: 64x64")
         ('a cat', 'dog', {'Steps': '20', 'Seed': '1', 'Size': '64x64'})
     """
+    if not isinstance(text, str):
+        raise RecipeParseError(f"infotext must be text, not {type(text).__name__}")
+    _check_size("infotext", text)
     lines = text.strip("\n").split("\n")
     params: dict[str, str] = {}
-    if lines and len(_PARAM.findall(lines[-1])) >= 3:
-        for key, value in _PARAM.findall(lines.pop()):
+    pairs = _param_pairs(lines[-1])
+    if len(pairs) >= 3:
+        lines.pop()
+        for key, value in pairs:
             params[key.strip()] = _unquote(value.strip())
     prompt_lines: list[str] = []
     negative_lines: list[str] = []

@@ -24,7 +24,7 @@ from provenance.manifest import WATERMARK_LABEL, find_assertion
 from provenance.verify import verify
 from provenance.watermark import Payload
 
-from .errors import ReplayError, SdkitError
+from .errors import RecipeParseError, ReplayError, SdkitError
 from .images import FORMATS, encode_image
 from .recipe import Recipe
 
@@ -101,7 +101,7 @@ def replay(
             path=name,
             hint="pass init_image=... (and mask=... for inpaint).",
         )
-    payload = _payload(report.manifest)
+    payload = _payload(report.manifest, name)
     try:
         result = generator(
             recipe.prompt,
@@ -160,13 +160,21 @@ def replay(
 
 
 def _recipe(data: dict[str, Any] | None, infotext: str | None, name: str) -> tuple[Recipe, str]:
+    # Both come from the file: every field is checked, and a bad one is a RecipeParseError
+    # naming the file and the field.
     try:
         if data is not None:
             return Recipe.from_dict(data), "manifest"
         if infotext is not None:
             return Recipe.from_infotext(infotext), "infotext"
-    except SdkitError as exc:
-        raise ReplayError(f"the Recipe in {name} cannot be read: {exc.message}", path=name) from exc
+    except RecipeParseError as exc:
+        source = "manifest" if data is not None else "infotext"
+        raise RecipeParseError(
+            f"the Recipe in {name}'s {source} cannot be read: {exc.message}",
+            field=exc.field,
+            path=name,
+            hint="the file's Recipe was altered or written by another tool; it cannot be replayed.",
+        ) from exc
     raise ReplayError(
         f"{name} carries no Recipe (no sdkit manifest, no generation parameters)",
         path=name,
@@ -174,13 +182,27 @@ def _recipe(data: dict[str, Any] | None, infotext: str | None, name: str) -> tup
     )
 
 
-def _payload(manifest: dict[str, Any] | None) -> Payload | None:
+def _payload(manifest: dict[str, Any] | None, name: str) -> Payload | None:
+    # The watermark assertion as provenance.stamp writes it: content_id as 12 hex digits,
+    # issuer_id and version as integers. Anything else is refused, not raised on.
     claimed = find_assertion(manifest, WATERMARK_LABEL)
     if not isinstance(claimed, dict) or not claimed.get("embedded"):
         return None
-    fields = claimed.get("payload") or {}
-    return Payload(
-        content_id=int(fields["content_id"], 16),
-        issuer_id=int(fields["issuer_id"]),
-        version=int(fields["version"]),
-    )
+    fields = claimed.get("payload")
+    try:
+        if not isinstance(fields, dict):
+            raise ValueError(fields)
+        content_id = fields["content_id"]
+        if not isinstance(content_id, str) or not 0 < len(content_id) <= 12:
+            raise ValueError(content_id)
+        return Payload(
+            content_id=int(content_id, 16),
+            issuer_id=fields["issuer_id"],
+            version=fields["version"],
+        )
+    except (KeyError, ValueError, ProvenanceError):
+        raise ReplayError(
+            f"the watermark assertion in {name}'s manifest is malformed",
+            path=name,
+            hint="the manifest was not written by sdkit; the file cannot be replayed exactly.",
+        ) from None
