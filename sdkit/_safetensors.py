@@ -131,7 +131,7 @@ def read_safetensors_header(
 
 def _bad(src: Path, why: str) -> ModelLoadError:
     return ModelLoadError(
-        f"{src.name} is not a valid .safetensors file: {why}", source=src, hint=_HINT
+        f"{src.name} is not a readable .safetensors file: {why}", source=src, hint=_HINT
     )
 
 

@@ -184,7 +184,7 @@ def test_cli_exits_3_on_a_hostile_single_file(tmp_path: Path, name: str) -> None
         cli, ["generate", "x", "-m", str(path), "-o", str(tmp_path / "a.png")]
     )
     assert result.exit_code == 3, result.output
-    assert "error: model.safetensors is not a valid .safetensors file" in result.output
+    assert "error: model.safetensors is not a readable .safetensors file" in result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
     assert not (tmp_path / "a.png").exists()
 
