@@ -14,9 +14,10 @@ is dropped, as in A1111.
 
 Prompts are outside text (pasted from the web, read back from infotext), so the parser has
 bounds that A1111 lacks: it is linear in the prompt's length (A1111's is quadratic in the
-number of brackets), a prompt has at most :data:`MAX_PROMPT_CHARS` characters and at most
-:data:`MAX_OPEN_BRACKETS` brackets open at once, and every weight is finite and within
-±:data:`MAX_WEIGHT`. Beyond them, :class:`~sdkit.errors.InvalidOptionError` names the token.
+number of brackets), a prompt has at most :data:`MAX_PROMPT_CHARS` characters, at most
+:data:`MAX_OPEN_BRACKETS` brackets open at once and at most :data:`MAX_PROMPT_CHUNKS` chunks,
+and every weight is finite and within ±:data:`MAX_WEIGHT`. Beyond them,
+:class:`~sdkit.errors.InvalidOptionError` names the prompt and the token.
 
 Prompts longer than CLIP's window are split into chunks of 75 tokens; each chunk is encoded on
 its own as ``[BOS] + 75 tokens + [EOS]`` (padded) and the results are concatenated along the
@@ -44,6 +45,7 @@ __all__ = [
     "BREAK",
     "MAX_OPEN_BRACKETS",
     "MAX_PROMPT_CHARS",
+    "MAX_PROMPT_CHUNKS",
     "MAX_WEIGHT",
     "PromptEmbeddings",
     "encode_prompts",
@@ -60,6 +62,9 @@ COMMA_BACKTRACK = 20
 
 MAX_PROMPT_CHARS = 100_000
 """Longest prompt (or negative prompt) accepted, in characters: about 400 CLIP chunks of 75 tokens."""
+MAX_PROMPT_CHUNKS = 64
+"""Most 75-token chunks per prompt (4,800 tokens; A1111 prompts rarely pass 10): each one adds a
+text-encoder pass and 77 positions to every cross-attention of every UNet step."""
 MAX_WEIGHT = 1000.0
 """Largest attention weight (in magnitude) a run may end up with; A1111 sets no bound, but far
 below this the picture is already noise, and an infinite weight makes NaN embeddings."""
@@ -447,6 +452,19 @@ class _TextEncoder:
         return norm(out.hidden_states[-skip]), None
 
 
+def _check_chunks(option: str, per_encoder: Sequence[Sequence[_Chunk]]) -> None:
+    # Each chunk is one text-encoder pass and 77 more positions for every cross-attention
+    # layer of the UNet, at every step: the cost of a prompt is in its chunks, not its length.
+    count = max((len(chunks) for chunks in per_encoder), default=0)
+    if count > MAX_PROMPT_CHUNKS:
+        raise InvalidOptionError(
+            option,
+            f"<{count} chunks of 75 tokens>",
+            f"at most {MAX_PROMPT_CHUNKS} chunks ({MAX_PROMPT_CHUNKS * 75} tokens, BREAK ends one)",
+            hint="shorten the prompt: every 75 tokens cost a text-encoder pass and UNet memory.",
+        )
+
+
 def _check_clip_skip(clip_skip: int | None, pairs: Sequence[tuple[Any, Any]]) -> int:
     layers = min(int(model.config.num_hidden_layers) for _, model in pairs)
     if clip_skip is None:
@@ -494,6 +512,11 @@ def encode_prompts(
         The embeddings, in the text encoder's dtype, on ``device``; the positive and negative
         have the same number of chunks (the shorter one is padded with empty chunks).
 
+    Raises:
+        InvalidOptionError: a prompt is refused by :func:`parse_prompt_attention` (length,
+            brackets, weights), before the pipeline is touched, or needs more than
+            :data:`MAX_PROMPT_CHUNKS` chunks, before the text encoder runs.
+
     Example:
         >>> from diffusers import StableDiffusionPipeline
         >>> from sdkit.models import DEFAULT_MODEL_DIR
@@ -519,6 +542,8 @@ def encode_prompts(
     # 2. Tokenize and split into chunks; pad every list to the same number of chunks
     positive = [e.chunks(positive_runs, comma_backtrack) for e in encoders]
     negative = [e.chunks(negative_runs, comma_backtrack) for e in encoders if encode_negative]
+    for option, per_encoder in (("prompt", positive), ("negative_prompt", negative)):
+        _check_chunks(option, per_encoder)
     count = max(len(chunks) for chunks in positive + negative)
     for chunks in positive + negative:
         chunks.extend(([], []) for _ in range(count - len(chunks)))

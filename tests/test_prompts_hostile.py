@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 from click.testing import CliRunner
+from diffusers import StableDiffusionPipeline
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +30,7 @@ from sdkit.prompts import (
     BREAK,
     MAX_OPEN_BRACKETS,
     MAX_PROMPT_CHARS,
+    MAX_PROMPT_CHUNKS,
     MAX_WEIGHT,
     encode_prompts,
     parse_prompt_attention,
@@ -189,6 +191,34 @@ def test_encode_prompts_checks_both_prompts_before_the_text_encoder_runs() -> No
     with pytest.raises(InvalidOptionError) as info:
         encode_prompts(object(), "((cat:900):900)")
     assert info.value.option == "prompt"
+
+
+@pytest.fixture(scope="module")
+def sd(tiny_sd_path: Path) -> StableDiffusionPipeline:
+    return StableDiffusionPipeline.from_pretrained(tiny_sd_path)
+
+
+def test_a_prompt_of_more_chunks_than_the_cap_is_refused_before_encoding(
+    sd: StableDiffusionPipeline,
+) -> None:
+    # Old code: 100 KB of BREAKs made 16,000 chunks, each a text-encoder pass and 77 more
+    # positions in every cross-attention of every UNet step.
+    most = " BREAK ".join(["a"] * MAX_PROMPT_CHUNKS)
+    embeds = encode_prompts(sd, most, do_classifier_free_guidance=False)
+    assert embeds.prompt_embeds.shape[1] == 77 * MAX_PROMPT_CHUNKS
+    calls: list[int] = []
+    hook = sd.text_encoder.register_forward_hook(lambda *args: calls.append(1))
+    for prompt, negative, option in [
+        (most + " BREAK a", "", "prompt"),
+        ("a", "BREAK " * 16_000, "negative_prompt"),
+        ("a cat, " * 2_000, "", "prompt"),  # 6,000 tokens
+    ]:
+        with pytest.raises(InvalidOptionError) as info:
+            encode_prompts(sd, prompt, negative)
+        assert info.value.option == option and info.value.hint
+        assert f"at most {MAX_PROMPT_CHUNKS} chunks" in str(info.value)
+    hook.remove()
+    assert calls == []
 
 
 def test_cli_refuses_an_infinite_weight_with_exit_2_and_writes_nothing(
