@@ -170,6 +170,17 @@ def _parse(text: str, option: str = "prompt") -> list[_Run]:
             f"at most {MAX_PROMPT_CHARS} characters",
             hint="shorten the prompt: CLIP reads it 75 tokens (about 300 characters) at a time.",
         )
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate: no tokenizer can read it
+            raise InvalidOptionError(
+                option,
+                text[max(0, exc.start - 10) : exc.start + 10],
+                "Unicode text",
+                hint=f"remove the lone surrogate U+{ord(text[exc.start]):04X} at character "
+                f"{exc.start} (undecodable bytes, e.g. from a shell argument).",
+            ) from None
     pieces = _Pieces()
     round_open: list[int] = []
     square_open: list[int] = []

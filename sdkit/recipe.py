@@ -314,6 +314,11 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 def _text(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise _bad(name, value, "a string")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\\ud800" in JSON): not writable text
+            raise _bad(name, value, "Unicode text (no lone surrogates)") from None
     return value
 
 

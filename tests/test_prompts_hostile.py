@@ -183,6 +183,16 @@ def test_a_prompt_longer_than_the_cap_is_refused_without_echoing_it() -> None:
     assert parse_prompt_attention("a" * MAX_PROMPT_CHARS) == [("a" * MAX_PROMPT_CHARS, 1.0)]
 
 
+def test_a_lone_surrogate_is_refused_not_passed_to_the_tokenizer() -> None:
+    # Old code: the tokenizer raised TypeError. A shell argument with undecodable bytes (or
+    # "\\ud800" in JSON-quoted infotext) gives such text.
+    error = _refusal("a cat \udcff on a mat")
+    assert "U+DCFF" in str(error.hint)
+    assert parse_prompt_attention("un chat \u00e9t\u00e9 \U0001f431") == [
+        ("un chat \u00e9t\u00e9 \U0001f431", 1.0)
+    ]
+
+
 def test_encode_prompts_checks_both_prompts_before_the_text_encoder_runs() -> None:
     # The pipeline is never touched: a refused prompt costs no model work.
     with pytest.raises(InvalidOptionError) as info:

@@ -229,6 +229,7 @@ def _nested(depth: int) -> dict[str, Any]:
         ("negative_prompt", None),
         ("sampler", 5),
         ("model_sha256", "AB" * 32),
+        ("prompt", "a \ud800 cat"),
     ],
 )
 def test_a_recipe_field_of_the_wrong_type_or_range_is_refused_by_name(
