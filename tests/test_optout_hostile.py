@@ -29,7 +29,7 @@ from PIL.PngImagePlugin import PngInfo
 from provenance.credentials import Credentials
 from provenance.optout import Decision, OptOutChecker
 from provenance.optout.embedded import MAX_XMP, file_signals, jpeg_header_end
-from provenance.optout.markup import HEAD_END, html_signals
+from provenance.optout.markup import HEAD_END, header_signals, html_signals
 from provenance.optout.sitefiles import MAX_SITE_FILE, SitePolicy, location_pattern
 
 JPEG = "image/jpeg"
@@ -335,17 +335,28 @@ def test_head_end_search_is_linear() -> None:
 # -- HTTP headers -----------------------------------------------------------------------------
 
 
+def _answer(head: bytes, data: bytes = b"") -> bytes:
+    return head + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(data) + data
+
+
 @pytest.fixture(scope="module")
 def raw_header_site(server: Server, jpeg: bytes) -> Iterator[str]:
     """A server writing header bytes that are not UTF-8 (aiohttp's own server will not)."""
+    answers = {
+        b"/a.jpg": _answer(
+            b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Robots-Tag: noai, \xff\xfe\r\n"
+            b"tdm-policy: https://e.example/\xc3\r\ntdm-reservation: 1",
+            jpeg,
+        ),
+        b"/robots.txt": _answer(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain", b"User-agent: *\nDisallow: /a"
+        ),
+        b"/go": _answer(b"HTTP/1.1 302 Found\r\nLocation: /a\xff\xfe.jpg"),
+    }
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Robots-Tag: noai, \xff\xfe\r\n"
-            b"tdm-policy: https://e.example/\xc3\r\ntdm-reservation: 1\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(jpeg) + jpeg
-        )
+        request = await reader.readuntil(b"\r\n\r\n")
+        writer.write(answers.get(request.split(b" ")[1], _answer(b"HTTP/1.1 404 Not Found")))
         await writer.drain()
         writer.close()
 
@@ -356,6 +367,17 @@ def raw_header_site(server: Server, jpeg: bytes) -> Iterator[str]:
     port = raw_server.sockets[0].getsockname()[1]
     yield f"http://127.0.0.1:{port}"
     server.loop.call_soon_threadsafe(raw_server.close)
+
+
+def test_redirect_to_bytes_that_are_not_utf8_is_checked(raw_header_site: str) -> None:
+    """aiohttp hands the Location's bytes over as lone surrogates; protego raised on them."""
+    checker = OptOutChecker(allow_private=True, timeout=TIMEOUT)
+    decision = checker.check(raw_header_site + "/go")
+    assert decision.verdict == "disallowed"
+    assert _signal(decision, "robots.txt") == (
+        "disallowed",
+        "disallows /a%FF%FE.jpg for User-agent sdkit-optout",
+    )
 
 
 def test_header_bytes_that_are_not_utf8_stay_printable(raw_header_site: str) -> None:
@@ -493,3 +515,105 @@ def test_site_files_parse_within_the_bound_at_their_cap() -> None:
         assert seconds < BOUND and policy.files[0].status == "ok"
         found, seconds = timed(policy.signals, "http://x/" + "ab" * 2000, {"sdkit-optout"}, ())
         assert seconds < BOUND and found == []
+
+
+# -- the event loop -----------------------------------------------------------------------------
+
+
+def _deep_xmp() -> bytes:
+    """A PNG whose iTXt XMP is MAX_XMP bytes of nested elements (expat's slowest shape)."""
+    packet = xmp_packet("DMI-PROHIBITED-AIMLTRAINING")
+    depth = (MAX_XMP - len(packet)) // 8
+    packet = packet.replace(b"</rdf:RDF>", b"<a>" * depth + b"</a>" * depth + b"</rdf:RDF>")
+    return png_with(png_chunk(b"iTXt", ITXT_XMP + b"\x00\x00\x00\x00" + packet))
+
+
+@pytest.fixture(scope="module")
+def heavy_site(server: Server) -> str:
+    rules = "User-agent: GPTBot\n" + "Disallow: /*a*b*c*d$\n" * (MAX_SITE_FILE // 21)
+    return server.add(
+        {
+            "/robots.txt": raw(rules.encode(), "text/plain"),
+            "/ai.txt": raw(b"\n" * MAX_SITE_FILE, "text/plain"),
+            "/head.html": raw(HOSTILE_HEADS["meta-spaces"], HTML),
+            "/deep.png": raw(_deep_xmp(), "image/png"),
+        }
+    )
+
+
+def test_hostile_parsing_does_not_stall_the_event_loop(heavy_site: str) -> None:
+    """While the heaviest inputs at their caps are parsed, a 10 ms ticker keeps ticking."""
+    checker = OptOutChecker(allow_private=True, timeout=30.0, max_body=8 * 1024 * 1024)
+
+    async def run() -> tuple[list[Decision], float]:
+        gaps: list[float] = []
+        done = asyncio.Event()
+
+        async def tick() -> None:
+            loop = asyncio.get_running_loop()
+            last = loop.time()
+            while not done.is_set():
+                await asyncio.sleep(0.01)
+                gaps.append(loop.time() - last)
+                last = loop.time()
+
+        ticker = asyncio.ensure_future(tick())
+        async with checker:
+            decisions = await asyncio.gather(
+                checker.acheck(heavy_site + "/head.html"), checker.acheck(heavy_site + "/deep.png")
+            )
+        done.set()
+        await ticker
+        return list(decisions), max(gaps)
+
+    with deadline(60):
+        (page, image), worst = asyncio.run(run())
+    assert [(s.name, s.evidence) for s in page.deciding] == [("meta-robots", META_EVIDENCE)]
+    assert _signal(image, "iptc-data-mining") == (
+        "disallowed",
+        "plus:DataMining = DMI-PROHIBITED-AIMLTRAINING",
+    )
+    assert worst < 0.5
+
+
+# -- fuzzing ----------------------------------------------------------------------------------
+
+_TOKENS = [
+    *(b"User-agent: ", b"Disallow: ", b"Allow: ", b"GPTBot", b"*", b"$", b"/", b"\n", b"#"),
+    *(b"[", b"]", b"{", b"}", b'"location": ', b'"tdm-reservation": ', b":", b",", b"1", b'"/*a"'),
+    *(b"<", b">", b"<!--", b"-->", b"<meta ", b"name=", b"robots", b"content=", b"noai", b"'"),
+    *(b'"', b"&#", b"&amp;", b"</head>", b"<body", b"<script>", b"</script", b"<![", b"<?"),
+    *(b"<x:xmpmeta ", b"</x:xmpmeta>", b"DataMining", b"plus:DataMining=", b"\x00", b"\xff"),
+    *(b'xmlns:plus="http://ns.useplus.org/ldf/xmp/1.0/"', b"\x89PNG\r\n\x1a\n", ITXT_XMP),
+    *(b"iTXt", b"\x01\x00", b"\xff\xd8", b"\xff\xe1", b"\xff\xda", b"\xc3", b"%", b"?"),
+]
+_HOSTILE = st.lists(st.sampled_from(_TOKENS) | st.binary(max_size=4), max_size=60).map(b"".join)
+_URLS = (
+    "http://x/",
+    "http://x/a*b?q=$",
+    "http://x/%ff\x00",
+    "http://x/\udcff\ud800",
+    "http://x/A.JPG",
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=_HOSTILE, status=st.sampled_from([200, 404, 500, 0]), charset=st.sampled_from(CHARSETS))
+def test_parsers_of_outside_data_never_raise(data: bytes, status: int, charset: str) -> None:
+    """Every parser of a server's or a file's bytes, on token soup: a result, in time."""
+    with deadline(5):
+        fetched = {"robots.txt": (200, data), "ai.txt": (status, data), "tdmrep.json": (200, data)}
+        policy = SitePolicy.parse("http://x", fetched)
+        for url in _URLS:
+            for found in policy.signals(url, {"sdkit-optout"}, ["GPTBot"]):
+                found.describe().encode("utf-8")
+        text = data.decode("utf-8", "surrogateescape")
+        headers = {"x-robots-tag": [text], "tdm-reservation": [text], "tdm-policy": [text]}
+        for found in [
+            *header_signals(headers, "u", {"gptbot"}),
+            *html_signals(data, "u", set(), charset),
+        ]:
+            found.describe().encode("utf-8")
+        file_signals(data, "f")
+        file_signals(b"\x89PNG\r\n\x1a\n" + data, "f")
+        jpeg_header_end(data)

@@ -29,7 +29,7 @@ import threading
 import zlib
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
-from xml.etree import ElementTree
+from xml.parsers import expat
 
 from .decision import Signal, Value
 
@@ -40,8 +40,10 @@ __all__ = [
     "CAWG_VALUES",
     "DEFAULT_USES",
     "MAX_JPEG_MARKERS",
+    "MAX_SIGNALS",
     "MAX_XMP",
     "TRAINING_LABELS",
+    "few_signals",
     "file_signals",
     "iptc_value",
     "jpeg_header_end",
@@ -66,19 +68,22 @@ IPTC_VALUES: tuple[tuple[str, Value | None], ...] = (
     ("DMI-ALLOWED", "allowed"),
     ("DMI-UNSPECIFIED", None),
 )
-_PLUS = "{http://ns.useplus.org/ldf/xmp/1.0/}"
+_DATA_MINING = "http://ns.useplus.org/ldf/xmp/1.0/ DataMining"  # as expat names it
 _VERSION_SUFFIX = re.compile(r"\.v\d+$")
 _MAX_LABEL = 256  # characters of a label, use or value shown in evidence
-_RDF_RESOURCE = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}resource"
+_RDF_RESOURCE = "http://www.w3.org/1999/02/22-rdf-syntax-ns# resource"
 #: Bytes of an XMP packet read at most (a larger one, or a PNG chunk inflating beyond it, is
 #: unreadable: an ``unknown`` signal).
-MAX_XMP = 4 * 1024 * 1024
+MAX_XMP = 1024 * 1024
+#: Signals of one kind kept from one file (see :func:`few_signals`).
+MAX_SIGNALS = 16
+_XML_FEED = 16 * 1024
 _PNG_XMP_KEYWORD = b"XML:com.adobe.xmp\x00"
 _PNG_XMP_CHUNK = b"iTXt" + _PNG_XMP_KEYWORD
 _XML_SPACE = (b" ", b"\t", b"\r", b"\n")
 _XML_SPACE_OR_CLOSE = (*_XML_SPACE, b">")
 #: Markers of a JPEG walked looking for its scan (more: the metadata is read from the whole file).
-MAX_JPEG_MARKERS = 10_000
+MAX_JPEG_MARKERS = 1_000
 _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"\xff\xd8\xff", 0, "image/jpeg"),
     (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
@@ -215,15 +220,69 @@ def find_xmp(data: bytes) -> bytes | None:
     return _xmp_packet(data)
 
 
+class _DataMiningReader:
+    """Collects ``plus:DataMining`` values as expat reads a packet: no element tree is built,
+    so memory stays flat (a tree of a 1 MiB packet of tiny elements is ~50 MB, and the
+    garbage collector's passes over it cost ten times the parse)."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, None] = {}  # in order, each once
+        self._depth = 0
+        self._open: list[tuple[int, list[str]]] = []  # DataMining elements: depth, own text
+
+    def start(self, name: str, attributes: dict[str, str]) -> None:
+        self._depth += 1
+        if _DATA_MINING in attributes:
+            self.codes[attributes[_DATA_MINING].strip()] = None
+        if name == _DATA_MINING:
+            resource = attributes.get(_RDF_RESOURCE)
+            if resource:
+                self.codes[resource.strip()] = None
+            else:
+                self._open.append((self._depth, []))
+
+    def text(self, data: str) -> None:
+        if self._open and self._open[-1][0] == self._depth:
+            self._open[-1][1].append(data)
+
+    def end(self, name: str) -> None:
+        if self._open and self._open[-1][0] == self._depth:
+            self.codes["".join(self._open.pop()[1]).strip()] = None
+        self._depth -= 1
+
+    def read(self, xmp: bytes) -> list[str]:
+        """Every code in ``xmp``, fed to expat in :data:`_XML_FEED`-byte pieces (expat holds
+        the GIL while it parses; between pieces other threads, the event loop, run).
+
+        Raises:
+            xml.parsers.expat.ExpatError: the packet is not well-formed XML (or expands
+                entities beyond expat's amplification limit).
+        """
+        parser = expat.ParserCreate(namespace_separator=" ")
+        parser.buffer_text = True
+        parser.StartElementHandler = self.start
+        parser.EndElementHandler = self.end
+        parser.CharacterDataHandler = self.text
+        for at in range(0, len(xmp), _XML_FEED):
+            parser.Parse(xmp[at : at + _XML_FEED], False)
+        parser.Parse(b"", True)
+        return list(self.codes)
+
+
 def xmp_signals(xmp: bytes, source: str) -> list[Signal]:
-    """``plus:DataMining`` in an XMP packet."""
+    """``plus:DataMining`` in an XMP packet (at most :data:`MAX_XMP` bytes are parsed).
+
+    A packet that mentions DataMining but does not parse, or is over the cap, gives one
+    ``unknown`` signal. Repeated codes are shown once, and at most :data:`MAX_SIGNALS` signals
+    are kept (the first of each value among them, so a cut never changes the decision).
+    """
     if b"DataMining" not in xmp:
         return []
     try:
         if len(xmp) > MAX_XMP:
             raise ValueError(f"the packet is larger than {MAX_XMP} bytes")
-        root = ElementTree.fromstring(xmp)
-    except (ElementTree.ParseError, ValueError, RecursionError) as exc:
+        codes = _DataMiningReader().read(xmp)
+    except (expat.ExpatError, ValueError) as exc:
         return [
             Signal(
                 "iptc-data-mining",
@@ -232,20 +291,32 @@ def xmp_signals(xmp: bytes, source: str) -> list[Signal]:
                 f"XMP mentions DataMining but does not parse: {exc}",
             )
         ]
-    codes: list[str] = []
-    for element in root.iter():
-        if element.tag == _PLUS + "DataMining":
-            text = element.get(_RDF_RESOURCE) or "".join(element.itertext())
-            codes.append(text.strip())
-        if _PLUS + "DataMining" in element.attrib:
-            codes.append(element.attrib[_PLUS + "DataMining"])
     found = []
     for code in codes:
         value = iptc_value(code)
         if value is not None:
-            short = code.strip().rsplit("/", 1)[-1]
+            short = code.rsplit("/", 1)[-1][:_MAX_LABEL]
             found.append(Signal("iptc-data-mining", value, source, f"plus:DataMining = {short}"))
-    return found
+    return few_signals(found)
+
+
+def few_signals(signals: list[Signal]) -> list[Signal]:
+    """At most :data:`MAX_SIGNALS` of ``signals``: the first of each value, then the others in
+    order (a file may repeat a statement a million times; the decision needs one of each).
+
+    Example:
+        >>> many = [Signal("x", "allowed", "s", str(i)) for i in range(100)]
+        >>> kept = few_signals([*many, Signal("x", "disallowed", "s", "no")])
+        >>> len(kept), kept[0].evidence, kept[-1].evidence
+        (16, '0', 'no')
+    """
+    if len(signals) <= MAX_SIGNALS:
+        return signals
+    firsts = {id(s) for s in {s.value: s for s in reversed(signals)}.values()}
+    kept = [s for s in signals if id(s) in firsts]
+    others = [s for s in signals if id(s) not in firsts]
+    chosen = {id(s) for s in kept + others[: MAX_SIGNALS - len(kept)]}
+    return [s for s in signals if id(s) in chosen]
 
 
 def _training_entries(manifest: Mapping[str, Any]) -> Iterable[tuple[str, str, str]]:
@@ -370,7 +441,7 @@ def c2pa_signals(
             kind = CAWG_VALUES.get(value, "unknown")
             text = f"{label}: {value}{note}" if use == "*" else f"{label}: {use} = {value}{note}"
             found.append(Signal("c2pa-training-mining", kind, source, text))
-    return found
+    return few_signals(found)
 
 
 def file_signals(

@@ -46,6 +46,7 @@ __all__ = [
     "LocationPattern",
     "SiteFile",
     "SitePolicy",
+    "escape_surrogates",
     "location_pattern",
 ]
 
@@ -63,6 +64,7 @@ MAX_LOCATION = 4096
 MAX_TDMREP_RULES = 10_000
 
 Status = Literal["ok", "absent", "error"]
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _USER_AGENT_LINE = re.compile(r"^[ \t]*user-agent[ \t]*:[ \t]*([^#\s]+)", re.I | re.M)
 
 
@@ -232,6 +234,7 @@ class SitePolicy:
             agents: our own lower-cased user-agent tokens (the first is the product token).
             ai_agents: AI-training crawler tokens whose named groups count.
         """
+        url = escape_surrogates(url)  # protego raises on a lone surrogate
         parts = urlsplit(url)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         found: list[Signal] = []
@@ -239,6 +242,25 @@ class SitePolicy:
             check = _CHECKS[site_file.name]
             found.extend(check(site_file, url, path, agents, tuple(ai_agents)))
         return found
+
+
+def escape_surrogates(url: str) -> str:
+    """``url`` with each lone surrogate percent-encoded as the byte it stands for.
+
+    aiohttp reads header bytes that are not UTF-8 with ``surrogateescape``, so a redirect's
+    ``Location`` can bring ``\\udc80``-``\\udcff`` into a URL; such a URL cannot be encoded,
+    printed, or matched by protego. Any other surrogate becomes U+FFFD's encoding.
+
+    Example:
+        >>> escape_surrogates("https://a.example/x\\udcff.jpg")
+        'https://a.example/x%FF.jpg'
+    """
+    return _SURROGATE.sub(_percent_encoded, url)
+
+
+def _percent_encoded(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    return f"%{code - 0xDC00:02X}" if 0xDC80 <= code <= 0xDCFF else "%EF%BF%BD"
 
 
 def _unreadable(site_file: SiteFile, value: Literal["unknown", "disallowed"], why: str) -> Signal:
