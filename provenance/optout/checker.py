@@ -383,7 +383,7 @@ class OptOutChecker:
                 )
             ]
         # Parsing a body is linear and capped, but up to ~0.2 s of CPU on a hostile 512 KiB
-        # head or 4 MiB XMP packet: a worker thread, so the other checks' I/O goes on.
+        # head or 1 MiB XMP packet: a worker thread, so the other checks' I/O goes on.
         if fetched.kind == "html":
             return await asyncio.to_thread(
                 html_signals, fetched.body, fetched.url, self._scoped, fetched.charset
