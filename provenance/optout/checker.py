@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -36,6 +37,7 @@ from PIL import Image
 from ..errors import OptOutError
 from .decision import Decision, OnError, Signal, decide
 from .embedded import DEFAULT_USES, file_signals, jpeg_header_end, xmp_signals
+from .localfile import image_problem, read_regular_file
 from .markup import AI_TRAINING_AGENTS, header_signals, html_signals, lower_agents
 from .network import (
     OPT_OUT_HEADERS,
@@ -68,6 +70,8 @@ DEFAULT_USER_AGENT = (
 )
 Target = str | os.PathLike[str] | bytes | Image.Image
 _SITE_CACHE = 65_536  # origins kept
+_REASON_CHARS = 200  # of an exception's message in a failed check's reason
+_log = logging.getLogger("provenance.optout")
 
 
 class OptOutChecker:
@@ -213,30 +217,44 @@ class OptOutChecker:
         """Check one URL, file path, encoded image or PIL image (blocking).
 
         Returns:
-            The decision; errors while fetching or reading make it ``unknown``.
+            The decision. Errors while fetching or reading, and any error that a server or a
+            file makes a parser raise, make it ``unknown`` with the reason (never an exception).
 
         Raises:
-            OptOutError: called inside a running event loop (use :meth:`acheck` there).
+            OptOutError: called inside a running event loop (use :meth:`acheck` there), or the
+                target is not a URL, path, bytes or PIL image.
         """
         _no_running_loop()
+        _require_target(target)
         return asyncio.run(self.acheck(target))
 
     def check_many(self, targets: Iterable[Target]) -> list[Decision]:
-        """Check many targets concurrently (blocking); decisions in the order given."""
+        """Check many targets concurrently (blocking); one decision each, in the order given.
+
+        A target whose check fails, whatever it raised, gets an ``unknown`` decision with the
+        reason; every other decision is kept.
+
+        Raises:
+            OptOutError: called inside a running event loop, or a target of the wrong type
+                (before any target is checked).
+        """
+        _no_running_loop()
+        items = list(targets)
+        for item in items:
+            _require_target(item)
 
         async def run() -> list[Decision]:
-            items = list(targets)
             out: list[Decision | None] = [None] * len(items)
             async with self:
                 async for index, decision in self.acheck_many(items):
                     out[index] = decision
             return [d for d in out if d is not None]
 
-        _no_running_loop()
         return asyncio.run(run())
 
     async def acheck(self, target: Target) -> Decision:
         """Check one target (see :meth:`check`); reuses the open session, if any."""
+        _require_target(target)
         if self._session is not None:
             return await self._dispatch(target, self._session)
         async with self._new_session() as session:
@@ -248,14 +266,19 @@ class OptOutChecker:
         """Check targets with at most ``limit`` (default: ``concurrency``) in flight.
 
         Yields:
-            ``(index, decision)`` pairs as checks finish (not in input order).
+            ``(index, decision)`` pairs as checks finish (not in input order); a target whose
+            check fails gets an ``unknown`` decision with the reason.
+
+        Raises:
+            OptOutError: a target of the wrong type (the checks in flight are cancelled).
         """
         opened = self._session is None
         if opened:
             await self.open()
+        pending: set[asyncio.Task[tuple[int, Decision]]] = set()
         try:
-            pending: set[asyncio.Task[tuple[int, Decision]]] = set()
             for index, target in enumerate(targets):
+                _require_target(target)
                 if len(pending) >= (limit or self.concurrency):
                     done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     for task in done:
@@ -265,7 +288,10 @@ class OptOutChecker:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     yield task.result()
-        finally:
+        finally:  # stopped early (an error, a break, a cancel): no check is left running
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             if opened:
                 await self.aclose()
 
@@ -274,37 +300,57 @@ class OptOutChecker:
         return index, await self._dispatch(target, self._session)
 
     async def _dispatch(self, target: Target, session: aiohttp.ClientSession) -> Decision:
-        if isinstance(target, Image.Image):
-            return self._check_image(target)
-        if isinstance(target, bytes):
-            signals = await asyncio.to_thread(self._in_file, target, "<bytes>", "whole")
-            return decide("<bytes>", signals, on_error=self.on_error)
-        if isinstance(target, str) and "://" in target:
-            return await self._check_url(target, session)
-        if isinstance(target, (str, os.PathLike)):
+        """One target's decision. Whatever a server or a file makes the checks raise (a parser
+        bug, RecursionError, MemoryError) becomes an ``unknown`` decision naming the exception,
+        so one hostile target never costs the decisions of the others."""
+        _require_target(target)
+        try:
+            if isinstance(target, Image.Image):
+                return self._check_image(target)
+            if isinstance(target, bytes):
+                signals = await asyncio.to_thread(self._in_bytes, target, "<bytes>")
+                return decide("<bytes>", signals, on_error=self.on_error)
+            if isinstance(target, str) and "://" in target:
+                return await self._check_url(target, session)
             return await asyncio.to_thread(self._check_path, Path(target))
-        raise OptOutError(
-            f"cannot check a {type(target).__name__}",
-            hint="give a URL, a path, bytes or a PIL image.",
-        )
+        except Exception as exc:  # a reason, never a traceback (see the docstring)
+            return self._failed(target, exc)
+
+    def _failed(self, target: Target, exc: Exception) -> Decision:
+        name = _target_name(target)
+        _log.debug("the check of %s failed", name, exc_info=exc)
+        reason = Signal("fetch", "unknown", name, failure_reason(exc))
+        return decide(name, [reason], on_error=self.on_error)
 
     # -- files and images ------------------------------------------------------------------
     def _check_path(self, path: Path) -> Decision:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            why = Signal(
-                "fetch", "unknown", str(path), f"cannot read the file: {exc.strerror or exc}"
-            )
+        """A file on disk: a regular file of at most ``max_body`` bytes (never a FIFO or a
+        device), read whole; one that is not an image is not allowed by default."""
+        data = read_regular_file(path, self.max_body)
+        if isinstance(data, str):
+            why = Signal("fetch", "unknown", str(path), data)
             return decide(str(path), [why], on_error=self.on_error)
-        return decide(str(path), self._in_file(data, str(path), "whole"), on_error=self.on_error)
+        return decide(str(path), self._in_bytes(data, str(path)), on_error=self.on_error)
+
+    def _in_bytes(self, data: bytes, source: str) -> list[Signal]:
+        """The signals of a whole file's bytes, led by an ``unknown`` one if it is no image."""
+        problem = image_problem(data)
+        unreadable = [Signal("fetch", "unknown", source, problem)] if problem else []
+        if not data:
+            return unreadable
+        return unreadable + self._in_file(data, source, "whole")
 
     def _check_image(self, image: Image.Image) -> Decision:
         signals: list[Signal] = []
+        empty = image.width <= 0 or image.height <= 0
+        if empty:
+            text = f"the image has no pixels ({image.width}x{image.height})"
+            signals.append(Signal("fetch", "unknown", "<image>", text))
         xmp = image.info.get("xmp")
         if isinstance(xmp, (bytes, str)):
             signals += xmp_signals(xmp.encode() if isinstance(xmp, str) else xmp, "<image>")
-        signals += self._registry_signals(image, "<image>")
+        if not empty:
+            signals += self._registry_signals(image, "<image>")
         return decide("<image>", signals, on_error=self.on_error)
 
     def _in_file(self, data: bytes, source: str, extent: str) -> list[Signal]:
@@ -475,6 +521,42 @@ class OptOutChecker:
                 code = -1 if is_refused(exc) else 0
                 return code, describe_failure(exc, self.timeout).encode(), made
         return 310, b"", made
+
+
+def _require_target(target: object) -> None:
+    """Raise for a target of the wrong type (a programming error, not a decision)."""
+    if not isinstance(target, (str, os.PathLike, bytes, Image.Image)):
+        raise OptOutError(
+            f"cannot check a {type(target).__name__}",
+            hint="give a URL, a path, bytes or a PIL image.",
+        )
+
+
+def _target_name(target: Target) -> str:
+    if isinstance(target, Image.Image):
+        return "<image>"
+    if isinstance(target, bytes):
+        return "<bytes>"
+    try:
+        return os.fspath(target)
+    except Exception:  # a PathLike whose __fspath__ fails is still named
+        return f"<{type(target).__name__}>"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A failed check's reason: the exception's type and the first line of its message.
+
+    Example:
+        >>> import zlib
+        >>> failure_reason(zlib.error("Error -3 while decompressing data"))
+        'the check failed: zlib.error: Error -3 while decompressing data'
+    """
+    kind = type(exc)
+    module = kind.__module__.split(".", 1)[0]
+    name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+    text = str(exc).strip().split("\n", 1)[0]
+    text = text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 3] + "..."
+    return f"the check failed: {name}" + (f": {text}" if text else "")
 
 
 def _no_running_loop() -> None:

@@ -157,7 +157,13 @@ def _text(decision: Decision) -> str:
     "--path-column",
     default="path",
     show_default=True,
-    help="Relative paths are under the dataset's folder.",
+    help="Relative paths are under the files root; paths leading outside it are refused.",
+)
+@click.option(
+    "--files-root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="The folder every path of the path column must lie in (default: the dataset's folder).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing output (never the input).")
 @click.option(
@@ -171,6 +177,7 @@ def check_dataset_command(
     output: str,
     url_column: str,
     path_column: str,
+    files_root: str | None,
     overwrite: bool,
     progress: bool | None,
     **options: Any,
@@ -178,14 +185,18 @@ def check_dataset_command(
     """Check every row of SOURCE (CSV, JSON Lines or Parquet with a url and/or path column).
 
     Writes -o with the input's columns plus allowed, decision, signals and evidence, and
-    OUTPUT.summary.json. Interrupted runs keep OUTPUT.partial: run the same command again to
-    continue where it stopped.
+    OUTPUT.summary.json. A row's URL is fetched only if it is http(s) (never read as a file),
+    and its path read only if it is a regular file under --files-root; a row that is refused
+    or whose check fails is unknown (not allowed) with the reason, and the others are kept.
+    Interrupted runs keep OUTPUT.partial: run the same command again to continue where it
+    stopped.
 
     \b
     Exit codes:
       0  every row checked (whatever the decisions; see the summary)
       2  usage error
-      4  the input cannot be read, the output exists or cannot be written
+      4  the input cannot be read, the output exists or cannot be written, or the
+         registry cannot be opened
       130  interrupted (finished rows are kept; run again to resume)
     """
     from tqdm import tqdm
@@ -207,6 +218,7 @@ def check_dataset_command(
             checker,
             url_column=url_column,
             path_column=path_column,
+            files_root=files_root,
             overwrite=overwrite,
             progress=bar.update,
         )

@@ -4,6 +4,14 @@ The output has every input column plus ``allowed`` (bool), ``decision`` (allowed
 unknown), ``signals`` (JSON: every signal found) and ``evidence`` (the lines that decided). Rows
 keep their order. A row with both a URL and a path gets both checked and one decision.
 
+What a row can make sdkit do: fetch its URL (``http://`` or ``https://`` only, under the
+checker's SSRF policy) and read its path (a regular file under the files root, by default the
+dataset's folder, at most ``max_body`` bytes). Nothing else: a URL column value without
+``http(s)://`` is refused ("not an http(s) URL"), never read as a file; a path that leads
+outside the root (``..``, an absolute path, a symlink) is refused, and so is a FIFO, a device
+or a folder. A refused or failing row gets an ``unknown`` decision with the reason (not
+allowed unless ``on_error="allow"``); the other rows are unaffected.
+
 Resumable and atomic: results go first to ``OUT.partial`` (JSON Lines, appended and flushed as
 checks finish, the input's size and mtime in its first line). A run that stops, for any reason,
 leaves that file; the next run with the same input and output skips the rows already there
@@ -34,8 +42,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import OptOutError
-from .checker import OptOutChecker
+from .checker import OptOutChecker, failure_reason
 from .decision import Decision, Signal, decide
+from .localfile import resolve_under
 
 __all__ = ["FORMATS", "OUTPUT_COLUMNS", "DatasetSummary", "check_dataset", "dataset_format"]
 
@@ -45,6 +54,8 @@ FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "pa
 OUTPUT_COLUMNS = ("allowed", "decision", "signals", "evidence")
 _FLUSH_EVERY = 256  # results between flushes of the partial file
 _BATCH = 4096  # rows per write batch
+_URL_SCHEMES = ("http://", "https://")  # what the url column may hold
+_SHOWN = 200  # characters of a refused value kept in the decision
 
 
 @dataclass(frozen=True)
@@ -148,8 +159,10 @@ def _stamp(path: Path, url_column: str, path_column: str) -> dict[str, Any]:
 
 def _load_partial(partial: Path, stamp: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """Results of an interrupted run (a torn last line is cut off the file)."""
-    if not partial.exists():
-        partial.write_text(json.dumps(stamp) + "\n", encoding="utf-8")
+    if not partial.exists():  # the stamp appears whole or not at all (temp file + rename)
+        temp = partial.with_name(f".{partial.name}.tmp")
+        temp.write_text(json.dumps(stamp) + "\n", encoding="utf-8")
+        os.replace(temp, partial)
         return {}
     data = partial.read_bytes()
     lines = data.split(b"\n")
@@ -168,9 +181,10 @@ def _load_partial(partial: Path, stamp: dict[str, Any]) -> dict[int, dict[str, A
     for line in lines[1:]:
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+            index = int(record.pop("i"))
+        except (ValueError, TypeError, KeyError, AttributeError):
             break  # the stop cut this line short: it and anything after are checked again
-        done[int(record.pop("i"))] = record
+        done[index] = record
         good += len(line) + 1
     with partial.open("r+b") as handle:
         handle.truncate(min(good, len(data)))
@@ -188,45 +202,72 @@ def _record(decision: Decision) -> dict[str, Any]:
     }
 
 
-def _target(
-    row: dict[str, Any], url_column: str, path_column: str, base: Path
-) -> tuple[str | None, str | None]:
+@dataclass(frozen=True)
+class _Row:
+    """What one row asks to check: a URL, a file under the files root, and any refusals."""
+
+    index: int
+    url: str | None = None
+    path: str | None = None
+    refused: tuple[Signal, ...] = ()
+
+
+def _target(index: int, row: dict[str, Any], url_column: str, path_column: str, root: Path) -> _Row:
+    """A row's URL and path, each kept only if it is allowed (see the module docstring)."""
     url = row.get(url_column)
     path = row.get(path_column)
     url = str(url).strip() if url not in (None, "") else None
-    where = str(base / str(path).strip()) if path not in (None, "") else None
-    return url, where
+    path = str(path).strip() if path not in (None, "") else None
+    refused: list[Signal] = []
+    if url is not None and not url.lower().startswith(_URL_SCHEMES):
+        text = f"not an http(s) URL: the {url_column!r} column is never read as a local file"
+        refused.append(Signal("fetch", "unknown", url[:_SHOWN], text))
+        url = None
+    where = None
+    if path is not None:
+        placed = resolve_under(root, path)
+        if isinstance(placed, str):
+            refused.append(Signal("fetch", "unknown", path[:_SHOWN], f"{placed} ({root})"))
+        else:
+            where = str(placed)
+    return _Row(index, url, where, tuple(refused))
 
 
-async def _check_row(checker: OptOutChecker, url: str | None, path: str | None) -> Decision:
-    if url is None and path is None:
+async def _check_row(checker: OptOutChecker, row: _Row) -> Decision:
+    """One row's decision: never an exception (a failing check is an unknown decision)."""
+    if row.url is None and row.path is None and not row.refused:
         return decide(
             "",
             [Signal("fetch", "unknown", "", "the row has neither a URL nor a path")],
             on_error=checker.on_error,
         )
-    decisions = [await checker.acheck(t) for t in (url, path) if t is not None]
-    if len(decisions) == 1:
+    name = row.url or row.path or row.refused[0].source
+    try:
+        decisions = [await checker.acheck(t) for t in (row.url, row.path) if t is not None]
+    except Exception as exc:  # the checker turns failures into decisions; this is a backstop
+        failed = Signal("fetch", "unknown", name, failure_reason(exc))
+        decisions = [decide(name, [failed], on_error=checker.on_error)]
+    if len(decisions) == 1 and not row.refused:
         return decisions[0]
-    signals = [s for d in decisions for s in d.signals]
+    signals = [*row.refused, *(s for d in decisions for s in d.signals)]
     return decide(
-        url or "",
+        name,
         signals,
         on_error=checker.on_error,
-        final_url=decisions[0].final_url,
-        requests=decisions[0].requests,
+        final_url=decisions[0].final_url if row.url and decisions else None,
+        requests=sum(d.requests for d in decisions),
     )
 
 
 async def _run(
     checker: OptOutChecker,
-    rows: Iterator[tuple[int, str | None, str | None]],
+    rows: Iterator[_Row],
     sink: IO[str],
     done: dict[int, dict[str, Any]],
     progress: Callable[[int], None],
 ) -> None:
-    async def one(index: int, url: str | None, path: str | None) -> tuple[int, Decision]:
-        return index, await _check_row(checker, url, path)
+    async def one(row: _Row) -> tuple[int, Decision]:
+        return row.index, await _check_row(checker, row)
 
     unflushed = 0
     pending: set[asyncio.Task[tuple[int, Decision]]] = set()
@@ -246,13 +287,13 @@ async def _run(
 
     async with checker:
         try:
-            for index, url, path in rows:
+            for row in rows:
                 if len(pending) >= checker.concurrency:
                     finished, pending = await asyncio.wait(
                         pending, return_when=asyncio.FIRST_COMPLETED
                     )
                     collect(finished)
-                pending.add(asyncio.ensure_future(one(index, url, path)))
+                pending.add(asyncio.ensure_future(one(row)))
             while pending:
                 finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 collect(finished)
@@ -342,6 +383,7 @@ def check_dataset(
     *,
     url_column: str = "url",
     path_column: str = "path",
+    files_root: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> DatasetSummary:
@@ -352,13 +394,18 @@ def check_dataset(
         output: where to write (its suffix picks the format; may differ from the input's).
         checker: the checker to use (its on_error decides ``allowed`` for unknown rows).
         url_column: the column of URLs.
-        path_column: the column of file paths (relative ones are under the dataset's folder).
+        path_column: the column of file paths, read only under ``files_root``.
+        files_root: the folder that every path of the dataset must lie in (relative paths are
+            taken from it); default: the dataset's folder. Paths leading outside it (``..``,
+            absolute paths, symlinks) are refused, and so is anything not a regular file.
         overwrite: replace an existing output (never the input).
         progress: called with the number of rows just finished (for a progress bar).
 
     Raises:
         OptOutError: the input is missing or malformed, has neither column, the output exists
-            (without ``overwrite``), is the input, or cannot be written.
+            (without ``overwrite``), is the input, or cannot be written; ``files_root`` is not
+            a folder. A row's URL or path never raises: why it could not be checked is its
+            decision.
     """
     started = time.monotonic()
     src, out = Path(source), Path(output)
@@ -389,6 +436,13 @@ def check_dataset(
             path=str(src),
             hint="name the columns with --url-column / --path-column.",
         )
+    root = src.parent if files_root is None else Path(files_root)
+    if not root.is_dir():
+        raise OptOutError(
+            f"the files root {root} is not a folder",
+            path=str(root),
+            hint="give the folder that the path column's files are in (--files-root).",
+        )
     clash = [c for c in OUTPUT_COLUMNS if c in columns]
     if clash:
         raise OptOutError(
@@ -400,9 +454,8 @@ def check_dataset(
     try:
         done = _load_partial(partial, _stamp(src, url_column, path_column))
         resumed = len(done)
-        base = src.parent
         todo = (
-            (i, *_target(row, url_column, path_column, base))
+            _target(i, row, url_column, path_column, root)
             for i, row in enumerate(_rows(src, fmt_in))
             if i not in done
         )

@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import OptOutError
+from .localfile import read_regular_file
 
 __all__ = ["MATCH_DISTANCE", "OptOutRegistry", "RegistryEntry", "RegistryMatch", "image_hashes"]
 
@@ -51,6 +52,13 @@ MATCH_DISTANCE = 10
 _SPLITS = ((0.0, 0.0), (0.0, 0.05), (0.05, 0.0), (0.025, 0.025))
 _HASH_SIDE = 256  # images are reduced to this long side before hashing (hashes use 32 px)
 _MIN_STD = 2.0  # luminance standard deviation below which an image is too flat to hash
+_MAX_FILE = 256 * 1024 * 1024  # bytes of an image file read at most
+_COLUMNS = ("id", "label", "source", "phash", "added", "hashes")
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS works (id INTEGER PRIMARY KEY, label TEXT NOT NULL, source TEXT NOT NULL,"
+    " phash TEXT NOT NULL, added TEXT NOT NULL, hashes BLOB NOT NULL)"
+)
+_SCHEMA_VERSION = 1  # PRAGMA user_version of a registry (0: made before it was set)
 
 ImageInput = str | os.PathLike[str] | bytes | Image.Image
 
@@ -101,17 +109,25 @@ class RegistryMatch:
 
 
 def _open(image: ImageInput) -> Image.Image:
+    """A PIL image from a path (a regular file only, at most ``_MAX_FILE`` bytes) or bytes.
+
+    Raises:
+        OptOutError: not readable as an image, whatever Pillow raised on it.
+    """
     if isinstance(image, Image.Image):
         return image
+    name = "image bytes" if isinstance(image, bytes) else str(image)
+    data = image if isinstance(image, bytes) else read_regular_file(Path(image), _MAX_FILE)
     try:
-        source = io.BytesIO(image) if isinstance(image, bytes) else Path(image)
-        with Image.open(source) as opened:
+        if isinstance(data, str):
+            raise OSError(data)
+        with Image.open(io.BytesIO(data)) as opened:
             opened.draft("RGB", (_HASH_SIDE, _HASH_SIDE))  # JPEG: decode at a reduced size
             return opened.convert("RGB")
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        name = "image bytes" if isinstance(image, bytes) else str(image)
+    except Exception as exc:  # Pillow's plugins raise many kinds on hostile files
+        text = "not a format Pillow knows" if isinstance(exc, UnidentifiedImageError) else exc
         raise OptOutError(
-            f"cannot read {name} as an image: {exc}",
+            f"cannot read {name} as an image: {text}",
             path=None if isinstance(image, bytes) else name,
             hint="give a PNG, JPEG, WebP, GIF or TIFF file.",
         ) from exc
@@ -156,15 +172,14 @@ class OptOutRegistry:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
         self._lock = threading.Lock()  # checks run in worker threads
+        self._db: sqlite3.Connection | None = None
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False)
-            self._db.executescript(
-                "CREATE TABLE IF NOT EXISTS works (id INTEGER PRIMARY KEY, label TEXT NOT NULL,"
-                " source TEXT NOT NULL, phash TEXT NOT NULL, added TEXT NOT NULL, hashes BLOB NOT NULL)"
-            )
+            _prepare(self._db)
             rows = self._db.execute("SELECT id, hashes FROM works ORDER BY id").fetchall()
-        except sqlite3.DatabaseError as exc:
-            if hasattr(self, "_db"):
+            stacked = _stack_hashes(rows)
+        except (sqlite3.Error, ValueError) as exc:
+            if self._db is not None:
                 self._db.close()
             raise OptOutError(
                 f"cannot use {self.path} as an opt-out registry: {exc}",
@@ -172,8 +187,6 @@ class OptOutRegistry:
                 hint="give the file that `sdkit optout registry add` created, or a new path.",
             ) from exc
         self._ids = np.array([r[0] for r in rows], dtype=np.int64)
-        blobs = [np.frombuffer(r[1], dtype=np.uint64).reshape(-1, 2) for r in rows]
-        stacked = np.stack(blobs) if blobs else np.zeros((0, len(_SPLITS) ** 2, 2), np.uint64)
         self._phash = np.ascontiguousarray(stacked[:, :, 0])  # (works, crops)
         self._dhash = np.ascontiguousarray(stacked[:, :, 1])
 
@@ -185,7 +198,20 @@ class OptOutRegistry:
 
     def close(self) -> None:
         """Close the database (idempotent)."""
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        assert self._db is not None  # set in __init__, or __init__ raised
+        return self._db
+
+    def _failed(self, exc: sqlite3.Error, doing: str) -> OptOutError:
+        return OptOutError(
+            f"cannot {doing} {self.path}: {exc}",
+            path=self.path,
+            hint="check that the registry file is writable and not damaged or locked.",
+        )
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -214,11 +240,14 @@ class OptOutRegistry:
         phash = f"{int(hashes[0, 0]):016x}"
         where = source or (str(image) if isinstance(image, (str, os.PathLike)) else "")
         added = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        with self._lock, self._db:
-            cursor = self._db.execute(
-                "INSERT INTO works (label, source, phash, added, hashes) VALUES (?, ?, ?, ?, ?)",
-                (label, where, phash, added, hashes.tobytes()),
-            )
+        try:
+            with self._lock, self._conn:
+                cursor = self._conn.execute(
+                    "INSERT INTO works (label, source, phash, added, hashes) VALUES (?, ?, ?, ?, ?)",
+                    (label, where, phash, added, hashes.tobytes()),
+                )
+        except sqlite3.Error as exc:
+            raise self._failed(exc, "add to") from exc
         entry_id = int(cursor.lastrowid or 0)
         self._ids = np.append(self._ids, entry_id)
         self._phash = np.concatenate([self._phash, hashes[None, :, 0]])
@@ -249,15 +278,74 @@ class OptOutRegistry:
         return RegistryMatch(self._entry(int(self._ids[works[best]])), distance)
 
     def _entry(self, entry_id: int) -> RegistryEntry:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, label, source, phash, added FROM works WHERE id = ?", (entry_id,)
-            ).fetchone()
+        try:
+            with self._lock:
+                row = self._conn.execute(
+                    "SELECT id, label, source, phash, added FROM works WHERE id = ?", (entry_id,)
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise self._failed(exc, "read") from exc
+        if row is None:
+            raise OptOutError(
+                f"registered work #{entry_id} is gone from {self.path}",
+                path=self.path,
+                hint="the registry changed while it was open: open it again.",
+            )
         return RegistryEntry(*row)
 
     def entries(self) -> Iterator[RegistryEntry]:
-        """Every registered work, oldest first."""
-        for row in self._db.execute(
-            "SELECT id, label, source, phash, added FROM works ORDER BY id"
-        ):
+        """Every registered work, oldest first.
+
+        Raises:
+            OptOutError: the database cannot be read.
+        """
+        try:
+            rows = self._conn.execute(
+                "SELECT id, label, source, phash, added FROM works ORDER BY id"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise self._failed(exc, "read") from exc
+        for row in rows:
             yield RegistryEntry(*row)
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    """Create the schema in an empty database, or check that it is a registry's.
+
+    Raises:
+        ValueError: the database holds something else (another program's tables, a
+            ``works`` table with other columns, a schema version from a newer sdkit).
+        sqlite3.Error: the file is not an SQLite database, or it is damaged.
+    """
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables and version == 0:  # new (or empty): make it a registry
+        with db:
+            db.execute(_SCHEMA)
+            db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        return
+    if version not in (0, _SCHEMA_VERSION):  # 0: made by sdkit before the version was set
+        raise ValueError(f"its schema version is {version}, this sdkit reads {_SCHEMA_VERSION}")
+    if "works" not in tables:
+        raise ValueError(f"it has no 'works' table (it has {', '.join(sorted(tables))})")
+    columns = [r[1] for r in db.execute("PRAGMA table_info(works)")]
+    if columns != list(_COLUMNS):
+        raise ValueError(
+            f"its 'works' table has the columns {', '.join(columns)}, not {', '.join(_COLUMNS)}"
+        )
+
+
+def _stack_hashes(rows: list[tuple[Any, Any]]) -> np.ndarray:
+    """``(works, crops, 2)`` uint64 hashes from the rows' blobs, each checked for its size.
+
+    Raises:
+        ValueError: an id is not an integer or a blob is not the 16 crops' hashes.
+    """
+    size = len(_SPLITS) ** 2 * 2 * 8
+    for entry_id, blob in rows:
+        if not isinstance(entry_id, int) or not isinstance(blob, bytes) or len(blob) != size:
+            what = f"{len(blob)} bytes" if isinstance(blob, bytes) else type(blob).__name__
+            raise ValueError(f"work #{entry_id}'s hashes are {what}, not {size} bytes")
+    if not rows:
+        return np.zeros((0, len(_SPLITS) ** 2, 2), np.uint64)
+    return np.stack([np.frombuffer(blob, dtype=np.uint64).reshape(-1, 2) for _, blob in rows])
