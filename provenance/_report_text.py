@@ -9,6 +9,7 @@ if TYPE_CHECKING:
 
 _HEADLINES = {
     "verified": "VERIFIED",
+    "similar": "SIMILAR TO A SIGNED IMAGE, PIXELS DIFFER",
     "not_verified": "NOT VERIFIED",
     "no_provenance": "NO PROVENANCE",
 }
@@ -24,7 +25,9 @@ _STATES = {
 
 def render(report: VerificationReport) -> str:
     headline = _HEADLINES[report.verdict]
-    if report.verdict == "verified":
+    if report.verdict == "similar":
+        headline += f" (fingerprint distance {report.fingerprint_distance})"
+    if report.verdict in ("verified", "similar"):
         headline += " (trusted signer)" if report.trusted else " (untrusted signer)"
     lines = [f"{report.path}: {headline}"]
     add = lines.append
@@ -60,6 +63,8 @@ def render(report: VerificationReport) -> str:
     add(f"  watermark: {_watermark_line(report)}")
     if report.fingerprint_distance is not None:
         verdict = "matches" if report.fingerprint_matches else "DOES NOT MATCH"
+        if report.fingerprint_matches and report.fingerprint_distance:
+            verdict = "is near"
         add(f"  fingerprint: {verdict} the pixels (distance {report.fingerprint_distance})")
     for note in report.notes:
         add(f"  note: {note}")
@@ -77,7 +82,7 @@ def render(report: VerificationReport) -> str:
 
 def _watermark_line(report: VerificationReport) -> str:
     if report.watermark is None:
-        return "none found"
+        return "none found" if report.pixels_checked else "not searched"
     payload: dict[str, Any] = report.watermark["payload"]
     text = f"found (issuer {payload['issuer_id']}, content id {payload['hex']})"
     if report.watermark_matches_manifest is True:

@@ -11,7 +11,7 @@ import click
 
 from .detect_cli import detect_group, fail, list_images
 from .errors import ProvenanceError
-from .verify import VerificationReport, verify
+from .verify import DEFAULT_MAX_PIXELS, VerificationReport, verify
 
 __all__ = ["EXIT_CODES", "detect_group", "verify_command"]
 
@@ -22,9 +22,10 @@ EXIT_CODES = {
     "usage": 2,
     "no_provenance": 3,
     "unreadable": 4,
+    "similar": 5,
 }
 # With several files the most serious outcome decides the exit code.
-_SEVERITY = ("verified", "no_provenance", "not_verified", "unreadable")
+_SEVERITY = ("verified", "similar", "no_provenance", "not_verified", "unreadable")
 
 
 def _expand(patterns: tuple[str, ...]) -> list[Path]:
@@ -33,7 +34,10 @@ def _expand(patterns: tuple[str, ...]) -> list[Path]:
     for pattern in patterns:
         matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else []
         for item in [Path(m) for m in matches] or [Path(pattern)]:
-            paths.extend(list_images(item) if item.is_dir() else [item])
+            try:
+                paths.extend(list_images(item) if item.is_dir() else [item])
+            except OSError:  # an unreadable folder: verify reports it as unreadable
+                paths.append(item)
     return paths
 
 
@@ -77,6 +81,14 @@ def _expand(patterns: tuple[str, ...]) -> list[Path]:
     help="Do not look for sdkit's watermark (faster; no store recovery).",
 )
 @click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Decode at most this many pixels per image for the watermark and fingerprint checks; "
+    "larger images are not searched (JPEGs are decoded at a reduced scale when that fits).",
+)
+@click.option(
     "--detector",
     "probe",
     type=click.Path(exists=True, dir_okay=False),
@@ -91,6 +103,7 @@ def verify_command(
     fetch_remote: bool,
     allow_private: bool,
     skip_watermark: bool,
+    max_pixels: int,
     probe: str | None,
 ) -> None:
     """Report where FILES come from and whether that can be trusted.
@@ -105,7 +118,10 @@ def verify_command(
       1  not verified or tampered (invalid, remote and not fetched, mismatched)
       2  usage error
       3  no provenance (no manifest, no watermark)
-      4  a file could not be read (missing, not an image, truncated, too large)
+      4  a file could not be read (missing, not a regular file, not an image,
+         truncated, too large)
+      5  similar: a manifest recovered from --store for pixels that differ from
+         the signed ones (re-encoded, resized or edited; fingerprint distance > 0)
     """
     from .store import ManifestStore
 
@@ -117,13 +133,7 @@ def verify_command(
 
             detector = Detector.load(probe, small="upscale")
         if store is not None:
-            if not Path(store).is_file():
-                raise ProvenanceError(
-                    f"manifest store {store} does not exist",
-                    path=store,
-                    hint="give the --store path that generation wrote to.",
-                )
-            opened = ManifestStore(store)
+            opened = ManifestStore(store, create=False)  # StoreError: missing, corrupt, other
     except ProvenanceError as exc:
         fail(exc, EXIT_CODES["usage"])
     paths = _expand(files)
@@ -143,11 +153,15 @@ def verify_command(
                 fetch_remote=fetch_remote,
                 check_watermark=not skip_watermark,
                 allow_private=allow_private,
+                max_pixels=max_pixels,
             )
         except ProvenanceError as exc:
             outcome = "unreadable"
-            message = {"path": str(path), "error": exc.message, "hint": exc.hint}
-            text = json.dumps(message) if as_json else f"{path}: ERROR: {exc.message}"
+            text = _error_text(path, exc.message, exc.hint, as_json)
+        except Exception as exc:  # a bug must not stop the other files; said as one
+            outcome = "unreadable"
+            message = f"internal error ({type(exc).__name__}: {str(exc)[:200]})"
+            text = _error_text(path, message, "this is a bug in sdkit; please report it.", as_json)
         else:
             outcome = _outcome(report, require_trusted)
             text = json.dumps(report.to_dict(), default=str) if as_json else _text(report)
@@ -160,6 +174,12 @@ def verify_command(
     sys.exit(EXIT_CODES[worst])
 
 
+def _error_text(path: Path, message: str, hint: str | None, as_json: bool) -> str:
+    if as_json:
+        return json.dumps({"path": str(path), "error": message, "hint": hint})
+    return f"{path}: ERROR: {message}" + (f"\n  hint: {hint}" if hint else "")
+
+
 def _outcome(report: VerificationReport, require_trusted: bool) -> str:
     if report.verdict == "verified" and require_trusted and not report.trusted:
         return "not_verified"
@@ -167,7 +187,12 @@ def _outcome(report: VerificationReport, require_trusted: bool) -> str:
 
 
 def _text(report: VerificationReport) -> str:
-    colour = {"verified": "green", "not_verified": "red", "no_provenance": "yellow"}
+    colour = {
+        "verified": "green",
+        "similar": "yellow",
+        "not_verified": "red",
+        "no_provenance": "yellow",
+    }
     lines = report.to_text().split("\n")
     lines[0] = click.style(lines[0], fg=colour[report.verdict], bold=True)
     return "\n".join(lines)

@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._manifest_facts import ManifestFacts, read_facts
+from ._manifest_facts import find_assertion as _find_assertion
 from .errors import ManifestError, SigningError
 
 if TYPE_CHECKING:
@@ -253,6 +255,8 @@ class ManifestReading:
         remote_url: where a remote manifest lives.
         error: c2pa-python's message when the manifest could not be read; for a remote
             manifest that was asked for and not fetched, why (the SSRF refusal, a timeout...).
+        facts: the active manifest's fields that ``verify`` uses, each checked for type and
+            range (malformed ones listed, never raised: :mod:`provenance._manifest_facts`).
     """
 
     state: C2paState
@@ -262,6 +266,7 @@ class ManifestReading:
     manifests: dict[str, Any] = field(default_factory=dict, repr=False)
     remote_url: str | None = None
     error: str | None = None
+    facts: ManifestFacts = field(default_factory=ManifestFacts)
 
 
 def read_manifest(
@@ -308,14 +313,23 @@ def read_manifest(
             remote = reader.get_remote_url() or fetched_from
         except c2pa.C2paError as exc:
             return ManifestReading("unreadable", (type(exc).__name__,), error=str(exc))
-    codes = tuple(s.get("code", "") for s in report.get("validation_status") or [])
-    results = (report.get("validation_results") or {}).get("activeManifest") or {}
-    successes = tuple(s.get("code", "") for s in results.get("success") or [])
+        except (ValueError, RecursionError) as exc:  # JSON too deep, or a number too long
+            return ManifestReading("unreadable", (type(exc).__name__,), error=str(exc)[:200])
+    report = report if isinstance(report, dict) else {}
+    codes = _codes(report.get("validation_status"))
+    results = report.get("validation_results")
+    active_results = results.get("activeManifest") if isinstance(results, dict) else None
+    successes = _codes((active_results or {}).get("success"))
     name = str(report.get("validation_state", "Invalid")).lower()
     state: C2paState = "trusted" if name == "trusted" else "valid" if name == "valid" else "invalid"
-    manifests = report.get("manifests") or {}
-    active = manifests.get(report.get("active_manifest") or "")
-    return ManifestReading(state, codes, successes, active, manifests, remote_url=remote)
+    manifests = report.get("manifests")
+    manifests = manifests if isinstance(manifests, dict) else {}
+    active = manifests.get(str(report.get("active_manifest") or ""))
+    active = active if isinstance(active, dict) else None
+    remote = remote if isinstance(remote, str) else None
+    return ManifestReading(
+        state, codes, successes, active, manifests, remote_url=remote, facts=read_facts(active)
+    )
 
 
 def _read_remote(
@@ -341,10 +355,15 @@ def _read_remote(
     return reader
 
 
+def _codes(statuses: object) -> tuple[str, ...]:
+    """The ``code`` of each validation status entry (entries that are not objects skipped)."""
+    items = statuses if isinstance(statuses, list) else []
+    return tuple(str(s.get("code", "")) for s in items if isinstance(s, dict))
+
+
 def find_assertion(manifest: Mapping[str, Any] | None, label: str) -> Any:
-    """The data of the first assertion labelled ``label`` (version suffixes allowed), or None."""
-    for item in (manifest or {}).get("assertions") or []:
-        found = str(item.get("label", ""))
-        if found == label or found.startswith(label + ".v"):
-            return item.get("data")
-    return None
+    """The data of the first assertion labelled ``label`` (version suffixes allowed), or None.
+
+    Malformed entries (not objects, labels not strings) are skipped, never raised on.
+    """
+    return _find_assertion(manifest, label)

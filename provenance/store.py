@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sqlite3
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .errors import ManifestError
+from .errors import StoreError
 from .watermark import Payload
 
-__all__ = ["ManifestStore", "StoredManifest", "default_store_path"]
+__all__ = ["ManifestStore", "StoreError", "StoredManifest", "default_store_path"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS manifests (
@@ -47,6 +48,19 @@ CREATE TABLE IF NOT EXISTS manifests (
     PRIMARY KEY (issuer_id, content_id, sha256)
 );
 """
+# The manifests table's columns and declared types, as PRAGMA table_info lists them.
+_COLUMNS = (
+    ("issuer_id", "INTEGER"),
+    ("content_id", "INTEGER"),
+    ("version", "INTEGER"),
+    ("manifest", "BLOB"),
+    ("sha256", "TEXT"),
+    ("fingerprint", "TEXT"),
+    ("title", "TEXT"),
+    ("stored_at", "TEXT"),
+)
+_HEX16 = re.compile(r"[0-9a-fA-F]{16}")
+_HINT = "give the path of a store sdkit created (`--store` of generate), or a new file name."
 
 
 def default_store_path() -> Path | None:
@@ -77,29 +91,77 @@ class StoredManifest:
 class ManifestStore:
     """SQLite file of manifests keyed by watermark payload. Thread-safe; a context manager.
 
+    Args:
+        path: the SQLite file.
+        create: create the file and its table when missing (the stamper's side); ``False``
+            opens an existing store read-only (the verifier's side).
+
     Raises:
-        ManifestError: the file cannot be opened or is not a manifest store.
+        StoreError: the file is missing (``create=False``), is not SQLite, is corrupt, or holds
+            other tables or another schema (sdkit never adds its table to another database).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        if create and not self.path.parent.is_dir():
+            raise StoreError(
+                f"folder {self.path.parent} does not exist",
+                path=str(self.path),
+                hint="create it, or give the store another path.",
+            )
+        if not create and not self.path.is_file():
+            raise StoreError(
+                f"manifest store {self.path} does not exist", path=str(self.path), hint=_HINT
+            )
         try:
-            if self.path.parent and not self.path.parent.is_dir():
-                raise ManifestError(
-                    f"folder {self.path.parent} does not exist",
+            if create:
+                self._db = sqlite3.connect(self.path, check_same_thread=False)
+            else:
+                uri = self.path.resolve().as_uri() + "?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise self._unusable(exc) from exc
+        try:
+            self._check_schema(create)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise self._unusable(exc) from exc
+        except StoreError:
+            self._db.close()
+            raise
+
+    def _unusable(self, exc: BaseException) -> StoreError:
+        message = f"{self.path} is not a usable manifest store: {exc}"
+        return StoreError(message, path=str(self.path), hint=_HINT)
+
+    def _check_schema(self, create: bool) -> None:
+        """Refuse another database; create the table in an empty one (when ``create``)."""
+        query = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        tables = {str(name) for (name,) in self._db.execute(query)}
+        if "manifests" not in tables:
+            if tables or not create:
+                found = ", ".join(sorted(tables)[:5]) or "none"
+                raise StoreError(
+                    f"{self.path} is not a manifest store: it has no manifests table "
+                    f"(tables: {found})",
                     path=str(self.path),
-                    hint="create it, or give the store another path.",
+                    hint=_HINT,
                 )
-            self._db = sqlite3.connect(self.path, check_same_thread=False)
             with self._db:
                 self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise ManifestError(
-                f"{self.path} is not a usable manifest store: {exc}",
+            return
+        columns = tuple(
+            (str(row[1]), str(row[2]).upper())
+            for row in self._db.execute("PRAGMA table_info(manifests)")
+        )
+        if columns != _COLUMNS:
+            raise StoreError(
+                f"{self.path} has a manifests table of another schema: "
+                + ", ".join(f"{n} {t}" for n, t in columns)[:200],
                 path=str(self.path),
-                hint="give the path of a store sdkit created, or a new file name.",
-            ) from exc
+                hint=_HINT,
+            )
 
     def put(
         self,
@@ -109,38 +171,78 @@ class ManifestStore:
         fingerprint: str,
         title: str | None = None,
     ) -> None:
-        """Keep ``manifest`` under ``payload`` (the same bytes twice are kept once)."""
+        """Keep ``manifest`` under ``payload`` (the same bytes twice are kept once).
+
+        Raises:
+            StoreError: the database cannot be written (read-only, full, corrupt).
+        """
         digest = hashlib.sha256(manifest).hexdigest()
         now = datetime.now(UTC).isoformat(timespec="seconds")
         row = (payload.issuer_id, payload.content_id, payload.version, manifest, digest)
-        with self._lock, self._db:
-            self._db.execute(
-                "INSERT OR IGNORE INTO manifests VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (*row, fingerprint, title, now),
-            )
+        try:
+            with self._lock, self._db:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO manifests VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*row, fingerprint, title, now),
+                )
+        except sqlite3.Error as exc:
+            raise self._unusable(exc) from exc
 
     def get(self, payload: Payload) -> list[StoredManifest]:
-        """Every manifest stored under ``payload``, oldest first (empty when none)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT version, manifest, fingerprint, title, stored_at FROM manifests "
-                "WHERE issuer_id = ? AND content_id = ? ORDER BY stored_at, rowid",
-                (payload.issuer_id, payload.content_id),
-            ).fetchall()
-        return [
-            StoredManifest(
-                Payload(payload.content_id, payload.issuer_id, version),
-                bytes(blob),
-                fp,
-                title,
-                stored,
+        """Every manifest stored under ``payload``, oldest first (empty when none).
+
+        Raises:
+            StoreError: the database cannot be read, or a row is not what sdkit writes.
+        """
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT version, manifest, fingerprint, title, stored_at FROM manifests "
+                    "WHERE issuer_id = ? AND content_id = ? ORDER BY stored_at, rowid",
+                    (payload.issuer_id, payload.content_id),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise self._unusable(exc) from exc
+        return [self._entry(payload, *row) for row in rows]
+
+    def _entry(
+        self,
+        payload: Payload,
+        version: object,
+        blob: object,
+        fp: object,
+        title: object,
+        stored: object,
+    ) -> StoredManifest:
+        """One row, checked: a store is a file anyone may have edited."""
+        ok = (
+            isinstance(version, int)
+            and 0 <= version < 16
+            and isinstance(blob, bytes)
+            and isinstance(fp, str)
+            and _HEX16.fullmatch(fp) is not None
+            and isinstance(title, str | None)
+            and isinstance(stored, str)
+        )
+        if not ok:
+            raise StoreError(
+                f"{self.path} has a malformed row for content id {payload.hex} "
+                f"(fingerprint {str(fp)[:20]!r}, version {str(version)[:10]!r})",
+                path=str(self.path),
+                hint="the store was edited by hand or by another program; re-create it.",
             )
-            for version, blob, fp, title, stored in rows
-        ]
+        assert isinstance(version, int) and isinstance(blob, bytes) and isinstance(fp, str)
+        assert isinstance(stored, str) and isinstance(title, str | None)
+        return StoredManifest(
+            Payload(payload.content_id, payload.issuer_id, version), blob, fp, title, stored
+        )
 
     def __len__(self) -> int:
-        with self._lock:
-            (count,) = self._db.execute("SELECT COUNT(*) FROM manifests").fetchone()
+        try:
+            with self._lock:
+                (count,) = self._db.execute("SELECT COUNT(*) FROM manifests").fetchone()
+        except sqlite3.Error as exc:
+            raise self._unusable(exc) from exc
         return int(count)
 
     def close(self) -> None:

@@ -4,51 +4,60 @@
 for sdkit's invisible watermark, and, when the file's C2PA is gone but the watermark survived,
 recovers the manifest from a store and checks it against the pixels. The verdict:
 
-* ``verified``: a valid manifest (embedded, or recovered whose fingerprint matches the pixels).
-  A signer outside the trust anchors still counts as verified; ``trusted`` says whether it chains
+* ``verified``: a valid manifest, embedded, or recovered whose fingerprint equals the pixels'
+  (distance 0: the same picture at 32 x 32, which small local edits may not change; the report
+  says so). A signer outside the trust anchors still counts as verified; ``trusted`` says whether it chains
   to one, and the text says "untrusted signer" plainly.
-* ``not_verified``: a manifest that is invalid, remote and not fetched, unreadable, or that does
-  not belong to these pixels; or a watermark with no manifest to check it against.
+* ``similar``: a valid manifest recovered from the store whose fingerprint is near these pixels'
+  but not equal to it (distance 1 .. ``MATCH_DISTANCE``): a re-encoded, resized or locally edited
+  copy (text written over it, say) of the signed image; the fingerprint cannot tell which. The
+  manifest vouches for the signed image, not for these pixels.
+* ``not_verified``: a manifest that is invalid, remote and not fetched, unreadable, malformed
+  (sdkit's assertions), or that does not belong to these pixels; or a watermark with no manifest
+  to check it against.
 * ``no_provenance``: neither a manifest nor a watermark.
 
 Remote manifests are never fetched unless asked (``fetch_remote=True``).
+
+Hostile files: only regular files are read, at most :data:`MAX_FILE_BYTES`; images over
+Pillow's decompression-bomb limit are refused; images over ``max_pixels`` (default
+:data:`DEFAULT_MAX_PIXELS`) are not decoded (JPEGs are decoded at 1/2, 1/4 or 1/8 scale when
+that fits), so their watermark is not searched and the report says so; the watermark search
+itself runs on at most :data:`provenance.watermark.SEARCH_PIXELS`. Every manifest field is
+checked before use (:mod:`provenance._manifest_facts`).
 """
 
 from __future__ import annotations
 
-import io
 import os
-import warnings
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from . import fingerprint as fp
-from .errors import ManifestError
-from .manifest import (
-    FINGERPRINT_LABEL,
-    RECIPE_LABEL,
-    TRAINING_MINING_LABEL,
-    WATERMARK_LABEL,
-    C2paState,
-    ManifestReading,
-    find_assertion,
-    read_manifest,
-)
+from ._image_input import DEFAULT_MAX_PIXELS, MAX_FILE_BYTES, decode_image, read_file, read_infotext
+from ._manifest_facts import ManifestFacts
+from .errors import ManifestError, ProvenanceError
+from .manifest import C2paState, ManifestReading, read_manifest
 from .store import ManifestStore, default_store_path
 from .watermark import Detection, extract
 
 if TYPE_CHECKING:
     from .detector import Detector
 
-__all__ = ["EXPLANATIONS", "C2paState", "VerificationReport", "read_infotext", "verify"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "EXPLANATIONS",
+    "MAX_FILE_BYTES",
+    "C2paState",
+    "VerificationReport",
+    "read_infotext",
+    "verify",
+]
 
-Verdict = Literal["verified", "not_verified", "no_provenance"]
+Verdict = Literal["verified", "similar", "not_verified", "no_provenance"]
 _MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
-_EXIF_IFD = 0x8769
-_USER_COMMENT = 0x9286
 # Codes that a stored manifest shows against a re-encoded copy by design: its hash binds the
 # original file's bytes, not the copy's.
 _BINDING_CODES = {
@@ -82,7 +91,8 @@ class VerificationReport:
 
     Attributes:
         path: the file, or ``"<bytes>"``.
-        verdict: ``"verified"``, ``"not_verified"`` or ``"no_provenance"`` (module docstring).
+        verdict: ``"verified"``, ``"similar"``, ``"not_verified"`` or ``"no_provenance"``
+            (module docstring).
         c2pa_state: of the embedded manifest: ``absent``, ``valid`` (intact, signer not
             anchored), ``trusted``, ``invalid``, ``remote`` or ``unreadable``.
         trusted: the signer (embedded or recovered manifest) chains to a trust anchor.
@@ -101,9 +111,12 @@ class VerificationReport:
         watermark_matches_manifest: the payload equals the manifest's (``None``: nothing
             to compare).
         fingerprint_distance: Hamming distance between the pixels' fingerprint and the
-            manifest's (``None``: nothing to compare); ``fingerprint_matches`` its verdict.
+            manifest's (``None``: nothing to compare); ``fingerprint_matches`` its verdict
+            (at most ``MATCH_DISTANCE``: the same picture, not necessarily the same pixels).
         recovered_from_store: the manifest came from the store through the watermark.
         remote_url: where a remote manifest lives.
+        pixels_checked: the pixels were decoded and checked; ``False`` when the image is
+            damaged or has more than ``max_pixels`` pixels (``notes`` says which).
         infotext: AUTOMATIC1111-style generation parameters embedded in the file, if any.
         manifest: the manifest reported on (JSON object), if any.
         detector_score, detector_threshold: for files without a verified manifest, when a
@@ -132,6 +145,7 @@ class VerificationReport:
     fingerprint_matches: bool | None = None
     recovered_from_store: bool = False
     remote_url: str | None = None
+    pixels_checked: bool = True
     infotext: str | None = field(default=None, repr=False)
     manifest: dict[str, Any] | None = field(default=None, repr=False)
     detector_score: float | None = None
@@ -174,12 +188,13 @@ def verify(
     detector: Detector | None = None,
     fetch_remote: bool = False,
     check_watermark: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     allow_private: bool = False,
 ) -> VerificationReport:
     """Verify one file's provenance.
 
     Args:
-        source: a path, or the file's bytes.
+        source: a path (a regular file of at most :data:`MAX_FILE_BYTES`), or the file's bytes.
         trust_anchors: PEM text, or the path of a PEM file, of the certificates you trust;
             default ``$SDKIT_TRUST_ANCHORS`` when set.
         store: a manifest store (or its path) to recover stripped manifests from; default
@@ -190,29 +205,51 @@ def verify(
             refused in any spelling and at connect time, each redirect hop checked, at most
             4 MiB in 10 s (:mod:`provenance._remote`); a failed fetch is named in ``problems``.
         check_watermark: look for sdkit's watermark (about 0.2 s at 512 px).
+        max_pixels: decode at most this many pixels for the watermark and fingerprint checks.
+            A larger image is not decoded (a JPEG is decoded at 1/2, 1/4 or 1/8 scale when
+            that fits); its C2PA manifest is still checked, and the report notes that the
+            watermark was not searched.
         allow_private: let ``fetch_remote`` reach loopback and private addresses (intranets,
             tests; off by default against SSRF).
 
     Raises:
-        ManifestError: the file cannot be read, is not an image, is truncated, or is larger
-            than the decompression-bomb limit; the trust anchors or store cannot be read.
+        ManifestError: the file cannot be read, is not a regular file, is larger than
+            :data:`MAX_FILE_BYTES`, is not an image, is truncated, or is larger than the
+            decompression-bomb limit; the trust anchors or store cannot be read.
+        ProvenanceError: ``max_pixels`` is not a positive whole number.
     """
-    data, name = _read(source)
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ProvenanceError(
+            f"max_pixels must be a positive whole number, not {max_pixels!r}",
+            hint=f"the default is {DEFAULT_MAX_PIXELS:,}.",
+        )
+    data, name = read_file(source)
     anchors = _anchors(trust_anchors)
-    image, fmt, damage = _decode(data, name)
-    reading = read_manifest(data, _MIME.get(fmt, f"image/{fmt}"), trust_anchors=anchors,
-                            fetch_remote=fetch_remote, allow_private=allow_private)  # fmt: skip
-    if damage is not None and reading.state == "absent":
+    decoded = decode_image(data, name, max_pixels)
+    mime = _MIME.get(decoded.fmt, f"image/{decoded.fmt}")
+    reading = read_manifest(
+        data, mime, trust_anchors=anchors, fetch_remote=fetch_remote, allow_private=allow_private
+    )
+    if decoded.damage is not None and reading.state in ("absent", "unreadable"):
+        # nothing readable to report on: no manifest (or none c2pa-rs can parse in a file cut
+        # short, "PNG out of range") and no pixels
+        also = "" if reading.error is None else f"; its C2PA data: {reading.error[:200]}"
         raise ManifestError(
-            f"{name} is truncated or damaged: {damage}",
+            f"{name} is truncated or damaged: {decoded.damage}{also}",
             path=name,
             hint="the file was cut short or corrupted; get a complete copy.",
         )
-    pixels = image if damage is None else None
+    pixels = decoded.pixels
     found = extract(pixels) if check_watermark and pixels is not None else None
     builder = _Report(name, reading, pixels, found)
-    if damage is not None:
-        builder.problems.append(f"the image data is damaged ({damage})")
+    if decoded.damage is not None:
+        builder.problems.append(f"the image data is damaged ({decoded.damage})")
+    if decoded.too_large is not None:
+        builder.notes.append(
+            f"the watermark was not searched and the fingerprint not checked: the image has "
+            f"{decoded.too_large:,} pixels > max_pixels {max_pixels:,} (raise --max-pixels / "
+            "max_pixels= to check it)"
+        )
     if reading.state == "absent" and found is not None:
         opened = _open_store(store)
         if opened is not None:
@@ -221,50 +258,12 @@ def verify(
             finally:
                 if opened is not store:  # opened here from a path: close it here
                     opened.close()
-    report = builder.finish(read_infotext(image))
+    report = builder.finish(decoded.infotext)
     if detector is not None and report.verdict != "verified" and pixels is not None:
         score = float(detector.score([pixels.convert("RGB")])[0])
         threshold = detector.probe.threshold if detector.probe is not None else None
         report = replace(report, detector_score=score, detector_threshold=threshold)
     return report
-
-
-def _read(source: str | os.PathLike[str] | bytes) -> tuple[bytes, str]:
-    if isinstance(source, bytes):
-        return source, "<bytes>"
-    path = Path(source)
-    try:
-        return path.read_bytes(), str(path)
-    except IsADirectoryError as exc:
-        raise ManifestError(f"{path} is a folder", path=str(path)) from exc
-    except OSError as exc:
-        raise ManifestError(f"cannot read {path}: {exc.strerror}", path=str(path)) from exc
-
-
-def _decode(data: bytes, name: str) -> tuple[Image.Image, str, str | None]:
-    """Open the image and decode its pixels: (image, format, what is damaged or None).
-
-    Raises:
-        ManifestError: not an image, or larger than the decompression-bomb limit.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ManifestError(
-            f"{name} is too large to check safely: {exc}",
-            path=name,
-            hint="images over Pillow's MAX_IMAGE_PIXELS are refused (decompression bombs).",
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ManifestError(f"{name} is not an image file sdkit can read", path=name) from exc
-    fmt = (image.format or "").lower()
-    try:
-        image.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        return image, fmt, str(exc)
-    return image, fmt, None
 
 
 def _anchors(value: str | os.PathLike[str] | None) -> str | None:
@@ -281,9 +280,7 @@ def _open_store(value: ManifestStore | str | os.PathLike[str] | None) -> Manifes
     path = value if value is not None else default_store_path()
     if path is None:
         return None
-    if not Path(path).is_file():
-        raise ManifestError(f"manifest store {path} does not exist", path=str(path))
-    return ManifestStore(path)
+    return ManifestStore(path, create=False)  # StoreError: missing, not SQLite, other schema
 
 
 class _Report:
@@ -301,6 +298,7 @@ class _Report:
         self.image = image
         self.found = found
         self.manifest = reading.active
+        self.facts = reading.facts
         self.problems: list[str] = []
         self.notes: list[str] = []
         self.recovered = False
@@ -328,6 +326,7 @@ class _Report:
         self.distance = fp.distance(best.fingerprint, pixels)  # the manifest's own, if any, next
         reading = read_manifest(best.manifest, "application/c2pa", trust_anchors=anchors)
         self.manifest = reading.active
+        self.facts = reading.facts
         self.recovered = True
         self.recovered_trusted = "signingCredential.trusted" in reading.successes
         broken = [c for c in reading.codes if c not in _BINDING_CODES and c in _FAILURES]
@@ -342,10 +341,11 @@ class _Report:
         )
 
     def finish(self, infotext: str | None) -> VerificationReport:
-        reading = self.reading
-        active = self.manifest or {}
-        self._check_watermark(active)
-        self._check_fingerprint(active)
+        reading, facts = self.reading, self.facts
+        self.problems += [f"malformed sdkit assertion: {m}" for m in facts.malformed]
+        self.notes += [f"malformed assertion ignored: {m}" for m in facts.ignored]
+        self._check_watermark(facts)
+        self._check_fingerprint(facts)
         state = reading.state
         trusted = state == "trusted" or (self.recovered and self.recovered_trusted)
         if state == "invalid":
@@ -369,12 +369,27 @@ class _Report:
         verdict: Verdict
         if self.problems:
             verdict = "not_verified"
+        elif self.recovered and self.distance:
+            verdict = "similar"
+            self.notes.insert(
+                0,
+                f"pixels differ from the signed image's: fingerprint distance {self.distance} "
+                "(0 for the same pixels): a re-encoded, resized or locally edited copy (text "
+                "written over it, say); the manifest vouches for the signed image, not for "
+                "these pixels",
+            )
         elif state in ("valid", "trusted") or self.recovered:
             verdict = "verified"
+            if self.recovered:
+                self.notes.append(
+                    "the copy's fingerprint equals the signed image's (distance 0), which "
+                    "proves it looks the same at 32 x 32, not that no pixel changed: small "
+                    "local edits (a word of text over a few hundred pixels) can leave it "
+                    "unchanged; only an embedded manifest's hash binding proves the pixels"
+                )
         else:
             verdict = "no_provenance"
         codes = reading.codes
-        signature = active.get("signature_info") or {}
         return VerificationReport(
             path=self.name,
             verdict=verdict,
@@ -384,14 +399,14 @@ class _Report:
             explanations=tuple(EXPLANATIONS.get(c, "see the C2PA specification") for c in codes),
             problems=tuple(self.problems),
             notes=tuple(self.notes),
-            signer=signature.get("common_name"),
-            issuer=signature.get("issuer"),
-            signed_at=signature.get("time"),
-            claim_generator=_claim_generator(active),
-            digital_source_type=_source_type(active),
-            recipe=find_assertion(active, RECIPE_LABEL),
-            ingredients=tuple(_ingredient(i) for i in active.get("ingredients") or []),
-            training_mining=_training_mining(active),
+            signer=facts.signer,
+            issuer=facts.issuer,
+            signed_at=facts.signed_at,
+            claim_generator=facts.claim_generator,
+            digital_source_type=facts.digital_source_type,
+            recipe=facts.recipe,
+            ingredients=facts.ingredients,
+            training_mining=facts.training_mining,
             watermark=None if self.found is None else self.found.to_dict(),
             watermark_matches_manifest=self.payload_match,
             fingerprint_distance=self.distance,
@@ -400,36 +415,34 @@ class _Report:
             else self.distance <= fp.MATCH_DISTANCE,
             recovered_from_store=self.recovered,
             remote_url=reading.remote_url,
+            pixels_checked=self.image is not None,
             infotext=infotext,
             manifest=self.manifest,
         )
 
-    def _check_watermark(self, active: dict[str, Any]) -> None:
-        claimed = find_assertion(active, WATERMARK_LABEL)
-        if not isinstance(claimed, dict):
+    def _check_watermark(self, facts: ManifestFacts) -> None:
+        claimed = facts.watermark
+        if claimed is None:
             return
-        if not claimed.get("embedded"):
-            self.notes.append(f"no watermark was embedded: {claimed.get('reason', 'no reason')}")
+        if not claimed.embedded:
+            self.notes.append(f"no watermark was embedded: {claimed.reason}")
             return
         if self.found is None:
             if self.image is not None:
                 self.notes.append("the manifest records a watermark not found in the pixels")
             return
-        payload = claimed.get("payload") or {}
         ours = self.found.payload
         self.payload_match = (
-            payload.get("content_id") == f"{ours.content_id:012x}"
-            and payload.get("issuer_id") == ours.issuer_id
+            claimed.content_id == f"{ours.content_id:012x}" and claimed.issuer_id == ours.issuer_id
         )
         if not self.payload_match:
             self.problems.append("the watermark in the pixels differs from the manifest's")
 
-    def _check_fingerprint(self, active: dict[str, Any]) -> None:
-        claimed = find_assertion(active, FINGERPRINT_LABEL)
+    def _check_fingerprint(self, facts: ManifestFacts) -> None:
         if self.image is None:
             return
-        if isinstance(claimed, dict) and claimed.get("algorithm") == fp.ALGORITHM:
-            self.distance = fp.distance(str(claimed.get("value")), self.pixels_fingerprint())
+        if facts.fingerprint is not None:
+            self.distance = fp.distance(facts.fingerprint, self.pixels_fingerprint())
         elif self.recovered:
             self.problems.append(
                 "the recovered manifest records no fingerprint to check against the pixels"
@@ -444,73 +457,3 @@ class _Report:
 
 
 _FAILURES = set(EXPLANATIONS) - {"signingCredential.untrusted", "cawg.x509.credential.untrusted"}
-
-
-def _claim_generator(manifest: dict[str, Any]) -> str | None:
-    info = manifest.get("claim_generator_info")
-    if isinstance(info, list) and info:
-        first = info[0]
-        name = first.get("name")
-        version = first.get("version")
-        return f"{name} {version}" if version else name
-    value = manifest.get("claim_generator")
-    return value if isinstance(value, str) else None
-
-
-def _source_type(manifest: dict[str, Any]) -> str | None:
-    actions = find_assertion(manifest, "c2pa.actions")
-    for action in (actions or {}).get("actions") or []:
-        kind = action.get("digitalSourceType")
-        if kind:
-            return str(kind).rsplit("/", 1)[-1]
-    return None
-
-
-def _ingredient(item: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "title": item.get("title"),
-        "relationship": item.get("relationship"),
-        "has_manifest": bool(item.get("active_manifest")),
-    }
-
-
-def _training_mining(manifest: dict[str, Any]) -> dict[str, Any] | None:
-    for label in (TRAINING_MINING_LABEL, "c2pa.training-mining"):
-        data = find_assertion(manifest, label)
-        if isinstance(data, dict):
-            entries = data.get("entries") or {}
-            return {k: v.get("use") for k, v in entries.items() if isinstance(v, dict)}
-    return None
-
-
-def read_infotext(source: str | os.PathLike[str] | bytes | Image.Image) -> str | None:
-    """Read AUTOMATIC1111-style "parameters" text from an image.
-
-    Looks in a PNG text chunk named ``parameters`` and in EXIF UserComment (JPEG, WebP), the
-    places A1111, sdkit and most generators write it.
-
-    Args:
-        source: a path, the file's bytes, or an open PIL image.
-
-    Returns:
-        The text, or ``None`` when the image carries none.
-    """
-    if isinstance(source, bytes):
-        source = io.BytesIO(source)  # type: ignore[assignment]
-    if not isinstance(source, Image.Image):
-        with Image.open(source) as opened:
-            return read_infotext(opened)
-    text = source.info.get("parameters")
-    if isinstance(text, str):
-        return text
-    raw = source.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
-    if isinstance(raw, bytes):
-        if raw.startswith(b"UNICODE\x00"):
-            body = raw[8:]
-            # piexif (A1111) writes big-endian; some tools write little-endian with a BOM.
-            if body.startswith(b"\xff\xfe"):
-                return body.decode("utf-16", errors="replace")
-            return body.decode("utf-16-be", errors="replace")
-        if raw.startswith(b"ASCII\x00\x00\x00"):
-            return raw[8:].decode("ascii", errors="replace")
-    return raw if isinstance(raw, str) else None

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +35,23 @@ from ..errors import WatermarkError
 from .payload import CODEWORD_BITS, Payload, decode_payload, encode_payload
 from .spread import METHOD, MIN_SIDE, embed_bits, soft_candidates
 
-__all__ = ["METHODS", "MIN_SIDE", "Detection", "Payload", "WatermarkError", "embed", "extract"]
+__all__ = [
+    "METHODS",
+    "MIN_SIDE",
+    "SEARCH_PIXELS",
+    "Detection",
+    "Payload",
+    "WatermarkError",
+    "embed",
+    "extract",
+]
 
 METHODS = (METHOD,)
+# The search runs on at most about this many pixels: a larger image is first reduced by a whole
+# factor (box average). The chip grid is relative to the image (160 chips along the long edge),
+# so the reduced copy carries the same grid, with chips of 6.4 px or more (as a 1024 px image,
+# the size SDXL makes, searched natively); a 6000 x 6000 image takes 0.5 s instead of 47 s.
+SEARCH_PIXELS = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -79,11 +94,17 @@ def embed(image: Image.Image, payload: Payload, *, method: str = METHOD) -> Imag
     return embed_bits(image, encode_payload(payload))
 
 
-def extract(image: Image.Image) -> Detection | None:
-    """Find a payload in ``image``; ``None`` when there is none (or it cannot be read)."""
+def extract(image: Image.Image, *, max_pixels: int = SEARCH_PIXELS) -> Detection | None:
+    """Find a payload in ``image``; ``None`` when there is none (or it cannot be read).
+
+    Args:
+        image: the pixels to search.
+        max_pixels: an image with more pixels is searched on a copy reduced by a whole factor
+            to at most about this many (time and memory stay bounded whatever the size).
+    """
     if min(image.size) < MIN_SIDE // 2:
         return None
-    for cand in soft_candidates(image, CODEWORD_BITS):
+    for cand in soft_candidates(_search_copy(image, max_pixels), CODEWORD_BITS):
         decoded = decode_payload(cand.soft)
         if decoded is None:
             continue
@@ -93,3 +114,13 @@ def extract(image: Image.Image) -> Detection | None:
         total = float(np.sum(np.abs(cand.soft))) or 1.0
         return Detection(payload, METHOD, agree / total, corrected, cand.z)
     return None
+
+
+def _search_copy(image: Image.Image, max_pixels: int) -> Image.Image:
+    """``image``, or a copy reduced by the smallest whole factor that fits ``max_pixels``."""
+    factor = math.ceil(math.sqrt(image.width * image.height / max(1, max_pixels)))
+    if factor <= 1:
+        return image
+    if image.mode not in ("L", "RGB", "RGBA"):
+        image = image.convert("RGB")
+    return image.reduce(factor)

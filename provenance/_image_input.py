@@ -1,0 +1,213 @@
+"""Reading an image file that anyone may have made: bounded bytes, bounded pixels.
+
+* :func:`read_file` reads regular files only (a FIFO, ``/dev/zero`` or a socket is refused
+  before it is opened, and again on the open descriptor: the open is non-blocking, so a FIFO
+  swapped in meanwhile cannot hang it), and at most :data:`MAX_FILE_BYTES`.
+* :func:`decode_image` opens the image (Pillow's decompression-bomb limit refused), and decodes
+  its pixels only when they fit ``max_pixels`` (a JPEG is decoded at 1/2, 1/4 or 1/8 scale
+  when that fits); decoding errors are returned as damage, not raised.
+* :func:`read_infotext` reads the A1111 "parameters" text; malformed EXIF counts as none.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import stat
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ManifestError
+
+__all__ = ["DEFAULT_MAX_PIXELS", "MAX_FILE_BYTES", "decode_image", "read_file", "read_infotext"]
+
+# The largest file read (bytes): a 40 Mpx RGBA PNG of noise is about 160 MB.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+# The most pixels decoded for the watermark and fingerprint checks (about 120 MB as RGB):
+# 40 Mpx sensors (7296 x 5472) and 6000 x 6000 fit; larger JPEGs are decoded at a reduced scale.
+DEFAULT_MAX_PIXELS = 40_000_000
+_EXIF_IFD = 0x8769
+_USER_COMMENT = 0x9286
+_NOT_AN_IMAGE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
+
+
+def read_file(source: str | os.PathLike[str] | bytes) -> tuple[bytes, str]:
+    """The file's bytes: regular files only (no FIFO, device or socket), at most MAX_FILE_BYTES.
+
+    The file is opened non-blocking (a FIFO swapped in after the check cannot hang the open)
+    and checked again on the open descriptor.
+    """
+    if isinstance(source, bytes):
+        return source, "<bytes>"
+    path = Path(source)
+    name = str(path)
+    try:
+        _check_regular(os.stat(path), name)
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(path, flags | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb", closefd=True) as file:
+            _check_regular(os.fstat(fd), name)
+            data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ManifestError(
+            f"cannot read {path}: {exc.strerror or exc}",
+            path=name,
+            hint="check that the file exists and that you may read it.",
+        ) from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise _too_big(name)
+    return data, name
+
+
+def _check_regular(info: os.stat_result, name: str) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        raise ManifestError(f"{name} is a folder", path=name, hint="give the image files in it.")
+    if not stat.S_ISREG(info.st_mode):
+        raise ManifestError(
+            f"{name} is not a regular file (a FIFO, device or socket)",
+            path=name,
+            hint="verify reads image files only; copy the data to a file first.",
+        )
+    if info.st_size > MAX_FILE_BYTES:
+        raise _too_big(name)
+
+
+def _too_big(name: str) -> ManifestError:
+    return ManifestError(
+        f"{name} is larger than {MAX_FILE_BYTES // 2**20} MiB",
+        path=name,
+        hint="verify reads image files of at most MAX_FILE_BYTES bytes.",
+    )
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """An opened image: pixels when decoded within budget, what is damaged, the infotext."""
+
+    image: Image.Image
+    fmt: str
+    damage: str | None = None
+    too_large: int | None = None  # the pixel count, when over max_pixels (not decoded)
+    infotext: str | None = None
+
+    @property
+    def pixels(self) -> Image.Image | None:
+        """The decoded image, or None when damaged or not decoded."""
+        return self.image if self.damage is None and self.too_large is None else None
+
+
+def decode_image(data: bytes, name: str, max_pixels: int) -> _Decoded:
+    """Open the image and, within ``max_pixels``, decode its pixels.
+
+    Raises:
+        ManifestError: not an image, or larger than the decompression-bomb limit.
+    """
+    try:
+        image = _open(data)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ManifestError(
+            f"{name} is too large to check safely: {exc}",
+            path=name,
+            hint="images over Pillow's MAX_IMAGE_PIXELS are refused (decompression bombs).",
+        ) from None
+    except _NOT_AN_IMAGE as exc:
+        raise ManifestError(
+            f"{name} is not an image file sdkit can read",
+            path=name,
+            hint="give a PNG, JPEG or WebP file.",
+        ) from exc
+    fmt = (image.format or "").lower()
+    count = image.width * image.height
+    if count > max_pixels and fmt == "jpeg":
+        _draft(image, max_pixels)
+    if image.width * image.height > max_pixels:
+        return _Decoded(image, fmt, too_large=count, infotext=_infotext(image, loaded=False))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's chatter on bad metadata
+            image.load()
+    except Exception as exc:  # Pillow's decoders raise many types on bad data
+        return _Decoded(image, fmt, damage=str(exc)[:200], infotext=_infotext(image, loaded=False))
+    return _Decoded(image, fmt, infotext=_infotext(image, loaded=True))
+
+
+def _draft(image: Image.Image, max_pixels: int) -> None:
+    """Have a JPEG decode at the largest DCT scale (1/2, 1/4, 1/8) that fits ``max_pixels``."""
+    needed = math.sqrt(image.width * image.height / max_pixels)
+    scale = next((s for s in (2, 4, 8) if s >= needed), None)
+    if scale is not None:
+        image.draft("RGB", (math.ceil(image.width / scale), math.ceil(image.height / scale)))
+
+
+def read_infotext(source: str | os.PathLike[str] | bytes | Image.Image) -> str | None:
+    """Read AUTOMATIC1111-style "parameters" text from an image.
+
+    Looks in a PNG text chunk named ``parameters`` and in EXIF UserComment (JPEG, WebP), the
+    places A1111, sdkit and most generators write it. Malformed EXIF counts as none.
+
+    Args:
+        source: a path, the file's bytes, or an open PIL image.
+
+    Returns:
+        The text, or ``None`` when the image carries none.
+
+    Raises:
+        ManifestError: a path that cannot be read (as :func:`read_file`), or data that is not an
+            image.
+    """
+    if isinstance(source, Image.Image):
+        return _infotext(source, loaded=True)
+    data, name = read_file(source)
+    try:
+        with _open(data) as opened:
+            return _infotext(opened, loaded=False)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning, *_NOT_AN_IMAGE) as exc:
+        raise ManifestError(
+            f"{name} is not an image file sdkit can read",
+            path=name,
+            hint="give a PNG, JPEG or WebP file.",
+        ) from exc
+
+
+def _open(data: bytes) -> Image.Image:
+    """``Image.open`` with decompression bombs raised and Pillow's "Corrupt EXIF data" (a
+    UserWarning it prints while reading a hostile header) silenced: the EXIF is ignored."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(data))
+
+
+def _infotext(image: Image.Image, *, loaded: bool) -> str | None:
+    """The infotext of an opened image; ``loaded=False`` reads only what the header holds
+    (decoding nothing: the image may be damaged or over the pixel budget)."""
+    text = image.info.get("parameters")
+    if isinstance(text, str):
+        return text
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data": said by returning None
+            if loaded:
+                exif = image.getexif()
+            else:
+                exif = Image.Exif()
+                raw_exif = image.info.get("exif")
+                if isinstance(raw_exif, bytes):
+                    exif.load(raw_exif)
+            raw = exif.get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+    except Exception:  # Pillow's EXIF parser raises many types on bad data
+        return None
+    if isinstance(raw, bytes):
+        if raw.startswith(b"UNICODE\x00"):
+            body = raw[8:]
+            # piexif (A1111) writes big-endian; some tools write little-endian with a BOM.
+            if body.startswith(b"\xff\xfe"):
+                return body.decode("utf-16", errors="replace")
+            return body.decode("utf-16-be", errors="replace")
+        if raw.startswith(b"ASCII\x00\x00\x00"):
+            return raw[8:].decode("ascii", errors="replace")
+    return raw if isinstance(raw, str) else None
