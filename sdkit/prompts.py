@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +39,17 @@ from typing import Any
 import torch
 
 from sdkit.errors import InvalidOptionError, SdkitError
+
+from ._attention import (
+    BREAK,
+    MAX_OPEN_BRACKETS,
+    MAX_PROMPT_CHARS,
+    MAX_WEIGHT,
+    _parse,
+    _Run,
+)
+from ._attention import ROUND_BRACKET_MULTIPLIER as ROUND_BRACKET_MULTIPLIER
+from ._attention import SQUARE_BRACKET_MULTIPLIER as SQUARE_BRACKET_MULTIPLIER
 
 __all__ = [
     "BREAK",
@@ -52,226 +62,14 @@ __all__ = [
     "parse_prompt_attention",
 ]
 
-BREAK: tuple[str, float] = ("BREAK", -1.0)
-"""The entry :func:`parse_prompt_attention` returns for the ``BREAK`` keyword (as A1111 does)."""
-
-ROUND_BRACKET_MULTIPLIER = 1.1
-SQUARE_BRACKET_MULTIPLIER = 1 / 1.1
 COMMA_BACKTRACK = 20
 """A1111's default: a chunk boundary moves back to a comma at most this many tokens earlier."""
-
-MAX_PROMPT_CHARS = 100_000
-"""Longest prompt (or negative prompt) accepted, in characters: about 400 CLIP chunks of 75 tokens."""
 MAX_PROMPT_CHUNKS = 64
 """Most 75-token chunks per prompt (4,800 tokens; A1111 prompts rarely pass 10): each one adds a
 text-encoder pass and 77 positions to every cross-attention of every UNet step."""
-MAX_WEIGHT = 1000.0
-"""Largest attention weight (in magnitude) a run may end up with; A1111 sets no bound, but far
-below this the picture is already noise, and an infinite weight makes NaN embeddings."""
-MAX_OPEN_BRACKETS = 64
-"""Most brackets open at one time. Bounds the work per character (parsing is linear) and, with
-:data:`MAX_WEIGHT` per factor, keeps every product of factors finite."""
 
-_SPECIAL = "\\()[]:"
-_ESCAPABLE = "\\()[]"
-_EXPLICIT_WEIGHT = re.compile(r":([+-]?[.\d]+)\)")
-_BREAK_WORD = re.compile(r"\bBREAK\b")  # the whitespace around it is stripped by hand (linear)
-_SHOWN = 40  # characters of a refused token shown in an error
-
-# A parsed prompt: runs of (text, weight); ``None`` stands for BREAK.
-_Run = tuple[str, float] | None
 # One chunk: up to 75 token ids and their weights (no BOS/EOS).
 _Chunk = tuple[list[int], list[float]]
-
-
-class _Pieces:
-    """A1111's list of ``[text, weight]``, with neighbours merged as soon as that is exact.
-
-    A1111 multiplies the weight of every entry from a bracket's position on when the bracket
-    closes, which is quadratic in the number of entries. Two neighbours with the same weight and
-    no bracket opened between them receive the same factors for ever after (each later factor
-    applies to everything from an open bracket's position on), so they are merged at once:
-    the result is A1111's, float for float, and the work per bracket is bounded by the pieces
-    that really differ.
-    """
-
-    def __init__(self) -> None:
-        self.texts: list[list[str] | None] = []  # None marks a BREAK
-        self.weights: list[float] = []
-
-    def add(self, piece: str, open_at: int) -> None:
-        # open_at: the position of the innermost open bracket (-1 if none)
-        last = len(self.texts) - 1
-        if last >= 0 and last + 1 != open_at and self.weights[last] == 1.0:
-            texts = self.texts[last]
-            if texts is not None:
-                texts.append(piece)
-                return
-        self.texts.append([piece])
-        self.weights.append(1.0)
-
-    def add_break(self) -> None:
-        self.texts.append(None)
-        self.weights.append(BREAK[1])
-
-    def scale_from(self, start: int, factor: float) -> None:
-        # BREAK's weight is scaled too (as in A1111); runs() does not read it.
-        self.weights[start:] = [weight * factor for weight in self.weights[start:]]
-
-    def runs(self) -> list[_Run]:
-        runs: list[_Run] = []
-        pending: list[str] = []
-        weight = 0.0
-        for texts, w in zip(self.texts, self.weights, strict=True):
-            if pending and (texts is None or w != weight):
-                runs.append(("".join(pending), weight))
-                pending = []
-            if texts is None:
-                runs.append(None)
-            else:
-                pending.extend(texts)
-                weight = w
-        if pending:
-            runs.append(("".join(pending), weight))
-        return runs
-
-
-def _split_breaks(piece: str) -> list[str | None]:
-    # re.split(r"\s*\bBREAK\b\s*", piece) without the regex's quadratic retries on long runs
-    # of white space: find the words, then strip the white space around them.
-    parts: list[str | None] = []
-    start = 0
-    for match in _BREAK_WORD.finditer(piece):
-        parts.append(piece[start : match.start()])
-        parts.append(None)
-        start = match.end()
-    parts.append(piece[start:])
-    count = len(parts)
-    for i, part in enumerate(parts):
-        if part is not None:
-            if i > 0:
-                part = part.lstrip()
-            if i < count - 1:
-                part = part.rstrip()
-            parts[i] = part
-    return parts
-
-
-def _refuse(option: str, token: str, allowed: str, hint: str) -> InvalidOptionError:
-    shown = token if len(token) <= _SHOWN else token[: _SHOWN - 1] + "…"
-    return InvalidOptionError(option, shown, allowed, hint=hint)
-
-
-def _parse(text: str, option: str = "prompt") -> list[_Run]:
-    if len(text) > MAX_PROMPT_CHARS:
-        raise InvalidOptionError(
-            option,
-            f"<{len(text)} characters>",
-            f"at most {MAX_PROMPT_CHARS} characters",
-            hint="shorten the prompt: CLIP reads it 75 tokens (about 300 characters) at a time.",
-        )
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:  # a lone surrogate: no tokenizer can read it
-            raise InvalidOptionError(
-                option,
-                text[max(0, exc.start - 10) : exc.start + 10],
-                "Unicode text",
-                hint=f"remove the lone surrogate U+{ord(text[exc.start]):04X} at character "
-                f"{exc.start} (undecodable bytes, e.g. from a shell argument).",
-            ) from None
-    pieces = _Pieces()
-    round_open: list[int] = []
-    square_open: list[int] = []
-
-    def open_at() -> int:
-        return max(round_open[-1] if round_open else -1, square_open[-1] if square_open else -1)
-
-    def add_text(piece: str) -> None:
-        for part in _split_breaks(piece):
-            if part is None:
-                pieces.add_break()
-            elif part:
-                pieces.add(part, open_at())
-
-    pos = 0
-    while pos < len(text):
-        char = text[pos]
-        if char == "\\":
-            nxt = text[pos + 1 : pos + 2]
-            if nxt and nxt in _ESCAPABLE:
-                pieces.add(nxt, open_at())
-                pos += 2
-            else:  # a lone backslash is dropped, as in A1111
-                pos += 1
-            continue
-        if char in "([":
-            if len(round_open) + len(square_open) >= MAX_OPEN_BRACKETS:
-                raise _refuse(
-                    option,
-                    text[max(0, pos - _SHOWN // 2) : pos + 1],
-                    f"at most {MAX_OPEN_BRACKETS} brackets open at once",
-                    "close brackets, or escape literal ones as \\( \\) \\[ \\].",
-                )
-            (round_open if char == "(" else square_open).append(len(pieces.texts))
-        elif char == ")" and round_open:
-            pieces.scale_from(round_open.pop(), ROUND_BRACKET_MULTIPLIER)
-        elif char == "]" and square_open:
-            pieces.scale_from(square_open.pop(), SQUARE_BRACKET_MULTIPLIER)
-        elif char == ":" and round_open and (factor := _explicit_weight(text, pos, option)):
-            pieces.scale_from(round_open.pop(), factor[0])
-            pos = factor[1]
-            continue
-        elif char in _SPECIAL:  # ":" (also ":1.3)" with no "(" open), or an unmatched close
-            add_text(char)
-        else:
-            end = pos + 1
-            while end < len(text) and text[end] not in _SPECIAL:
-                end += 1
-            add_text(text[pos:end])
-            pos = end
-            continue
-        pos += 1
-
-    for start in round_open:
-        pieces.scale_from(start, ROUND_BRACKET_MULTIPLIER)
-    for start in square_open:
-        pieces.scale_from(start, SQUARE_BRACKET_MULTIPLIER)
-
-    runs = pieces.runs()
-    for run in runs:
-        if run is not None and not abs(run[1]) <= MAX_WEIGHT:
-            raise _refuse(
-                option,
-                run[0],
-                f"attention weights within ±{MAX_WEIGHT:g} (this text's is {run[1]:.4g})",
-                "unclosed '(' multiply the rest of the prompt by 1.1 each: close them, or "
-                "escape literal brackets as \\( \\).",
-            )
-    return runs or [("", 1.0)]
-
-
-def _explicit_weight(text: str, pos: int, option: str) -> tuple[float, int] | None:
-    # ":1.3)" at pos: the factor and where the match ends. A1111 would crash on ":1.2.3)";
-    # here it is text (and the ")" closes the bracket with the usual 1.1). A1111's grammar has
-    # no "inf" or "nan", but digits can overflow to infinity: refused, as any factor beyond
-    # MAX_WEIGHT (the picture would be NaN or noise).
-    match = _EXPLICIT_WEIGHT.match(text, pos)
-    if match is None:
-        return None
-    try:
-        factor = float(match.group(1))
-    except ValueError:
-        return None
-    if not abs(factor) <= MAX_WEIGHT:
-        raise _refuse(
-            option,
-            match.group(0),
-            f"a weight within ±{MAX_WEIGHT:g}",
-            "use weights like (word:1.3); 0.5 to 1.5 is the useful range.",
-        )
-    return factor, match.end()
 
 
 def parse_prompt_attention(text: str) -> list[tuple[str, float]]:

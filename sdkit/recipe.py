@@ -26,18 +26,32 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from ._recipe_checks import (
+    _HINT,
+    MAX_RECIPE_CHARS,
+    _bad,
+    _Check,
+    _check_size,
+    _float_text,
+    _int_text,
+    _integer,
+    _json_object,
+    _json_text,
+    _load_json,
+    _number,
+    _one_of,
+    _same,
+    _sha256,
+    _size_text,
+    _string_map,
+    _text,
+)
 from .errors import RecipeParseError
 
 __all__ = ["MAX_RECIPE_CHARS", "Mode", "Recipe", "RecipeParseError", "parse_infotext"]
 
 Mode = Literal["txt2img", "img2img", "inpaint"]
 RECIPE_VERSION = 1
-MAX_RECIPE_CHARS = 1_000_000
-"""Longest infotext or Recipe JSON read, in characters (two 100,000-character prompts fit)."""
-MAX_JSON_DEPTH = 32
-"""Deepest nesting of ``scheduler_config`` (diffusers' configs nest two or three levels)."""
-MAX_JSON_ITEMS = 10_000
-"""Most values (keys, items and scalars) in ``scheduler_config``."""
 
 
 @dataclass(frozen=True)
@@ -260,143 +274,6 @@ class Recipe:
             raise RecipeParseError(message, field=infotext_key, hint=exc.hint) from exc
 
 
-_HINT = "a Recipe is read from the infotext or the manifest sdkit wrote; this one was altered."
-
-
-def _bad(name: str, value: Any, expected: str, what: str = "recipe field") -> RecipeParseError:
-    shown = repr(value)
-    shown = shown if len(shown) <= 60 else shown[:59] + "…"
-    return RecipeParseError(
-        f"{what} {name!r} is {shown}: expected {expected}", field=name, hint=_HINT
-    )
-
-
-def _check_size(what: str, text: str | bytes) -> None:
-    if len(text) > MAX_RECIPE_CHARS:
-        raise RecipeParseError(
-            f"{what} is {len(text)} characters long: at most {MAX_RECIPE_CHARS} are read",
-            hint=_HINT,
-        )
-
-
-def _load_json(what: str, text: str | bytes, name: str | None, kind: type) -> Any:
-    """``json.loads`` with every failure (syntax, depth, a 5,000-digit number) typed."""
-    value: Any = None
-    problem: str | None = None
-    try:
-        value = json.loads(text)
-    except RecursionError:
-        problem = "is nested too deep"
-    except json.JSONDecodeError as exc:
-        problem = f"is not JSON ({exc.msg} at character {exc.pos})"
-    except UnicodeDecodeError:
-        problem = "is not UTF-8 text"
-    except ValueError:  # int(): over sys.get_int_max_str_digits() digits
-        problem = "has a number with too many digits"
-    if problem is not None:
-        raise RecipeParseError(f"{what} {problem}", field=name, hint=_HINT)
-    if not isinstance(value, kind):
-        raise RecipeParseError(
-            f"{what} must be a JSON {'object' if kind is dict else kind.__name__}, "
-            f"not {type(value).__name__}",
-            field=name,
-            hint=_HINT,
-        )
-    return value
-
-
-# -- field checks: one per type of field; the table _CHECKS says which field gets which --------
-
-_Check = Callable[[str, Any], Any]
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def _text(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise _bad(name, value, "a string")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate ("\\ud800" in JSON): not writable text
-            raise _bad(name, value, "Unicode text (no lone surrogates)") from None
-    return value
-
-
-def _sha256(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not _SHA256.fullmatch(value):
-        raise _bad(name, value, "64 lowercase hex digits (a SHA-256)")
-    return value
-
-
-def _integer(low: int, high: int) -> _Check:
-    def check(name: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise _bad(name, value, f"an integer in {low}..{high}")
-        return value
-
-    return check
-
-
-def _number(low: float, high: float) -> _Check:
-    def check(name: str, value: Any) -> float:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not low <= value <= high  # NaN fails too
-        ):
-            raise _bad(name, value, f"a number in {low:g}..{high:g}")
-        return float(value)
-
-    return check
-
-
-def _one_of(*allowed: str) -> _Check:
-    def check(name: str, value: Any) -> str:
-        if value not in allowed:
-            raise _bad(name, value, "one of " + ", ".join(map(repr, allowed)))
-        return str(value)
-
-    return check
-
-
-def _json_object(name: str, value: Any) -> dict[str, Any]:
-    """A JSON object with string keys, at most MAX_JSON_DEPTH deep and MAX_JSON_ITEMS values
-    (walked without recursion, so that no depth raises RecursionError)."""
-    if not isinstance(value, Mapping):
-        raise _bad(name, value, "a JSON object")
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    count = 0
-    while stack:
-        item, depth = stack.pop()
-        count += 1
-        if depth > MAX_JSON_DEPTH or count > MAX_JSON_ITEMS:
-            raise RecipeParseError(
-                f"recipe field {name!r} is too large: at most {MAX_JSON_DEPTH} levels and "
-                f"{MAX_JSON_ITEMS} values",
-                field=name,
-                hint=_HINT,
-            )
-        if isinstance(item, Mapping):
-            if not all(isinstance(key, str) for key in item):
-                raise _bad(name, value, "a JSON object with string keys")
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend((v, depth + 1) for v in item)
-        elif item is not None and not isinstance(item, (bool, int, float, str)):
-            raise _bad(name, item, "JSON values (strings, numbers, lists, objects)")
-    return dict(value)
-
-
-def _string_map(name: str, value: Any) -> dict[str, str]:
-    if (
-        not isinstance(value, Mapping)
-        or len(value) > 100
-        or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
-    ):
-        raise _bad(name, value, "a JSON object of at most 100 strings")
-    return dict(value)
-
-
 # The check of each field, in the dataclass' order. The ranges are the Generator's own limits
 # (see Generator._plan), so every Recipe sdkit writes passes, and a replay re-checks them.
 _CHECKS: dict[str, _Check] = {
@@ -429,43 +306,6 @@ assert list(_CHECKS) == list(_FIELDS), "a Recipe field without a check"
 # Fields without a default must be given; those whose default is None may be None.
 _REQUIRED = {n for n, f in _FIELDS.items() if f.default is f.default_factory is dataclasses.MISSING}
 _NULLABLE = {n for n, f in _FIELDS.items() if f.default is None}
-
-
-# -- infotext values: text to the Python value, before the field checks above -----------------
-
-_INTEGER_TEXT = re.compile(r"\s*[+-]?\d{1,20}\s*")
-_SIZE_TEXT = re.compile(r"\s*(\d{1,6})\s*x\s*(\d{1,6})\s*")
-
-
-def _int_text(key: str, text: str) -> int:
-    if not _INTEGER_TEXT.fullmatch(text):
-        raise _bad(key, text, "an integer", "infotext field")
-    return int(text)
-
-
-def _float_text(key: str, text: str) -> float:
-    try:
-        value = float(text) if len(text) <= 64 else math.nan
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise _bad(key, text, "a finite number", "infotext field")
-    return value
-
-
-def _size_text(key: str, text: str) -> tuple[int, int]:
-    match = _SIZE_TEXT.fullmatch(text)
-    if match is None:
-        raise _bad(key, text, "WIDTHxHEIGHT, e.g. 512x512", "infotext field")
-    return int(match[1]), int(match[2])
-
-
-def _json_text(key: str, text: str) -> Any:
-    return _load_json(f"infotext field {key!r}", text, key, dict)
-
-
-def _same(key: str, text: str) -> str:
-    return text
 
 
 # infotext key -> (Recipe field, reader). "Sampler name: none" is read in from_infotext.
