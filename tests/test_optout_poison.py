@@ -374,6 +374,21 @@ def test_dataset_rows_never_read_files_outside_the_root(tmp_path: Path) -> None:
     assert "--files-root" in (info.value.hint or "")
 
 
+def test_lone_surrogates_in_a_jsonl_row_do_not_stop_the_output(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    lines = ['{"url": "http://127.0.0.1:9/\\ud800", "caption": "x\\udcff"}', '{"path": "a.png"}']
+    source.write_text("\n".join(lines) + "\n")
+    for name in ("out.csv", "out.parquet"):
+        summary = check_dataset(
+            source,
+            tmp_path / name,
+            OptOutChecker(allow_private=True, site_files=False, timeout=2.0),
+        )
+        assert (summary.rows, summary.unknown) == (2, 2)
+    assert _read_csv(tmp_path / "out.csv")[0]["caption"] == "x\\udcff"
+    assert pq.read_table(tmp_path / "out.parquet").to_pylist()[0]["caption"] == "x\\udcff"
+
+
 def test_check_dataset_cli_poison_row_kill_and_resume(
     server: Server, origin: str, tmp_path: Path
 ) -> None:

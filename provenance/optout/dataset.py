@@ -243,7 +243,8 @@ async def _check_row(checker: OptOutChecker, row: _Row) -> Decision:
         )
     name = row.url or row.path or row.refused[0].source
     try:
-        decisions = [await checker.acheck(t) for t in (row.url, row.path) if t is not None]
+        targets = [row.url, None if row.path is None else Path(row.path)]  # a Path: never a URL
+        decisions = [await checker.acheck(t) for t in targets if t is not None]
     except Exception as exc:  # the checker turns failures into decisions; this is a backstop
         failed = Signal("fetch", "unknown", name, failure_reason(exc))
         decisions = [decide(name, [failed], on_error=checker.on_error)]
@@ -313,6 +314,8 @@ def _write_output(
     os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         rows = ({**row, **done[i]} for i, row in enumerate(_rows(source, fmt_in)))
+        if fmt_out != "jsonl":  # JSON keeps lone surrogates (\udXXX escapes); UTF-8 cannot
+            rows = ({k: _utf8_safe(v) for k, v in row.items()} for row in rows)
         if fmt_out == "parquet":
             _write_parquet(temp, rows, source if fmt_in == "parquet" else None)
         else:
@@ -333,6 +336,24 @@ def _write_output(
         os.replace(temp, output)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def _utf8_safe(value: Any) -> Any:
+    """``value`` with strings that UTF-8 cannot hold (lone surrogates, from a JSON Lines
+    ``"\\ud800"``) written as backslash escapes, so a row like that cannot stop the output."""
+    if isinstance(value, str):
+        if value.isascii():
+            return value
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, list):
+        return [_utf8_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {_utf8_safe(k): _utf8_safe(v) for k, v in value.items()}
+    return value
 
 
 def _write_parquet(temp: Path, rows: Iterator[dict[str, Any]], schema_from: Path | None) -> None:
