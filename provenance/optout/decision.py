@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = [
+    "MAX_SIGNALS",
     "RULES",
     "TDMREP_PRECEDENCE",
     "Decision",
@@ -36,11 +37,15 @@ __all__ = [
     "Value",
     "Verdict",
     "decide",
+    "few_signals",
 ]
 
 Value = Literal["disallowed", "allowed", "unknown"]
 Verdict = Literal["allowed", "disallowed", "unknown"]
 OnError = Literal["deny", "allow"]
+#: Signals kept from one source (a page's metas, a file's XMP or C2PA entries): see
+#: :func:`few_signals`.
+MAX_SIGNALS = 16
 
 
 @dataclass(frozen=True)
@@ -210,6 +215,32 @@ class Decision:
         others = [s for s in self.signals if s.describe() not in self.evidence]
         lines += [f"  also: {s.describe()} [{s.value}]" for s in others]
         return "\n".join(lines)
+
+
+def few_signals(signals: list[Signal]) -> list[Signal]:
+    """At most :data:`MAX_SIGNALS` of one source's ``signals``, each evidence once: the first
+    of each (name, value), then the others in order. A page or a file may repeat a statement
+    a million times; the decision needs one of each kind, so the cut never changes it (nor
+    which TDMRep source overrides which).
+
+    Example:
+        >>> many = [Signal("x-robots-tag", "allowed", "s", str(i)) for i in range(100)]
+        >>> kept = few_signals([*many, Signal("x-robots-tag", "disallowed", "s", "no")])
+        >>> len(kept), kept[0].evidence, kept[-1].evidence
+        (16, '0', 'no')
+    """
+    unique: dict[tuple[str, str, str], Signal] = {}
+    for signal in signals:
+        unique.setdefault((signal.name, signal.value, signal.evidence), signal)
+    if len(unique) <= MAX_SIGNALS:
+        return list(unique.values())
+    kinds: dict[tuple[str, str], Signal] = {}
+    for signal in unique.values():
+        kinds.setdefault((signal.name, signal.value), signal)
+    firsts = {id(s) for s in kinds.values()}
+    others = [s for s in unique.values() if id(s) not in firsts]
+    chosen = firsts | {id(s) for s in others[: max(MAX_SIGNALS - len(firsts), 0)]}
+    return [s for s in unique.values() if id(s) in chosen]
 
 
 def _resolve_tdmrep(signals: list[Signal]) -> list[Signal]:

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from xml.parsers import expat
 
-from .decision import Signal, Value
+from .decision import Signal, Value, few_signals
 
 if TYPE_CHECKING:
     import c2pa
@@ -40,10 +40,8 @@ __all__ = [
     "CAWG_VALUES",
     "DEFAULT_USES",
     "MAX_JPEG_MARKERS",
-    "MAX_SIGNALS",
     "MAX_XMP",
     "TRAINING_LABELS",
-    "few_signals",
     "file_signals",
     "iptc_value",
     "jpeg_header_end",
@@ -75,8 +73,6 @@ _RDF_RESOURCE = "http://www.w3.org/1999/02/22-rdf-syntax-ns# resource"
 #: Bytes of an XMP packet read at most (a larger one, or a PNG chunk inflating beyond it, is
 #: unreadable: an ``unknown`` signal).
 MAX_XMP = 1024 * 1024
-#: Signals of one kind kept from one file (see :func:`few_signals`).
-MAX_SIGNALS = 16
 _XML_FEED = 16 * 1024
 _PNG_XMP_KEYWORD = b"XML:com.adobe.xmp\x00"
 _PNG_XMP_CHUNK = b"iTXt" + _PNG_XMP_KEYWORD
@@ -273,8 +269,9 @@ def xmp_signals(xmp: bytes, source: str) -> list[Signal]:
     """``plus:DataMining`` in an XMP packet (at most :data:`MAX_XMP` bytes are parsed).
 
     A packet that mentions DataMining but does not parse, or is over the cap, gives one
-    ``unknown`` signal. Repeated codes are shown once, and at most :data:`MAX_SIGNALS` signals
-    are kept (the first of each value among them, so a cut never changes the decision).
+    ``unknown`` signal. Repeated codes are shown once, and at most
+    :data:`~provenance.optout.decision.MAX_SIGNALS` signals are kept (see
+    :func:`~provenance.optout.decision.few_signals`).
     """
     if b"DataMining" not in xmp:
         return []
@@ -298,25 +295,6 @@ def xmp_signals(xmp: bytes, source: str) -> list[Signal]:
             short = code.rsplit("/", 1)[-1][:_MAX_LABEL]
             found.append(Signal("iptc-data-mining", value, source, f"plus:DataMining = {short}"))
     return few_signals(found)
-
-
-def few_signals(signals: list[Signal]) -> list[Signal]:
-    """At most :data:`MAX_SIGNALS` of ``signals``: the first of each value, then the others in
-    order (a file may repeat a statement a million times; the decision needs one of each).
-
-    Example:
-        >>> many = [Signal("x", "allowed", "s", str(i)) for i in range(100)]
-        >>> kept = few_signals([*many, Signal("x", "disallowed", "s", "no")])
-        >>> len(kept), kept[0].evidence, kept[-1].evidence
-        (16, '0', 'no')
-    """
-    if len(signals) <= MAX_SIGNALS:
-        return signals
-    firsts = {id(s) for s in {s.value: s for s in reversed(signals)}.values()}
-    kept = [s for s in signals if id(s) in firsts]
-    others = [s for s in signals if id(s) not in firsts]
-    chosen = {id(s) for s in kept + others[: MAX_SIGNALS - len(kept)]}
-    return [s for s in signals if id(s) in chosen]
 
 
 def _training_entries(manifest: Mapping[str, Any]) -> Iterable[tuple[str, str, str]]:

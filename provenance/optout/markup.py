@@ -24,7 +24,7 @@ import html
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-from .decision import Signal, Value
+from .decision import Signal, Value, few_signals
 
 __all__ = [
     "AI_DIRECTIVES",
@@ -140,7 +140,7 @@ def header_signals(
         if kind == "unknown":
             evidence += " (TDMRep allows only 0 or 1)"
         found.append(Signal("tdm-reservation", kind, source, evidence))
-    return found
+    return few_signals(found)
 
 
 def text_codec(charset: str | None) -> str:
@@ -273,7 +273,7 @@ def html_signals(
             if kind == "disallowed" and policies:
                 text += f"; tdm-policy {', '.join(policies)}"
             found.append(Signal("meta-tdm-reservation", kind, source, text))
-    return found
+    return few_signals(found)
 
 
 def lower_agents(tokens: Iterable[str]) -> set[str]:
