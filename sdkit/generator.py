@@ -287,12 +287,14 @@ class Generator:
         """Make ``num_images`` images; image ``i`` uses seed ``seed + i``.
 
         Args:
-            prompt: text, with A1111 weighting syntax (``(word:1.3)``) and no length limit.
+            prompt: text, with A1111 weighting syntax (``(word:1.3)``), any number of 75-token
+                chunks up to 64 (100,000 characters, 64 open brackets, weights within ±1000).
             negative_prompt: what to steer away from.
             sampler: A1111 or ComfyUI sampler name (see ``sdkit samplers``); ``None`` keeps the
                 model's own scheduler.
             schedule: ``"karras"``, ``"exponential"``, ``"beta"``, ``"sgm_uniform"``…
-            steps: denoising steps (>= 1); ``None``: the model's default
+            steps: denoising steps (1-1000, and what the sampler can schedule: PNDM and DDIM
+                with SD's config take at most 999); ``None``: the model's default
                 (:attr:`defaults`: 25 for most models).
             guidance_scale: classifier-free guidance; <= 1 turns it off. ``None``: the
                 model's default (:attr:`defaults`: 7 for most models, 3 for the model sdkit
@@ -401,6 +403,7 @@ class Generator:
         # 2. The pipeline for the mode, sharing weights, with a fresh scheduler.
         pipe = self._pipeline(plan.mode)
         pipe.scheduler = self._scheduler(plan.sampler, plan.seeds)
+        _check_steps(pipe.scheduler, steps, plan.sampler)
         pipe.set_progress_bar_config(disable=not self.progress, leave=False)
         # 3. Prompt embeddings (weighting, long prompts).
         do_cfg = (
@@ -819,6 +822,32 @@ class Generator:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _check_steps(scheduler: Any, steps: int, resolved: samplers.ResolvedSampler | None) -> None:
+    """Refuse a step count the scheduler cannot schedule, before any denoising.
+
+    diffusers' "leading" spacing with ``steps_offset=1`` (PNDM, DDIM, … with SD's own config)
+    schedules timestep ``num_train_timesteps`` itself at ``steps == num_train_timesteps`` and
+    then indexes past the end of its noise table; LCM and TCD refuse more steps than their
+    ``original_inference_steps``. Both become an :class:`InvalidOptionError` here.
+    """
+    name = resolved.spec.name if resolved else type(scheduler).__name__
+    limit = int(scheduler.config.get("num_train_timesteps", 1000))
+    try:
+        scheduler.set_timesteps(steps)
+        top = float(scheduler.timesteps.max())
+    except (IndexError, ValueError) as exc:
+        raise InvalidOptionError(
+            "steps", steps, f"a step count that {name} can schedule ({exc})",
+            hint="use fewer steps or another sampler.",
+        ) from exc  # fmt: skip
+    if not top < limit:
+        raise InvalidOptionError(
+            "steps", steps, f"at most {steps - 1} with {name} and this model's scheduler config "
+            f"(timestep {top:g} would be past its {limit} training timesteps)",
+            hint=f"use steps={steps - 1} or another sampler (e.g. sampler='Euler').",
+        )  # fmt: skip
 
 
 def _stamper(

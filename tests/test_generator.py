@@ -296,3 +296,14 @@ def test_init_image_size_sets_output_size(sd: Generator, tmp_path: Path) -> None
     with pytest.raises(InvalidOptionError) as info:
         sd("x", init_image=Image.new("RGB", (70, 64)), steps=2)
     assert info.value.option == "width"
+
+
+def test_steps_past_the_schedulers_table_are_refused_before_denoising(sd: Generator) -> None:
+    # Issue 18: the tiny model's own scheduler (PNDM, "leading" spacing, steps_offset=1) put
+    # timestep 1000 in a 1000-entry table at steps=1000: an IndexError from inside diffusers.
+    calls: list[int] = []
+    with pytest.raises(InvalidOptionError) as caught:
+        sd("a cat", steps=1000, seed=1, callback=lambda step, t, state: calls.append(step))
+    assert caught.value.option == "steps"
+    assert "at most 999" in str(caught.value)
+    assert calls == []  # refused before the first step
