@@ -131,6 +131,16 @@ def test_tdmrep_locations_match_in_bounded_time(stars: tuple[int, str, str], len
     _valid(bounded(parse_and_ask, seconds=2.0, megabytes=64))
 
 
+@settings(max_examples=budget(20))
+@given(st.sampled_from(["[", '[{"location": ', "{", '[{"a": [', "[[{}, "]), st.integers(1, 200_000))
+def test_tdmrep_nesting_is_malformed_not_a_crash(opening: str, depth: int) -> None:
+    def parse_and_ask() -> list[Signal]:
+        policy = SitePolicy.parse(ORIGIN, {"tdmrep.json": (200, (opening * depth).encode())})
+        return policy.signals(ORIGIN + "/a", AGENTS, ())
+
+    _valid(bounded(parse_and_ask, seconds=2.0, megabytes=64))
+
+
 # -- HTML heads and headers ---------------------------------------------------------------------
 
 CHARSETS = st.one_of(
