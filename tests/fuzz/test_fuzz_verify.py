@@ -61,7 +61,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> Signed:
 @st.composite
 def mutations(draw: st.DrawFn, size: int) -> list[tuple[str, int, Any]]:
     """1 to 4 edits: flip a byte, overwrite a run, delete a run, insert bytes, cut the tail."""
-    edits = []
+    edits: list[tuple[str, int, Any]] = []
     for _ in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(["flip"] * 4 + ["overwrite"] * 2 + ["delete", "insert", "cut"]))
         at = draw(st.integers(0, size - 1))
