@@ -38,7 +38,7 @@ import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -48,7 +48,8 @@ from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
 from .embedded import jpeg_header_end, sniff_mime
-from .markup import HEAD_END
+from .markup import HEAD_END, MAX_HTML_HEAD
+from .sitefiles import escape_surrogates
 
 __all__ = [
     "MAX_HEAD",
@@ -64,13 +65,16 @@ __all__ = [
     "read_body",
     "read_upto",
     "refusal",
+    "request_url",
     "url_refusal",
 ]
 
 #: Status codes that redirect.
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-#: Bytes of an HTML page read while looking for the end of its <head>.
-MAX_HEAD = 512 * 1024
+#: Bytes of an HTML page read while looking for the end of its <head> (what the parser reads).
+MAX_HEAD = MAX_HTML_HEAD
+#: Bytes before a match's whitespace where it may start (``</head``; ``<body`` and one more).
+_HEAD_END_REACH = len(b"</head")
 _CHUNK = 64 * 1024
 _DRAIN = 64 * 1024  # an unread rest this small is read anyway, to keep the connection alive
 #: Address properties that get a request refused, checked in this order.
@@ -231,6 +235,26 @@ def url_refusal(url: str, allow_private: bool) -> str | None:
     return f"refused: {reason}{spelling} ({_ADVICE})"
 
 
+def request_url(url: str) -> str:
+    """``url`` exactly as it is requested: lone surrogates (a redirect's non-UTF-8 bytes, as
+    aiohttp reads them) percent-encoded as their bytes, then normalised by yarl as aiohttp would
+    (dot segments resolved, spaces and non-ASCII percent-encoded, the host IDNA-encoded).
+
+    The site files' policy is checked for this URL and this URL is fetched (``URL(...,
+    encoded=True)``), so no spelling makes the two differ; it is printable. A URL yarl cannot
+    read is returned escaped only (:func:`~provenance.optout.network.url_refusal` refuses it).
+
+    Example:
+        >>> request_url("http://a.example/x/../private/\\udcff\\udcfe.jpg")
+        'http://a.example/private/%FF%FE.jpg'
+    """
+    escaped = escape_surrogates(url)
+    try:
+        return str(URL(escaped))
+    except (ValueError, TypeError):
+        return escaped
+
+
 def _written_host(url: str) -> str | None:
     """The host as the URL spells it (before yarl's normalisation)."""
     try:
@@ -314,6 +338,11 @@ async def read_body(
     scan (all metadata segments come before it) unless ``whole_image``. Other images: the whole
     file, at most ``max_body`` bytes. Anything else: nothing beyond the first chunk.
 
+    Linear in the bytes read: chunks go into one growing buffer, each chunk is searched for the
+    end of the head once (with the few bytes before it that a match may start in), and a JPEG's
+    segments are walked until they end, fail to parse or run past
+    :data:`~provenance.optout.embedded.MAX_JPEG_MARKERS` markers (then the file is read whole). A 32 MB body costs milliseconds of event loop time.
+
     Returns:
         ``(kind, bytes, extent)``: ``extent`` is ``whole`` (the entire body), ``head`` (all
         that the checks need: a page's head, a JPEG's metadata) or ``cut`` (a limit was hit).
@@ -328,32 +357,54 @@ async def read_body(
         kind = "image"
     else:
         return "other", b"", "whole" if content.at_eof() else "head"
-    chunks, size = [first], len(first)
-    extent: Extent = "cut"
-    is_jpeg = first.startswith(b"\xff\xd8") and not whole_image
+    body = bytearray(first)
+    head = _HeadEnd() if kind == "html" else None
+    walk_jpeg = kind == "image" and first.startswith(b"\xff\xd8") and not whole_image
     limit = MAX_HEAD if kind == "html" else max_body
+    extent: Extent = "cut"
+    chunk = first
     while not content.at_eof():
-        joined = b"".join(chunks) if len(chunks) > 1 else chunks[0]
-        if kind == "html" and HEAD_END.search(joined):
+        if head is not None and head.found(body, chunk):
             extent = "head"
             break
-        if is_jpeg and (end := jpeg_header_end(joined)) is not None and end >= 0:
-            extent = "head"
+        if walk_jpeg:
+            end = jpeg_header_end(cast(bytes, body))  # read by index and slice only
+            if end is not None and end >= 0:
+                extent = "head"
+                break
+            walk_jpeg = end is None  # -1: the segments do not parse; read the whole file
+        if len(body) >= limit:
             break
-        if size >= limit:
-            break
-        chunk = await content.read(min(_CHUNK, limit - size))
+        chunk = await content.read(min(_CHUNK, limit - len(body)))
         if not chunk:
             break
-        chunks.append(chunk)
-        size += len(chunk)
-    body = b"".join(chunks)
-    remaining = (response.content_length or 0) - size
-    if not content.at_eof() and 0 < remaining <= _DRAIN and size + remaining <= limit:
+        body += chunk
+    remaining = (response.content_length or 0) - len(body)
+    if not content.at_eof() and 0 < remaining <= _DRAIN and len(body) + remaining <= limit:
         body += await content.read()  # cheap, and the connection stays open for the next URL
     if content.at_eof():
-        return kind, body, "whole"
-    return kind, body, extent
+        return kind, bytes(body), "whole"
+    return kind, bytes(body), extent
+
+
+class _HeadEnd:
+    """Finds :data:`~provenance.optout.markup.HEAD_END` in a growing page, searching each new
+    chunk once: a match ending in the new chunk starts at most :data:`_HEAD_END_REACH` bytes
+    before the whitespace that ended the bytes already searched (``</head`` then spaces)."""
+
+    def __init__(self) -> None:
+        self._searched = 0  # bytes of the body searched already
+        self._spaces = 0  # where the whitespace that ends them starts
+
+    def found(self, body: bytearray, chunk: bytes) -> bool:
+        start = max(0, self._spaces - _HEAD_END_REACH) if self._searched else 0
+        if HEAD_END.search(body, start):
+            return True
+        kept = len(chunk.rstrip())  # bytes.rstrip strips exactly what \s matches in bytes
+        if kept or not self._searched:
+            self._spaces = len(body) - len(chunk) + kept
+        self._searched = len(body)
+        return False
 
 
 def guarded_socket(addr_info: AddrInfoType) -> socket.socket:
