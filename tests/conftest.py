@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,16 @@ os.environ.pop("SDKIT_SIGNING_KEY", None)
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from optout_server import Server  # noqa: E402 (after the environment)
 from tiny_models import build_tiny_sd, build_tiny_sdxl  # noqa: E402 (after the environment)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    """A real aiohttp server on 127.0.0.1 for opt-out checks, one per test module."""
+    srv = Server()
+    yield srv
+    srv.close()
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,13 +19,6 @@ from provenance.optout.cli import optout_group
 
 JPEG = "image/jpeg"
 N = 40  # rows per dataset
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    srv = Server()
-    yield srv
-    srv.close()
 
 
 @pytest.fixture(scope="module")

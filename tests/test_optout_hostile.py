@@ -96,13 +96,6 @@ ITXT_XMP = b"XML:com.adobe.xmp\x00"
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    srv = Server()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture(scope="module")
 def jpeg() -> bytes:
     return encode(picture(0), "jpeg")
 

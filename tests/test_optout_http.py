@@ -3,7 +3,6 @@ its edge cases; the checker is provenance.optout.OptOutChecker with aiohttp."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +21,6 @@ HTML = "text/html"
 TIMEOUT = 5.0
 #: How long the slow handlers wait: far beyond TIMEOUT (they stop when the client gives up).
 SLOW = 30.0
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    srv = Server()
-    yield srv
-    srv.close()
 
 
 @pytest.fixture(scope="module")

@@ -99,13 +99,6 @@ def check_all(checker: OptOutChecker, targets: list[Target]) -> tuple[list[Decis
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    srv = Server()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture(scope="module")
 def jpeg() -> bytes:
     return encode(picture(0), "jpeg")
 

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -87,13 +86,6 @@ def _gated(then: Handler) -> Handler:
         return await then(request)
 
     return handle
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    srv = Server()
-    yield srv
-    srv.close()
 
 
 @pytest.fixture(scope="module")

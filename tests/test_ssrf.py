@@ -13,7 +13,6 @@ import asyncio
 import io
 import ipaddress
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -89,13 +88,6 @@ SPELLINGS: list[tuple[str, str]] = [
     ("http://１０.０.０.１:{p}/x", "10.0.0.1 is a private address"),
     ("http://１９２.１６８.０.１:{p}/x", "192.168.0.1 is a private address"),
 ]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    srv = Server()
-    yield srv
-    srv.close()
 
 
 @pytest.fixture(scope="module")
