@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import re
-import signal
 import time
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from aiohttp import web
+from bounds import deadline
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from optout_images import c2pa_signed, credentials, encode, picture, xmp_packet
@@ -45,25 +44,9 @@ META_EVIDENCE = '<meta name="robots" content="noai">'
 CHARSETS = ("bogus", "rot13", "base64", "hex", "idna", "zlib", "uu", "punycode", "undefined")
 
 
-@contextmanager
-def deadline(seconds: float = 10.0) -> Iterator[None]:
-    """Raise TimeoutError in the main thread after ``seconds`` (stops a runaway parser)."""
-
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def timed(check: Any, *args: Any) -> tuple[Any, float]:
     """``check(*args)`` and the seconds it took, stopped after 10 s."""
-    with deadline():
+    with deadline(10.0):
         start = time.perf_counter()
         result = check(*args)
         return result, time.perf_counter() - start

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import signal
 import time
 from collections.abc import Awaitable, Iterator
-from contextlib import contextmanager
 from typing import TypeVar
 
 import aiohttp
 import pytest
+from bounds import deadline
 from optout_images import encode, picture, xmp_packet
 from optout_server import Handler, Server, body, endless, redirect
 from PIL import Image
@@ -37,22 +36,6 @@ GAP = 0.3
 #: 512 KiB file of them), after the one rule that decides.
 SLOW_RULE = "Disallow: /*a*b$\n"
 LONG_PATH = "/" + "a" * 4000
-
-
-@contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Raise TimeoutError in the main thread after ``seconds`` (stops the old, quadratic code)."""
-
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 async def ticking(work: Awaitable[T]) -> tuple[T, float]:

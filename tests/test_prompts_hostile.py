@@ -11,14 +11,12 @@ hint, for whatever is refused. Equivalence with the A1111 algorithm is checked a
 from __future__ import annotations
 
 import re
-import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from bounds import deadline, timed
 from click.testing import CliRunner
 from diffusers import StableDiffusionPipeline
 from hypothesis import given, settings
@@ -39,43 +37,9 @@ from sdkit.prompts import (
 T = TypeVar("T")
 
 
-class _Overrun(Exception):
-    """The parser ran past the alarm: the test fails there instead of waiting minutes."""
-
-
-@contextmanager
-def _alarm(seconds: int) -> Iterator[None]:
-    # Stops a quadratic parser (the old code) after a few seconds instead of waiting minutes.
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise _Overrun(f"still parsing after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    overrun = None
-    try:
-        yield
-    except _Overrun as exc:  # raised inside C code: its traceback is unusable, so start afresh
-        overrun = str(exc)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-    if overrun is not None:
-        raise AssertionError(overrun) from None
-
-
-def _timed(call: Callable[[], T], *, bound: float) -> T:
-    """``call()``, failing if it takes longer than ``bound`` seconds (stopped at 3x the bound)."""
-    start = time.perf_counter()
-    with _alarm(max(3, int(3 * bound))):
-        result = call()
-    elapsed = time.perf_counter() - start
-    assert elapsed < bound, f"took {elapsed:.2f} s (bound {bound} s)"
-    return result
-
-
 def _refusal(text: str) -> InvalidOptionError:
     start = time.perf_counter()
-    with _alarm(5), pytest.raises(InvalidOptionError) as info:
+    with deadline(5), pytest.raises(InvalidOptionError) as info:
         parse_prompt_attention(text)
     assert time.perf_counter() - start < 1.0
     assert info.value.option == "prompt"
@@ -95,12 +59,12 @@ def test_100kb_of_unclosed_brackets_is_refused_at_once() -> None:
 def test_a_long_run_of_white_space_parses_in_linear_time() -> None:
     # The old BREAK split (\s*\bBREAK\b\s*) retried at every blank: 15 s for 20 KB.
     text = "a" + " " * 99_998 + "b"
-    assert _timed(lambda: parse_prompt_attention(text), bound=1.0) == [(text, 1.0)]
+    assert timed(lambda: parse_prompt_attention(text), bound=1.0) == [(text, 1.0)]
 
 
 def test_white_space_around_break_is_still_dropped() -> None:
     text = "a" + " " * 50_000 + "BREAK" + "\n" * 40_000 + "b"
-    assert _timed(lambda: parse_prompt_attention(text), bound=1.0) == [
+    assert timed(lambda: parse_prompt_attention(text), bound=1.0) == [
         ("a", 1.0),
         BREAK,
         ("b", 1.0),
@@ -110,7 +74,7 @@ def test_white_space_around_break_is_still_dropped() -> None:
 def test_escaped_brackets_under_open_brackets_parse_in_linear_time() -> None:
     # Old code: every escaped "(" a separate entry, each multiplied by each open bracket.
     text = "(" * 60 + "\\(" * 49_000
-    runs = _timed(lambda: parse_prompt_attention(text), bound=1.0)
+    runs = timed(lambda: parse_prompt_attention(text), bound=1.0)
     assert runs == [("(" * 49_000, pytest.approx(1.1**60))]
 
 
@@ -118,13 +82,13 @@ def test_the_worst_case_under_the_caps_is_bounded() -> None:
     # The most work the caps allow: every piece under MAX_OPEN_BRACKETS - 1 open brackets and
     # no two neighbours mergeable. About 0.5 s on one core; the bound leaves room for a busy CI.
     text = "(" * (MAX_OPEN_BRACKETS - 1) + "(a)b" * ((MAX_PROMPT_CHARS - MAX_OPEN_BRACKETS) // 4)
-    runs = _timed(lambda: parse_prompt_attention(text), bound=4.0)
+    runs = timed(lambda: parse_prompt_attention(text), bound=4.0)
     assert len(runs) == 2 * ((MAX_PROMPT_CHARS - MAX_OPEN_BRACKETS) // 4)
 
 
 def test_a_long_parenthesised_prompt_is_parsed_as_before() -> None:
     text = "(a)b" * 20_000 + ")" * 10_000 + ":" * 10_000
-    runs = _timed(lambda: parse_prompt_attention(text), bound=1.0)
+    runs = timed(lambda: parse_prompt_attention(text), bound=1.0)
     assert runs[:2] == [("a", 1.1), ("b", 1.0)]
     assert runs[-1] == ("b" + ")" * 10_000 + ":" * 10_000, 1.0)
 

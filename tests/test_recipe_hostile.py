@@ -12,14 +12,12 @@ from __future__ import annotations
 import io
 import json
 import re
-import signal
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from bounds import deadline, timed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
@@ -42,37 +40,6 @@ GOOD_INFOTEXT = (
 )
 
 
-class _Overrun(Exception):
-    """The parser ran past the alarm: the test fails there instead of waiting minutes."""
-
-
-@contextmanager
-def _alarm(seconds: int) -> Iterator[None]:
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise _Overrun(f"still parsing after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    overrun = None
-    try:
-        yield
-    except _Overrun as exc:  # raised inside C code: its traceback is unusable, so start afresh
-        overrun = str(exc)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-    if overrun is not None:
-        raise AssertionError(overrun) from None
-
-
-def _timed(call: Callable[[], T], *, bound: float) -> T:
-    start = time.perf_counter()
-    with _alarm(max(3, int(3 * bound))):
-        result = call()
-    assert time.perf_counter() - start < bound
-    return result
-
-
 def _infotext(**changes: str) -> str:
     """GOOD_INFOTEXT with some keys' values replaced (or added)."""
     text = GOOD_INFOTEXT
@@ -87,7 +54,7 @@ def _infotext(**changes: str) -> str:
 
 
 def _refused(call: Callable[[], Any], field: str | None) -> RecipeParseError:
-    with _alarm(5), pytest.raises(RecipeParseError) as info:
+    with deadline(5), pytest.raises(RecipeParseError) as info:
         call()
     assert info.value.field == field
     assert info.value.hint
@@ -173,7 +140,7 @@ def test_infotext_longer_than_the_cap_is_refused_at_once() -> None:
     ],
 )
 def test_a_long_parameters_line_parses_in_linear_time(line: str) -> None:
-    _timed(lambda: parse_infotext("prompt\n" + line), bound=1.0)
+    timed(lambda: parse_infotext("prompt\n" + line), bound=1.0)
 
 
 def test_hostile_infotext_of_every_shape_is_a_recipe_or_a_parse_error() -> None:
