@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 _HEADLINES = {
     "verified": "VERIFIED",
-    "similar": "SIMILAR TO A SIGNED IMAGE, PIXELS DIFFER",
+    "similar": "SIMILAR TO A SIGNED IMAGE (MANIFEST RECOVERED FROM THE STORE)",
     "not_verified": "NOT VERIFIED",
     "no_provenance": "NO PROVENANCE",
 }

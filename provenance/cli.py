@@ -120,8 +120,9 @@ def verify_command(
       3  no provenance (no manifest, no watermark)
       4  a file could not be read (missing, not a regular file, not an image,
          truncated, too large)
-      5  similar: a manifest recovered from --store for pixels that differ from
-         the signed ones (re-encoded, resized or edited; fingerprint distance > 0)
+      5  similar: a manifest recovered from --store through the watermark; no hash
+         binding ties it to these bytes (a stripped copy, perhaps re-encoded, resized
+         or edited; the fingerprint distance is reported)
     """
     from .store import ManifestStore
 

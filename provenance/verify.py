@@ -4,14 +4,14 @@
 for sdkit's invisible watermark, and, when the file's C2PA is gone but the watermark survived,
 recovers the manifest from a store and checks it against the pixels. The verdict:
 
-* ``verified``: a valid manifest, embedded, or recovered whose fingerprint equals the pixels'
-  (distance 0: the same picture at 32 x 32, which small local edits may not change; the report
-  says so). A signer outside the trust anchors still counts as verified; ``trusted`` says whether it chains
-  to one, and the text says "untrusted signer" plainly.
-* ``similar``: a valid manifest recovered from the store whose fingerprint is near these pixels'
-  but not equal to it (distance 1 .. ``MATCH_DISTANCE``): a re-encoded, resized or locally edited
-  copy (text written over it, say) of the signed image; the fingerprint cannot tell which. The
-  manifest vouches for the signed image, not for these pixels.
+* ``verified``: a valid manifest embedded in the file, its hash binding intact. A signer outside
+  the trust anchors still counts as verified; ``trusted`` says whether it chains to one, and
+  the text says "untrusted signer" plainly.
+* ``similar``: a valid manifest recovered from the store through the watermark, whose
+  fingerprint is within ``MATCH_DISTANCE`` of these pixels' (0 included): a stripped copy,
+  re-encoded, resized or locally edited (text written over it, say); the fingerprint cannot
+  tell which, and no hash binding ties the manifest to these bytes. The manifest vouches for
+  the signed image, not for these pixels.
 * ``not_verified``: a manifest that is invalid, remote and not fetched, unreadable, malformed
   (sdkit's assertions), or that does not belong to these pixels; or a watermark with no manifest
   to check it against.
@@ -369,24 +369,26 @@ class _Report:
         verdict: Verdict
         if self.problems:
             verdict = "not_verified"
-        elif self.recovered and self.distance:
+        elif self.recovered:
+            # Never "verified": no hash binding ties a recovered manifest to these bytes (C2PA's
+            # soft-binding lookup), and a 64-bit fingerprint is not proof that no pixel changed.
+            # One verdict at every distance, so the same kind of copy (a JPEG re-share) does not
+            # get 0 or 5 by the chance of its fingerprint's last bits.
             verdict = "similar"
             self.notes.insert(
                 0,
                 f"pixels differ from the signed image's: fingerprint distance {self.distance} "
                 "(0 for the same pixels): a re-encoded, resized or locally edited copy (text "
                 "written over it, say); the manifest vouches for the signed image, not for "
-                "these pixels",
+                "these pixels"
+                if self.distance
+                else "the copy's fingerprint equals the signed image's (distance 0), which "
+                "proves it looks the same at 32 x 32, not that no pixel changed: small local "
+                "edits (a word of text over a few hundred pixels) can leave it unchanged; only "
+                "an embedded manifest's hash binding proves the pixels",
             )
-        elif state in ("valid", "trusted") or self.recovered:
+        elif state in ("valid", "trusted"):
             verdict = "verified"
-            if self.recovered:
-                self.notes.append(
-                    "the copy's fingerprint equals the signed image's (distance 0), which "
-                    "proves it looks the same at 32 x 32, not that no pixel changed: small "
-                    "local edits (a word of text over a few hundred pixels) can leave it "
-                    "unchanged; only an embedded manifest's hash binding proves the pixels"
-                )
         else:
             verdict = "no_provenance"
         codes = reading.codes

@@ -376,7 +376,9 @@ def test_text_written_over_a_stripped_copy_is_not_an_exact_match(
     with ManifestStore(path) as store:
         stripped = _stripped_copy(creds, photo, store)
     exact = verify(_png(stripped), store=path)
-    assert exact.verdict == "verified" and exact.fingerprint_distance == 0
+    # Recovered is never "verified", at distance 0 either: the same kind of copy must not get
+    # exit 0 or 5 by the chance of its fingerprint's last bits.
+    assert exact.verdict == "similar" and exact.fingerprint_distance == 0
     assert any("small local edits" in n for n in exact.notes)  # the limit, said
     edited = _fake(stripped, 14)
     changed = int((np.asarray(edited) != np.asarray(stripped)).any(axis=-1).sum())
@@ -389,7 +391,9 @@ def test_text_written_over_a_stripped_copy_is_not_an_exact_match(
     assert 0 < report.fingerprint_distance <= fp.MATCH_DISTANCE  # within the old "match"
     assert report.verdict == "similar" and not report.has_provenance
     text = report.to_text()
-    assert text.startswith(f"{faked}: SIMILAR TO A SIGNED IMAGE, PIXELS DIFFER")
+    assert text.startswith(
+        f"{faked}: SIMILAR TO A SIGNED IMAGE (MANIFEST RECOVERED FROM THE STORE)"
+    )
     assert f"fingerprint distance {report.fingerprint_distance}" in text
     assert "locally edited" in text
     result = CliRunner().invoke(verify_command, [str(faked), "--store", str(path)])
