@@ -1,8 +1,7 @@
 """Reading an image file that anyone may have made: bounded bytes, bounded pixels.
 
-* :func:`read_file` reads regular files only (a FIFO, ``/dev/zero`` or a socket is refused
-  before it is opened, and again on the open descriptor: the open is non-blocking, so a FIFO
-  swapped in meanwhile cannot hang it), and at most :data:`MAX_FILE_BYTES`.
+* :func:`read_file` reads regular files only, at most :data:`MAX_FILE_BYTES`, through
+  :func:`provenance._fs.read_regular` (a FIFO, ``/dev/zero`` or a socket is never opened).
 * :func:`decode_image` opens the image (Pillow's decompression-bomb limit refused), and decodes
   its pixels only when they fit ``max_pixels`` (a JPEG is decoded at 1/2, 1/4 or 1/8 scale
   when that fits); decoding errors are returned as damage, not raised.
@@ -14,13 +13,13 @@ from __future__ import annotations
 import io
 import math
 import os
-import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from ._fs import NotRead, read_regular
 from .errors import ManifestError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "MAX_FILE_BYTES", "decode_image", "read_file", "read_infotext"]
@@ -36,52 +35,37 @@ _NOT_AN_IMAGE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFEr
 
 
 def read_file(source: str | os.PathLike[str] | bytes) -> tuple[bytes, str]:
-    """The file's bytes: regular files only (no FIFO, device or socket), at most MAX_FILE_BYTES.
-
-    The file is opened non-blocking (a FIFO swapped in after the check cannot hang the open)
-    and checked again on the open descriptor.
-    """
+    """The file's bytes: regular files only (no FIFO, device or socket), at most MAX_FILE_BYTES
+    (:func:`provenance._fs.read_regular`)."""
     if isinstance(source, bytes):
         return source, "<bytes>"
     path = Path(source)
     name = str(path)
     try:
-        _check_regular(os.stat(path), name)
-        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(path, flags | getattr(os, "O_BINARY", 0))
-        with open(fd, "rb", closefd=True) as file:
-            _check_regular(os.fstat(fd), name)
-            data = file.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
+        return read_regular(path, MAX_FILE_BYTES), name
+    except NotRead as exc:
+        message, hint = _NOT_READ[exc.kind]
         raise ManifestError(
-            f"cannot read {path}: {exc.strerror or exc}",
-            path=name,
-            hint="check that the file exists and that you may read it.",
+            message.format(name=name, detail=exc.detail), path=name, hint=hint
         ) from exc
-    if len(data) > MAX_FILE_BYTES:
-        raise _too_big(name)
-    return data, name
 
 
-def _check_regular(info: os.stat_result, name: str) -> None:
-    if stat.S_ISDIR(info.st_mode):
-        raise ManifestError(f"{name} is a folder", path=name, hint="give the image files in it.")
-    if not stat.S_ISREG(info.st_mode):
-        raise ManifestError(
-            f"{name} is not a regular file (a FIFO, device or socket)",
-            path=name,
-            hint="verify reads image files only; copy the data to a file first.",
-        )
-    if info.st_size > MAX_FILE_BYTES:
-        raise _too_big(name)
-
-
-def _too_big(name: str) -> ManifestError:
-    return ManifestError(
-        f"{name} is larger than {MAX_FILE_BYTES // 2**20} MiB",
-        path=name,
-        hint="verify reads image files of at most MAX_FILE_BYTES bytes.",
-    )
+#: How verify words a file it did not read: (message, hint) by :class:`NotRead` kind.
+_NOT_READ = {
+    "folder": ("{name} is a folder", "give the image files in it."),
+    "special": (
+        "{name} is not a regular file ({detail})",
+        "verify reads image files only; copy the data to a file first.",
+    ),
+    "too_big": (
+        f"{{name}} is larger than {MAX_FILE_BYTES // 2**20} MiB",
+        "verify reads image files of at most MAX_FILE_BYTES bytes.",
+    ),
+    "error": (
+        "cannot read {name}: {detail}",
+        "check that the file exists and that you may read it.",
+    ),
+}
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,9 @@
 
 Three rules, for paths that a caller or a dataset row names:
 
-* :func:`read_regular_file` reads **regular files only**, at most ``limit`` bytes. A FIFO, a
-  socket, a device (``/dev/zero``, ``/dev/tty``) or a folder is refused from ``stat`` before it
-  is opened, so nothing waits on a FIFO or reads a device without end; the file is then opened
-  non-blocking and checked again with ``fstat`` (it may have been swapped in between).
+* :func:`read_regular_file` reads **regular files only**, at most ``limit`` bytes, through
+  :func:`provenance._fs.read_regular` (a FIFO, a device or a folder is never opened), and
+  says in the checker's words why a file was not read.
 * :func:`resolve_under` places a dataset's path under a root folder. ``..``, an absolute path
   or a symlink that leads outside the root is refused: a dataset row is outside data and must
   not make sdkit read whatever the row names.
@@ -27,36 +26,21 @@ Example:
 from __future__ import annotations
 
 import io
-import os
-import stat
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from .._fs import NotRead, read_regular
+
 __all__ = ["image_problem", "read_regular_file", "resolve_under"]
 
-#: ``stat`` file type -> the words used in a refusal.
-_KINDS = (
-    (stat.S_ISDIR, "a folder"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-_OPEN_FLAGS = (
-    os.O_RDONLY
-    | getattr(os, "O_NONBLOCK", 0)
-    | getattr(os, "O_NOCTTY", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-)
-_CHUNK = 1 << 20
-
-
-def _not_regular(mode: int) -> str | None:
-    if stat.S_ISREG(mode):
-        return None
-    kind = next((words for test, words in _KINDS if test(mode)), "a special file")
-    return f"not a regular file ({kind})"
+#: How the checker words a file it did not read (its evidence; ``max_body`` is its option).
+_WORDS = {
+    "folder": "not a regular file ({})",
+    "special": "not a regular file ({})",
+    "too_big": "the file is larger than max_body ({})",
+    "error": "cannot read the file: {}",
+}
 
 
 def read_regular_file(path: Path, limit: int) -> bytes | str:
@@ -70,34 +54,9 @@ def read_regular_file(path: Path, limit: int) -> bytes | str:
         The file's bytes, or a one-line reason (``str``) it was not read.
     """
     try:
-        refused = _not_regular(os.stat(path).st_mode)
-        if refused:
-            return refused
-        fd = os.open(path, _OPEN_FLAGS)
-    except OSError as exc:
-        return f"cannot read the file: {exc.strerror or exc}"
-    try:
-        info = os.fstat(fd)
-        refused = _not_regular(info.st_mode)
-        if refused:
-            return refused
-        if info.st_size > limit:
-            return f"the file is larger than max_body ({info.st_size} > {limit} bytes)"
-        chunks: list[bytes] = []
-        size = 0
-        while size <= limit:  # the file may grow while it is read: one byte more tells
-            chunk = os.read(fd, min(_CHUNK, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
-            return f"the file is larger than max_body (over {limit} bytes)"
-        return b"".join(chunks)
-    except OSError as exc:
-        return f"cannot read the file: {exc.strerror or exc}"
-    finally:
-        os.close(fd)
+        return read_regular(path, limit)
+    except NotRead as exc:
+        return _WORDS[exc.kind].format(exc.detail)
 
 
 def resolve_under(root: Path, value: str) -> Path | str:
