@@ -10,7 +10,6 @@ code these tests replaced (minutes) after 10 s instead of waiting; the bound ass
 from __future__ import annotations
 
 import asyncio
-import gc
 import re
 import time
 import zlib
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from bounds import deadline
+from bounds import check_all, deadline
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from optout_images import c2pa_signed, credentials, encode, picture, xmp_packet
@@ -553,36 +552,9 @@ def test_hostile_parsing_does_not_stall_the_event_loop(heavy_site: str) -> None:
     """While the heaviest inputs at their caps are parsed, a 10 ms ticker keeps ticking."""
     checker = OptOutChecker(allow_private=True, timeout=30.0, max_body=8 * 1024 * 1024)
 
-    async def run() -> tuple[list[Decision], float]:
-        gaps: list[float] = []
-        done = asyncio.Event()
-
-        async def tick() -> None:
-            loop = asyncio.get_running_loop()
-            last = loop.time()
-            while not done.is_set():
-                await asyncio.sleep(0.01)
-                gaps.append(loop.time() - last)
-                last = loop.time()
-
-        ticker = asyncio.ensure_future(tick())
-        async with checker:
-            decisions = await asyncio.gather(
-                checker.acheck(heavy_site + "/head.html"), checker.acheck(heavy_site + "/deep.png")
-            )
-        done.set()
-        await ticker
-        return list(decisions), max(gaps)
-
-    # The test run's heap moved out of the collector's way: a full collection of it stops every
-    # thread for ~0.5 s on a loaded machine, whatever the checker does.
-    gc.collect()
-    gc.freeze()
-    try:
-        with deadline(60):
-            (page, image), worst = asyncio.run(run())
-    finally:
-        gc.unfreeze()
+    (page, image), worst = check_all(
+        checker, [heavy_site + "/head.html", heavy_site + "/deep.png"], seconds=60
+    )
     assert [(s.name, s.evidence) for s in page.deciding] == [("meta-robots", META_EVIDENCE)]
     assert _signal(image, "iptc-data-mining") == (
         "disallowed",

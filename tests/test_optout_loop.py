@@ -8,15 +8,14 @@ its largest gap: the code these tests replaced stalled the loop for 0.5 s to man
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from typing import TypeVar
 
 import aiohttp
 import pytest
-from bounds import deadline
+from bounds import check_all, deadline
 from optout_images import encode, picture, xmp_packet
 from optout_server import Handler, Server, body, endless, redirect
 from PIL import Image
@@ -36,49 +35,6 @@ GAP = 0.3
 #: 512 KiB file of them), after the one rule that decides.
 SLOW_RULE = "Disallow: /*a*b$\n"
 LONG_PATH = "/" + "a" * 4000
-
-
-async def ticking(work: Awaitable[T]) -> tuple[T, float]:
-    """``await work`` beside a 10 ms ticker; returns its result and the ticker's largest gap."""
-    gaps: list[float] = []
-    done = asyncio.Event()
-
-    async def tick() -> None:
-        loop = asyncio.get_running_loop()
-        last = loop.time()
-        while not done.is_set():
-            await asyncio.sleep(0.01)
-            gaps.append(loop.time() - last)
-            last = loop.time()
-
-    ticker = asyncio.ensure_future(tick())
-    try:
-        result = await work
-    finally:
-        done.set()
-        await ticker
-    return result, max(gaps)
-
-
-def check_all(checker: OptOutChecker, targets: list[Target]) -> tuple[list[Decision], float]:
-    """Check ``targets`` concurrently in one session; the decisions and the largest loop gap."""
-
-    async def run() -> list[Decision]:
-        async with checker:
-            return list(await asyncio.gather(*(checker.acheck(t) for t in targets)))
-
-    async def main() -> tuple[list[Decision], float]:
-        return await ticking(run())
-
-    # The test run's heap (hundreds of tests) moved out of the collector's way: a full collection
-    # of it stops every thread for ~0.5 s on a loaded machine, whatever the checker does.
-    gc.collect()
-    gc.freeze()
-    try:
-        with deadline(30):
-            return asyncio.run(main())
-    finally:
-        gc.unfreeze()
 
 
 @pytest.fixture(scope="module")
