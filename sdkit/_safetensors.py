@@ -36,7 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from collections.abc import Mapping
@@ -44,6 +43,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ._json import parse_json
 from .errors import ModelLoadError, ModelNotFoundError
 
 __all__ = ["DTYPE_BITS", "MAX_HEADER_BYTES", "MAX_RANK", "TensorInfo", "read_safetensors_header"]
@@ -137,13 +137,9 @@ def _bad(src: Path, why: str) -> ModelLoadError:
 
 def _parse(src: Path, text: bytes) -> dict[str, Any]:
     try:
-        header = json.loads(text.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise _bad(src, f"header is not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except RecursionError:
-        raise _bad(src, "header JSON nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, and integers past Python's digit limit
-        raise _bad(src, f"header is not valid JSON ({str(exc)[:120]})") from None
+        header = parse_json(text)
+    except ValueError as exc:
+        raise _bad(src, f"header is {exc}") from None
     if not isinstance(header, dict):
         raise _bad(src, f"header is a JSON {type(header).__name__}, not an object")
     return header

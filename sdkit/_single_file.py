@@ -36,6 +36,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from ._json import read_json
 from ._safetensors import read_safetensors_header
 from .errors import (
     InvalidOptionError,
@@ -63,7 +64,6 @@ Header = dict[str, tuple[str, list[int]]]
 
 _EOT = "<|endoftext|>"  # OpenAI CLIP pads with its end token, OpenCLIP with "!" (token 0)
 _PREDICTIONS = ("epsilon", "v_prediction")
-_MAX_INDEX_BYTES = 1 << 20  # a model_index.json is a few hundred bytes
 
 
 @dataclass(frozen=True)
@@ -341,15 +341,10 @@ def _index_class(folder: Path, source: Path) -> str:
     """The pipeline class ``folder/model_index.json`` names (a small JSON file, checked)."""
     index_file = folder / "model_index.json"
     try:
-        with index_file.open("rb") as f:
-            data = f.read(_MAX_INDEX_BYTES + 1)
-        if len(data) > _MAX_INDEX_BYTES:
-            raise ValueError(f"larger than {_MAX_INDEX_BYTES} bytes")
-        index = json.loads(data)
-    except (OSError, ValueError, RecursionError) as exc:
-        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:120]
+        index = read_json(index_file)
+    except ValueError as exc:
         hint = "pass a folder saved with save_pretrained."
-        raise _error(f"{index_file} is not readable JSON ({why})", source, hint) from None
+        raise _error(f"{index_file} is not readable JSON ({exc})", source, hint) from None
     name = index.get("_class_name") if isinstance(index, dict) else None
     if not isinstance(name, str):
         hint = "pass a folder saved with save_pretrained."

@@ -13,7 +13,7 @@ Rules:
       unpickled; a component with pickle weights only is refused by name.
     * Model files are outside data. Every ``.safetensors`` header of a folder's components is
       checked rule by rule (``sdkit._safetensors``) before diffusers reads it, and ``sdkit.json``
-      and ``model_index.json`` are read up to :data:`MAX_CONFIG_BYTES` and parsed safely: a
+      and ``model_index.json`` are read up to 1 MiB and parsed safely (``sdkit._json``): a
       hostile file is a :class:`~sdkit.errors.ModelLoadError` naming it, never a raw exception.
 """
 
@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import torch
 
+from ._json import read_json
 from ._safetensors import read_safetensors_header
 from .errors import ModelLoadError, ModelNotFoundError, SdkitError, UnsafeCheckpointError
 
@@ -61,7 +62,6 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 #: A model folder's own generation defaults (``{"defaults": {"steps": 25, "guidance_scale": 4}}``).
 DEFAULTS_FILE = "sdkit.json"
 #: Largest ``sdkit.json`` / ``model_index.json`` read (they are a few hundred bytes).
-MAX_CONFIG_BYTES = 1 << 20
 
 SourceKind = Literal["default", "folder", "hub", "single_file"]
 Family = Literal["sd", "sdxl"]
@@ -200,7 +200,7 @@ def _read_defaults(path: Path, source: ModelSource) -> ModelDefaults:
         )
 
     try:
-        data = _read_small_json(path)
+        data = read_json(path)
     except ValueError as exc:
         raise bad(str(exc)) from None
     given = data.get("defaults") if isinstance(data, dict) else None
@@ -217,29 +217,6 @@ def _read_defaults(path: Path, source: ModelSource) -> ModelDefaults:
     if not number or not 0.0 <= guidance <= 100.0:
         raise bad(f"guidance_scale={guidance!r}, expected a number 0..100")
     return ModelDefaults(steps=steps, guidance_scale=float(guidance), origin=str(path))
-
-
-def _read_small_json(path: Path, limit: int = MAX_CONFIG_BYTES) -> Any:
-    """Parse a small JSON file of a model folder; every failure is a ``ValueError`` saying why.
-
-    The file is outside data: it is read up to ``limit`` bytes, and nesting too deep for the
-    parser, integers past Python's digit limit and bad UTF-8 are reported, not raised.
-    """
-    try:
-        with path.open("rb") as f:
-            data = f.read(limit + 1)
-    except OSError as exc:
-        raise ValueError(exc.strerror or str(exc)) from None
-    if len(data) > limit:
-        raise ValueError(f"larger than {limit} bytes")
-    try:
-        return json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, and integers past Python's digit limit
-        raise ValueError(f"not valid JSON ({str(exc)[:120]})") from None
 
 
 def load_pipeline(
@@ -310,7 +287,7 @@ def _check_folder(folder: Path, source: ModelSource, *, allow_pickle: bool) -> N
             hint="for one checkpoint file use Generator.from_single_file(path).",
         )
     try:
-        index = _read_small_json(folder / "model_index.json")
+        index = read_json(folder / "model_index.json")
     except ValueError as exc:
         raise ModelLoadError(
             f"{folder / 'model_index.json'} is not valid: {exc}",
@@ -596,7 +573,7 @@ def _walk(root: Path, depth: int) -> Iterator[Path]:
 
 def _folder_entry(folder: Path, name: str, kind: str) -> LocalModel:
     try:
-        index = _read_small_json(folder / "model_index.json")
+        index = read_json(folder / "model_index.json")
         family = "sdxl" if isinstance(index, dict) and "text_encoder_2" in index else "sd"
     except ValueError:
         family = "unknown"
