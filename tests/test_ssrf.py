@@ -14,6 +14,7 @@ import io
 import ipaddress
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import c2pa
@@ -157,6 +158,8 @@ def test_the_verdict_text_names_the_address(server: Server, target: str, spellin
     decision = OptOutChecker(timeout=TIMEOUT).check(spelling.format(p=port(target)))
     assert hits(server, target) == 0
     assert "refused: 127.0.0.1 is a loopback address" in decision.evidence[0]
+    # how the URL spelled it, as docs/optout.md shows ("written '１２７.０.０.１'")
+    assert f"written '{urlsplit(spelling).hostname}'" in decision.evidence[0]
     assert decision.verdict != "allowed"
 
 

@@ -57,7 +57,7 @@ from .network import (
     url_refusal,
 )
 from .registry import OptOutRegistry
-from .sitefiles import MAX_SITE_FILE, SITE_FILES, SitePolicy
+from .sitefiles import MAX_SITE_FILE, SITE_FILES, SitePolicy, escape_surrogates
 
 __all__ = ["DEFAULT_USER_AGENT", "OptOutChecker", "Target"]
 
@@ -394,14 +394,17 @@ class OptOutChecker:
     # -- URLs ------------------------------------------------------------------------------
     async def _check_url(self, url: str, session: aiohttp.ClientSession) -> Decision:
         signals: list[Signal] = []
-        requests, current = 0, request_url(url)
+        # ``written``: the URL as given (the refusal names that spelling); ``current``: as
+        # requested, which the site files' policy is checked for and which is fetched.
+        written = escape_surrogates(url)
+        requests, current = 0, request_url(written)
         for hop in range(self.max_redirects + 2):
             if hop > self.max_redirects:
                 signals.append(
                     Signal("fetch", "unknown", current, f"more than {self.max_redirects} redirects")
                 )
                 break
-            refused = url_refusal(current, self.allow_private)
+            refused = url_refusal(written, self.allow_private)
             if refused:
                 signals.append(Signal("fetch", "unknown", current, refused))
                 break
@@ -426,7 +429,8 @@ class OptOutChecker:
                 break
             signals += header_signals(fetched.headers, current, self._scoped)
             if fetched.location is not None:
-                current = request_url(urljoin(current, fetched.location))
+                written = escape_surrogates(urljoin(current, fetched.location))
+                current = request_url(written)
                 continue
             signals += await self._body_signals(fetched)
             break
