@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (once) and run every check: ruff lint + format, mypy, pytest (doctests included).
+# Set up (once) and run every check: ruff lint + format, mypy, the import contracts
+# (pyproject.toml [tool.importlinter]), pytest (doctests included).
 # Usage: bash tools/test.sh [pytest args…]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,4 +13,5 @@ echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 echo "== mypy"; .venv/bin/mypy
+echo "== import contracts"; .venv/bin/lint-imports --no-cache
 echo "== pytest"; .venv/bin/python -m pytest "$@"

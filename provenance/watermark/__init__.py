@@ -32,8 +32,10 @@ import numpy as np
 from PIL import Image
 
 from ..errors import WatermarkError
-from .payload import CODEWORD_BITS, Payload, decode_payload, encode_payload
-from .spread import METHOD, MIN_SIDE, embed_bits, soft_candidates
+from . import payload as _payload
+from . import spread as _ss1
+from .payload import Payload
+from .spread import MIN_SIDE
 
 __all__ = [
     "METHODS",
@@ -46,7 +48,7 @@ __all__ = [
     "extract",
 ]
 
-METHODS = (METHOD,)
+METHODS = (_ss1.METHOD,)
 # The search runs on at most about this many pixels: a larger image is first reduced by a whole
 # factor (box average). The chip grid is relative to the image (160 chips along the long edge),
 # so the reduced copy carries the same grid, with chips of 6.4 px or more (as a 1024 px image,
@@ -83,15 +85,15 @@ class Detection:
         }
 
 
-def embed(image: Image.Image, payload: Payload, *, method: str = METHOD) -> Image.Image:
+def embed(image: Image.Image, payload: Payload, *, method: str = _ss1.METHOD) -> Image.Image:
     """Return a copy of ``image`` carrying ``payload``.
 
     Raises:
         WatermarkError: the image is smaller than 256 px on a side, or the method is unknown.
     """
-    if method != METHOD:
+    if method != _ss1.METHOD:
         raise WatermarkError(f"unknown watermark method {method!r}", hint=f"use one of {METHODS}.")
-    return embed_bits(image, encode_payload(payload))
+    return _ss1.embed_bits(image, _payload.encode_payload(payload))
 
 
 def extract(image: Image.Image, *, max_pixels: int = SEARCH_PIXELS) -> Detection | None:
@@ -104,15 +106,15 @@ def extract(image: Image.Image, *, max_pixels: int = SEARCH_PIXELS) -> Detection
     """
     if min(image.size) < MIN_SIDE // 2:
         return None
-    for cand in soft_candidates(_search_copy(image, max_pixels), CODEWORD_BITS):
-        decoded = decode_payload(cand.soft)
+    for cand in _ss1.soft_candidates(_search_copy(image, max_pixels), _payload.CODEWORD_BITS):
+        decoded = _payload.decode_payload(cand.soft)
         if decoded is None:
             continue
         payload, corrected = decoded
-        codeword = encode_payload(payload).astype(np.float64) * 2 - 1
+        codeword = _payload.encode_payload(payload).astype(np.float64) * 2 - 1
         agree = float(np.sum(np.abs(cand.soft) * (np.sign(cand.soft) == codeword)))
         total = float(np.sum(np.abs(cand.soft))) or 1.0
-        return Detection(payload, METHOD, agree / total, corrected, cand.z)
+        return Detection(payload, _ss1.METHOD, agree / total, corrected, cand.z)
     return None
 
 
