@@ -481,7 +481,7 @@ def test_keys_init_and_show(tmp_path: Path) -> None:
 def test_keys_show_names_an_unusable_certificate(
     ca: tuple[x509.Certificate, Any], tmp_path: Path
 ) -> None:
-    from provenance.keys_cli import keys_group
+    from provenance.cli import keys_group
 
     key = ec.generate_private_key(ec.SECP256R1())
     (tmp_path / "signer-chain.pem").write_bytes(issue(ca, key, start=dt.timedelta(days=-9), days=1))

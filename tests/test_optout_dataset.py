@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from optout_images import credentials, encode, picture, sdkit_signed, skimage_photo
 from optout_server import Server, body
 
+from provenance.cli import optout_group
 from provenance.errors import OptOutError
 from provenance.optout import OptOutChecker, check_dataset
-from provenance.optout.cli import optout_group
 
 JPEG = "image/jpeg"
 N = 40  # rows per dataset

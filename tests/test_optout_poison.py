@@ -34,9 +34,9 @@ from optout_server import Handler, Server, body
 from PIL.PngImagePlugin import PngInfo
 
 import provenance
+from provenance.cli import optout_group
 from provenance.errors import OptOutError
 from provenance.optout import OptOutChecker, OptOutRegistry, check_dataset
-from provenance.optout.cli import optout_group
 
 MARK = "POISON-PILL"
 JPEG = "image/jpeg"

@@ -1,4 +1,4 @@
-"""Click commands of the provenance package, mounted by ``sdkit`` and usable alone."""
+"""``sdkit verify``: where files come from, and whether that can be trusted."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import click
 
-from .detect_cli import detect_group, fail, list_images
-from .errors import ProvenanceError
-from .verify import DEFAULT_MAX_PIXELS, VerificationReport, verify
+from ..errors import ProvenanceError
+from ..verify import DEFAULT_MAX_PIXELS, VerificationReport, verify
+from ._common import fail, list_images
 
-__all__ = ["EXIT_CODES", "detect_group", "verify_command"]
+__all__ = ["EXIT_CODES", "verify_command"]
 
 # sdkit verify's exit codes (click itself exits 2 on a usage error).
 EXIT_CODES = {
@@ -124,13 +124,13 @@ def verify_command(
          binding ties it to these bytes (a stripped copy, perhaps re-encoded, resized
          or edited; the fingerprint distance is reported)
     """
-    from .store import ManifestStore
+    from ..store import ManifestStore
 
     detector = None
     opened = None
     try:
         if probe is not None:
-            from .detector import Detector
+            from ..detector import Detector
 
             detector = Detector.load(probe, small="upscale")
         if store is not None:

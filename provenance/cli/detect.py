@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .errors import ProvenanceError
+from ..errors import ProvenanceError
+from ._common import fail, list_images
 
 if TYPE_CHECKING:
-    from .detector.backbone import SmallPolicy
+    from ..detector.backbone import SmallPolicy
 
-__all__ = ["IMAGE_SUFFIXES", "detect_group", "fail", "list_images"]
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+__all__ = ["detect_group"]
 
 
 class _DefaultToScore(click.Group):
@@ -27,20 +25,6 @@ class _DefaultToScore(click.Group):
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
             args = ["score", *args]
         return super().parse_args(ctx, args)
-
-
-def fail(exc: ProvenanceError, code: int = 3) -> NoReturn:
-    """Print a provenance error (and its hint) for people and exit with ``code``."""
-    click.echo(f"error: {exc.message}", err=True)
-    if exc.hint:
-        click.echo(f"hint: {exc.hint}", err=True)
-    sys.exit(code)
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted."""
-    root = Path(folder)
-    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _sources(folder: str) -> dict[str, list[Path]] | list[Path]:
@@ -133,7 +117,7 @@ def score_command(
     as_json: bool,
 ) -> None:
     """Score FILES: probability that each is AI-generated."""
-    from .detector import Detector
+    from ..detector import Detector
 
     if (probe is None) == (univfd is None):
         raise click.UsageError("pass exactly one of --probe or --univfd")
@@ -223,7 +207,7 @@ def train_command(
     overwrite: bool,
 ) -> None:
     """Train a probe on --real and --fake images and write it to -o."""
-    from .detector import Augmentation, Backbone, Detector
+    from ..detector import Augmentation, Backbone, Detector
 
     out = Path(output)
     if out.exists() and not overwrite:
@@ -294,7 +278,7 @@ def eval_command(
     as_json: bool,
 ) -> None:
     """Evaluate a probe: AP, ROC AUC, accuracy (overall, real, fake, per source)."""
-    from .detector import Detector
+    from ..detector import Detector
 
     try:
         det = Detector.load(

@@ -8,15 +8,15 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from .credentials import (
+from ..credentials import (
     Credentials,
     DevelopmentCredentials,
     default_credentials_dir,
     detect_algorithm,
     init_development_credentials,
 )
-from .detect_cli import fail
-from .errors import ProvenanceError, SigningError
+from ..errors import ProvenanceError, SigningError
+from ._common import fail
 
 __all__ = ["keys_group"]
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import click
 
-from ..detect_cli import fail
 from ..errors import OptOutError
-from .checker import DEFAULT_USER_AGENT, OptOutChecker
-from .decision import Decision
-from .registry import MATCH_DISTANCE, OptOutRegistry
+from ..optout.checker import DEFAULT_USER_AGENT, OptOutChecker
+from ..optout.decision import Decision
+from ..optout.registry import MATCH_DISTANCE, OptOutRegistry
+from ._common import fail
 
 __all__ = ["EXIT_CODES", "optout_group"]
 
@@ -201,7 +201,7 @@ def check_dataset_command(
     """
     from tqdm import tqdm
 
-    from .dataset import check_dataset
+    from ..optout.dataset import check_dataset
 
     checker = _make_checker(options)
     bar = tqdm(

@@ -1,0 +1,304 @@
+"""``sdkit generate PROMPT``: images from a prompt, written watermarked and C2PA-signed."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from provenance.errors import ProvenanceError
+
+from ..errors import InvalidOptionError, OutputError, SdkitError
+from ._group import EXIT_INTERRUPTED, _fail, _quiet_libraries, _size, cli
+
+__all__ = ["generate"]
+
+
+@cli.command()
+@click.argument("prompt")
+@click.option("-n", "--num-images", default=1, show_default=True, help="Images to make.")
+@click.option("--negative", "negative_prompt", default="", help="Negative prompt.")
+@click.option(
+    "--sampler",
+    default=None,
+    help="Sampler, e.g. 'Euler a', 'DPM++ 2M' (see `sdkit samplers`). Default: the model's own.",
+)
+@click.option(
+    "--schedule", default=None, help="Schedule type: karras, exponential, beta, sgm_uniform, …"
+)
+@click.option(
+    "--steps",
+    default=None,
+    type=int,
+    help="Denoising steps. Default: the model's own (its sdkit.json; 4 for Turbo models), else 25.",
+)
+@click.option(
+    "--cfg",
+    "guidance_scale",
+    default=None,
+    type=float,
+    help="CFG (guidance) scale; <= 1 turns guidance off. Default: the model's own (3 for the "
+    "default model, 0 for Turbo models), else 7.",
+)
+@click.option(
+    "--guidance-rescale", default=0.0, show_default=True, help="Guidance rescale φ, 0..1."
+)
+@click.option(
+    "--clip-skip",
+    default=None,
+    type=int,
+    help="1 = last text-encoder layer, 2 = penultimate (A1111 meaning).",
+)
+@click.option(
+    "--seed",
+    default=None,
+    type=int,
+    help="First seed; image i uses seed+i. Default: random (printed).",
+)
+@click.option(
+    "--size",
+    default=None,
+    callback=_size,
+    metavar="WxH",
+    help="Image size, multiples of 8. Default: the model's native size.",
+)
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    metavar="ID|PATH",
+    help="Hub id, diffusers folder or .safetensors file. Default: the model sdkit ships.",
+)
+@click.option(
+    "--init-image",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Start from this image (img2img).",
+)
+@click.option(
+    "--mask",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Inpaint where the mask is white (needs --init-image).",
+)
+@click.option(
+    "--strength", type=float, default=None, help="img2img/inpaint strength, 0..1 (default 0.75)."
+)
+@click.option(
+    "-o",
+    "--output",
+    default="sdkit.png",
+    show_default=True,
+    help="Output file (.png, .jpg, .webp). With -n > 1, '-1', '-2'… are added before the suffix.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace existing files.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N, mps. Default: the best present.")
+@click.option(
+    "--dtype", default=None, help="float32, float16 or bfloat16. Default: fp16 on GPU, fp32 on CPU."
+)
+@click.option(
+    "--offline", is_flag=True, help="Never contact the Hugging Face hub (same as HF_HUB_OFFLINE=1)."
+)
+@click.option(
+    "--optimize",
+    type=click.Choice(["none", "compile", "max"]),
+    default="none",
+    show_default=True,
+    help="compile: channels-last, fused QKV, regional torch.compile (short compile). max: whole "
+    "UNet and VAE compiled, CUDA graphs on CUDA (longest compile). Worth it for many images.",
+)
+@click.option(
+    "--feature-cache",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Lossy speed-up (DeepCache style): the whole UNet runs every N-th step (2..50), the "
+    "steps between reuse its deep features. Changes the pixels; recorded in the Recipe. "
+    "Not with --optimize max.",
+)
+@click.option(
+    "--memory",
+    type=click.Choice(["high", "balanced", "low", "minimal"]),
+    default="high",
+    show_default=True,
+    help="balanced: model offload to the CPU between uses, sliced VAE; low: + tiled VAE and "
+    "attention slicing; minimal: sequential offload (slowest). Offload needs a GPU.",
+)
+@click.option(
+    "--allow-pickle",
+    is_flag=True,
+    help="Allow .ckpt/.bin weights. They can run code: only for files you trust.",
+)
+@click.option(
+    "--signing-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="SDKIT_SIGNING_CERT",
+    show_envvar=True,
+    help="PEM certificate chain (signer first) for the C2PA manifest. Default: your "
+    "development credentials (`sdkit keys init`), trusted by nobody else.",
+)
+@click.option(
+    "--signing-key",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="SDKIT_SIGNING_KEY",
+    show_envvar=True,
+    help="PEM private key of --signing-cert.",
+)
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False),
+    envvar="SDKIT_STORE",
+    show_envvar=True,
+    help="Manifest store (SQLite) that keeps each manifest under its watermark, so that "
+    "`sdkit verify --store` can re-link copies whose metadata was stripped.",
+)
+@click.option("--no-watermark", is_flag=True, help="Do not embed the invisible watermark.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the files and their Recipes as JSON.")
+def generate(
+    prompt: str,
+    output: str,
+    size: tuple[int, int] | None,
+    model: str | None,
+    overwrite: bool,
+    device: str | None,
+    dtype: str | None,
+    offline: bool,
+    optimize: str,
+    memory: str,
+    allow_pickle: bool,
+    quiet: bool,
+    as_json: bool,
+    signing_cert: str | None,
+    signing_key: str | None,
+    store: str | None,
+    no_watermark: bool,
+    **options: Any,
+) -> None:
+    """Generate images from PROMPT and write them, watermarked and C2PA-signed.
+
+    Each file carries its parameters (A1111-style infotext) and Content Credentials: a signed
+    C2PA manifest with the Recipe, the watermark payload and a fingerprint of the pixels.
+    Check one with `sdkit verify FILE`.
+
+    \b
+    Exit codes: 0 done; 1 other error; 2 invalid option; 3 model cannot be loaded;
+    4 output cannot be written; 5 signing credentials or store unusable; 130 cancelled.
+    """
+    if (signing_cert is None) != (signing_key is None):
+        raise click.UsageError("--signing-cert and --signing-key go together")
+    paths = _output_paths(Path(output), options["num_images"])
+    try:
+        _check_outputs(paths, overwrite=overwrite)  # before the model loads: a bad -o costs nothing
+    except SdkitError as exc:
+        _fail(exc)
+    written: list[Path] = []
+    try:
+        _quiet_libraries()
+        from provenance.credentials import Credentials
+
+        from ..generator import Generator
+
+        credentials = None
+        if signing_cert is not None and signing_key is not None:
+            credentials = Credentials.from_files(signing_cert, signing_key)
+
+        if not quiet:
+            click.echo(f"loading {model or 'the default model'} …", err=True)
+        gen = Generator(
+            model,
+            device=device,
+            dtype=dtype,
+            progress=not quiet,
+            allow_pickle=allow_pickle,
+            local_files_only=True if offline else None,
+            optimize=optimize,  # type: ignore[arg-type]
+            memory=memory,  # type: ignore[arg-type]
+            credentials=credentials,
+            store=store,
+            watermark=not no_watermark,
+        )
+        if gen.source.kind == "default" and not quiet:
+            click.echo(
+                "note: the default model is a small demonstration model (one coloured shape on "
+                "a plain background, 256x256); pass --model for real pictures (docs/guide.md).",
+                err=True,
+            )
+        width, height = size if size else (None, None)
+        result = gen(prompt, width=width, height=height, **options)
+        for im, path in zip(result.images, paths, strict=True):
+            written.append(im.save(path, overwrite=overwrite))
+    except (SdkitError, ProvenanceError) as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        # files are written whole or not at all (temp file + link): nothing partial is left
+        done = ", ".join(str(p) for p in written)
+        click.echo(f"\ninterrupted: {f'kept {done}' if written else 'no file written'}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {"path": str(p), **im.to_dict()}
+                    for p, im in zip(written, result.images, strict=True)
+                ],
+                indent=2,
+            )
+        )
+        return
+    for path, image in zip(written, result.images, strict=True):
+        click.echo(f"{path}  seed {image.recipe.seed}  {image.recipe.width}x{image.recipe.height}")
+    click.echo(f"{len(written)} image(s) in {result.elapsed_s:.1f} s", err=True)
+
+
+def _check_outputs(paths: Sequence[Path], *, overwrite: bool) -> None:
+    """Refuse outputs that could not be written, before any model work.
+
+    Raises:
+        InvalidOptionError: the suffix is not an image format sdkit writes (exit 2).
+        OutputError: a name is a folder or exists (without ``overwrite``), or its folder is
+            missing or not writable (exit 4).
+    """
+    from ..images import FORMATS
+
+    for path in paths:
+        if path.suffix.lower() not in FORMATS:
+            raise InvalidOptionError(
+                "output",
+                str(path),
+                "a file name ending in " + ", ".join(FORMATS),
+                hint=f"-o {path.with_suffix('.png')} (the format follows the suffix).",
+            )
+        folder = path.parent
+        if path.is_dir():
+            raise OutputError(f"{path} is a folder", path=path, hint="give -o a file name.")
+        if not folder.is_dir():
+            raise OutputError(
+                f"folder {folder} does not exist",
+                path=path,
+                hint=f"create it first (mkdir -p {folder}) or choose another -o.",
+            )
+        if not overwrite and (path.exists() or path.is_symlink()):
+            raise OutputError(
+                f"{path} exists", path=path, hint="choose another -o or pass --overwrite."
+            )
+        try:  # the one sure test of "writable" (permissions, read-only mounts, ACLs)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".probe")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write in {folder}: {exc.strerror or exc}",
+                path=path,
+                hint="choose a folder you may write to.",
+            ) from None
+
+
+def _output_paths(output: Path, n: int) -> list[Path]:
+    if n <= 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(n)]
