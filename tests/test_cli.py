@@ -84,11 +84,11 @@ def test_bad_options_exit_2_with_a_clear_message(
     assert not (tmp_path / "a.png").exists()
 
 
-def test_missing_model_exits_3(runner: CliRunner, tmp_path: Path) -> None:
+def test_missing_model_exits_6(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(
         cli, ["generate", "x", "-m", "acme/absent", "--offline", "-o", str(tmp_path / "a.png")]
     )
-    assert result.exit_code == 3
+    assert result.exit_code == 6
     assert "acme/absent" in result.output and "Traceback" not in result.output
 
 
@@ -167,10 +167,10 @@ def test_generate_takes_the_models_own_defaults(
     assert runner.invoke(cli, given).exit_code == 0
     recipe = Recipe.from_infotext(read_infotext(tmp_path / "b.png") or "")
     assert (recipe.steps, recipe.guidance_scale) == (3, 5.0)
-    # a broken file: the model cannot be loaded (exit 3), said plainly, nothing written
+    # a broken file: the model cannot be loaded (exit 6), said plainly, nothing written
     (model / "sdkit.json").write_text('{"defaults": {"steps": "many"}}')
     broken = runner.invoke(cli, [*base, "-o", str(tmp_path / "c.png")])
-    assert broken.exit_code == 3 and "sdkit.json" in broken.output
+    assert broken.exit_code == 6 and "sdkit.json" in broken.output
     assert "Traceback" not in broken.output and not (tmp_path / "c.png").exists()
     help_text = runner.invoke(cli, ["generate", "--help"]).output
     assert "the model's own" in help_text and "Turbo" in help_text

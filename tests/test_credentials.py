@@ -465,7 +465,7 @@ def test_keys_init_and_show(tmp_path: Path) -> None:
     assert (folder / "signer.key").exists()
 
     again = runner.invoke(cli, ["keys", "init", str(folder)])
-    assert again.exit_code == 3 and "--force" in again.output
+    assert again.exit_code == 4 and "--force" in again.output
 
     shown = runner.invoke(cli, ["keys", "show", str(folder)])
     assert shown.exit_code == 0, shown.output
@@ -475,7 +475,7 @@ def test_keys_init_and_show(tmp_path: Path) -> None:
     assert "PRIVATE KEY" not in result.output + shown.output
 
     missing = runner.invoke(cli, ["keys", "show", str(tmp_path / "empty")])
-    assert missing.exit_code == 3 and "sdkit keys init" in missing.output
+    assert missing.exit_code == 5 and "sdkit keys init" in missing.output
 
 
 def test_keys_show_names_an_unusable_certificate(
@@ -487,7 +487,7 @@ def test_keys_show_names_an_unusable_certificate(
     (tmp_path / "signer-chain.pem").write_bytes(issue(ca, key, start=dt.timedelta(days=-9), days=1))
     (tmp_path / "signer.key").write_bytes(pem(key))
     result = CliRunner().invoke(keys_group, ["show", str(tmp_path)])
-    assert result.exit_code == 3
+    assert result.exit_code == 5
     assert "sha256:" in result.output and "expired on" in result.output
     assert os.fspath(tmp_path) in result.output
 

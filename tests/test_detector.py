@@ -316,7 +316,7 @@ def test_cli_train_eval_score_and_verify(tiny_checkpoints: dict[str, Path], tmp_
     tiny = tmp_path / "tiny.png"
     Image.new("RGB", (100, 100)).save(tiny)
     result = runner.invoke(cli, ["detect", str(tiny), "--probe", str(probe), "--checkpoint", ckpt])
-    assert result.exit_code == 3 and "100x100" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 4 and "100x100" in result.output and "Traceback" not in result.output
 
 
 def test_calibrate_against_the_generator_and_verify_with_the_detector(

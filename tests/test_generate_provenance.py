@@ -150,7 +150,7 @@ def test_cli_generate_then_verify(tiny_sd_path: Path, tmp_path: Path) -> None:
     Image.open(out).save(copy, quality=85)  # metadata stripped
     assert runner.invoke(cli, ["verify", str(copy)]).exit_code == 1  # watermark, no manifest
     recovered = runner.invoke(cli, ["verify", str(copy), "--store", str(db)])
-    assert recovered.exit_code == 5, recovered.output  # similar: recovered, no hash binding
+    assert recovered.exit_code == 7, recovered.output  # similar: recovered, no hash binding
     assert "manifest recovered from store" in recovered.output
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     again = runner.invoke(cli, [*args, "64x64", "--steps", "1", "-q"])

@@ -177,13 +177,13 @@ def test_a_shapeless_cross_attention_tensor_is_not_a_crash_in_family_detection(
 @pytest.mark.parametrize(
     "name", ["shape-a-string", "deep-header", "shape-5000-digits", "negative-shape", "overlapping"]
 )
-def test_cli_exits_3_on_a_hostile_single_file(tmp_path: Path, name: str) -> None:
+def test_cli_exits_6_on_a_hostile_single_file(tmp_path: Path, name: str) -> None:
     content = next(c for i, c, _ in HOSTILE_FILES if i == name)
     path = write(tmp_path / "model.safetensors", content)
     result = CliRunner().invoke(
         cli, ["generate", "x", "-m", str(path), "-o", str(tmp_path / "a.png")]
     )
-    assert result.exit_code == 3, result.output
+    assert result.exit_code == 6, result.output
     assert "error: model.safetensors is not a readable .safetensors file" in result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
     assert not (tmp_path / "a.png").exists()
@@ -272,7 +272,7 @@ def test_cli_exits_3_on_a_hostile_sdkit_json(tmp_path: Path, name: str) -> None:
     result = CliRunner().invoke(
         cli, ["generate", "x", "-m", str(tmp_path / "model"), "-o", str(out)]
     )
-    assert result.exit_code == 3, result.output
+    assert result.exit_code == 6, result.output
     assert "sdkit.json is not a valid sdkit defaults file" in result.output
     assert "hint:" in result.output and "Traceback" not in result.output
     assert not out.exists()
@@ -356,7 +356,7 @@ def test_a_component_with_only_pickle_is_refused_naming_the_file(
     result = CliRunner().invoke(
         cli, ["generate", "x", "-m", str(model_copy), "-o", str(tmp_path / "a.png")]
     )
-    assert result.exit_code == 3 and "text_encoder/pytorch_model.bin" in result.output
+    assert result.exit_code == 6 and "text_encoder/pytorch_model.bin" in result.output
     assert "--allow-pickle" in result.output and not marker.exists()
 
 

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from provenance.cli import EXIT_CODES, verify_command
+from provenance.cli import ExitCode, verify_command
 from provenance.errors import ManifestError
 from provenance.verify import verify
 
@@ -65,13 +65,13 @@ def test_exit_codes(tmp_path: Path) -> None:
     def code(*args: str) -> int:
         return runner.invoke(verify_command, list(args)).exit_code
 
-    assert code(str(FIXTURES / "C.jpg")) == EXIT_CODES["verified"] == 0
-    assert code(str(FIXTURES / "C.jpg"), "--require-trusted") == EXIT_CODES["not_verified"]
-    assert code(str(FIXTURES / "A.jpg")) == EXIT_CODES["no_provenance"] == 3
-    assert code(str(FIXTURES / "XCA.jpg")) == EXIT_CODES["not_verified"] == 1
+    assert code(str(FIXTURES / "C.jpg")) == ExitCode.OK == 0
+    assert code(str(FIXTURES / "C.jpg"), "--require-trusted") == ExitCode.NO
+    assert code(str(FIXTURES / "A.jpg")) == ExitCode.NO_ANSWER == 3
+    assert code(str(FIXTURES / "XCA.jpg")) == ExitCode.NO == 1
     assert code(str(FIXTURES / "cloud.jpg")) == 1
-    assert code(str(tmp_path / "missing.png")) == EXIT_CODES["unreadable"] == 4
-    assert code("--no-such-option", "x") == EXIT_CODES["usage"] == 2
+    assert code(str(tmp_path / "missing.png")) == ExitCode.FILE == 4
+    assert code("--no-such-option", "x") == ExitCode.USAGE == 2
     # the most serious outcome over all files decides
     assert code(str(FIXTURES / "C.jpg"), str(FIXTURES / "A.jpg")) == 3
     assert code(str(FIXTURES / "A.jpg"), str(FIXTURES / "XCA.jpg")) == 1

@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from PIL import Image, ImageDraw, ImageFont
 
 from provenance import fingerprint as fp
-from provenance.cli import EXIT_CODES, verify_command
+from provenance.cli import ExitCode, verify_command
 from provenance.credentials import Credentials, init_development_credentials
 from provenance.errors import ManifestError, ProvenanceError, StoreError
 from provenance.manifest import TRAINED, sign_asset
@@ -159,7 +159,7 @@ def test_a_multi_file_run_reports_the_hostile_file_and_goes_on(
         "b_training.png": "verified",  # the malformed CAWG data dropped, with a note
         "c_plain.png": "no_provenance",
     }
-    assert result.exit_code == EXIT_CODES["not_verified"]
+    assert result.exit_code == ExitCode.NO
 
 
 # -- pixel budget ---------------------------------------------------------------------------
@@ -188,7 +188,7 @@ def test_an_image_over_max_pixels_is_not_decoded_and_the_report_says_so(
     with pytest.raises(ProvenanceError, match="max_pixels must be a positive whole number"):
         verify(data, max_pixels=0)
     result = CliRunner().invoke(verify_command, ["--max-pixels", "0", "x.png"])
-    assert result.exit_code == EXIT_CODES["usage"]
+    assert result.exit_code == ExitCode.USAGE
     assert "--max-pixels" in CliRunner().invoke(verify_command, ["--help"]).output
 
 
@@ -264,7 +264,7 @@ def test_fifo_and_devices_are_refused_without_hanging(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert done.returncode == EXIT_CODES["unreadable"]
+    assert done.returncode == ExitCode.FILE
     assert done.stdout.count("is not a regular file") == 2
     assert "Traceback" not in done.stderr
 
@@ -289,7 +289,7 @@ def test_truncated_png_without_manifest_exits_4_without_traceback(
     with pytest.raises(ManifestError, match="truncated or damaged"):
         verify(cut)
     result = CliRunner().invoke(verify_command, [str(cut)])
-    assert result.exit_code == EXIT_CODES["unreadable"] == 4
+    assert result.exit_code == ExitCode.FILE == 4
     assert "truncated or damaged" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
@@ -337,7 +337,7 @@ def test_foreign_or_corrupt_store_databases_are_typed_errors(
             verify(copy, store=path)
         assert caught.value.path == str(path) and caught.value.hint
         result = CliRunner().invoke(verify_command, [str(copy), "--store", str(path)])
-        assert result.exit_code == EXIT_CODES["usage"], result.output
+        assert result.exit_code == ExitCode.CREDENTIALS, result.output
         assert message in result.output and "Traceback" not in result.output
         assert result.exception is None or isinstance(result.exception, SystemExit)
     with pytest.raises(StoreError, match="not a manifest store"):
@@ -360,7 +360,7 @@ def test_a_malformed_store_row_is_a_per_file_error(
     plain = tmp_path / "plain.png"
     plain.write_bytes(_png(photo))
     result = CliRunner().invoke(verify_command, [str(copy), str(plain), "--store", str(path)])
-    assert result.exit_code == EXIT_CODES["unreadable"]
+    assert result.exit_code == ExitCode.FILE
     assert "malformed row" in result.output and "plain.png: NO PROVENANCE" in result.output
 
 
@@ -401,4 +401,4 @@ def test_text_written_over_a_stripped_copy_is_not_an_exact_match(
     assert f"fingerprint distance {report.fingerprint_distance}" in text
     assert "locally edited" in text
     result = CliRunner().invoke(verify_command, [str(faked), "--store", str(path)])
-    assert result.exit_code == EXIT_CODES["similar"] == 5
+    assert result.exit_code == ExitCode.SIMILAR == 7

@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import ProvenanceError
-from ._common import fail, list_images
+from ._common import CliError, ExistingPath, ExitCode, Group, cli_error, list_images
 
 if TYPE_CHECKING:
     from ..detector.backbone import SmallPolicy
 
-__all__ = ["detect_group"]
+__all__ = ["backbone_options", "detect_group", "with_backbone_options", "work_error"]
 
 
-class _DefaultToScore(click.Group):
+class _DefaultToScore(Group):
     """``sdkit detect FILE...`` means ``sdkit detect score FILE...``."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -40,13 +40,29 @@ def _sources(folder: str) -> dict[str, list[Path]] | list[Path]:
     return found
 
 
+def work_error(exc: ProvenanceError) -> CliError:
+    """An error while scoring, training or evaluating: about a file (an image that cannot be
+    read or is too small, a probe that cannot be written) is 4, anything else 8."""
+    return cli_error(exc, ExitCode.FILE if exc.path is not None else ExitCode.ERROR)
+
+
+def _deprecated_model(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        click.echo(
+            "warning: --model is deprecated here; use --backbone (--model is the diffusion model)",
+            err=True,
+        )
+    return value
+
+
+#: The CLIP backbone's options, the same in every command that builds one (train, calibrate).
 backbone_options = [
     click.option(
-        "--model",
+        "--backbone",
         "backbone_model",
         default="ViT-L-14",
         show_default=True,
-        help="open_clip architecture.",
+        help="open_clip architecture of the CLIP backbone.",
     ),
     click.option(
         "--pretrained",
@@ -56,8 +72,8 @@ backbone_options = [
     ),
     click.option(
         "--checkpoint",
-        type=click.Path(exists=True, dir_okay=False),
-        help="Local weights file for --model (instead of --pretrained).",
+        type=ExistingPath(code=ExitCode.MODEL),
+        help="Local weights file for --backbone (instead of --pretrained).",
     ),
     click.option(
         "--feature",
@@ -68,7 +84,8 @@ backbone_options = [
 ]
 
 
-def _with_backbone_options(fn: Any) -> Any:
+def with_backbone_options(fn: Any) -> Any:
+    """Add :data:`backbone_options` to a click command."""
     for option in reversed(backbone_options):
         fn = option(fn)
     return fn
@@ -84,18 +101,18 @@ def detect_group() -> None:
 
 
 @detect_group.command("score")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=ExistingPath())
 @click.option(
-    "--probe", type=click.Path(exists=True, dir_okay=False), help="Probe file from `detect train`."
+    "--probe", type=ExistingPath(code=ExitCode.MODEL), help="Probe file from `detect train`."
 )
 @click.option(
     "--univfd",
-    type=click.Path(exists=True, dir_okay=False),
+    type=ExistingPath(code=ExitCode.MODEL),
     help="UnivFD's fc_weights.pth (instead of --probe).",
 )
 @click.option(
     "--checkpoint",
-    type=click.Path(exists=True, dir_okay=False),
+    type=ExistingPath(code=ExitCode.MODEL),
     help="Local weights for the probe's backbone.",
 )
 @click.option(
@@ -116,7 +133,10 @@ def score_command(
     device: str | None,
     as_json: bool,
 ) -> None:
-    """Score FILES: probability that each is AI-generated."""
+    """Score FILES: probability that each is AI-generated.
+
+    Exit code: 0 done, 4 a file missing or unusable, 6 probe or weights not loadable.
+    """
     from ..detector import Detector
 
     if (probe is None) == (univfd is None):
@@ -134,9 +154,12 @@ def score_command(
             det = Detector.from_univfd(
                 univfd or "", checkpoint=checkpoint, device=device, small=_policy(small)
             )
+    except ProvenanceError as exc:
+        raise cli_error(exc, ExitCode.MODEL) from None
+    try:
         scores = det.score(list(files))
     except ProvenanceError as exc:
-        fail(exc)
+        raise work_error(exc) from None
     threshold = det.probe.threshold if det.probe else 0.5
     rows = [(name, float(s), bool(s >= threshold)) for name, s in zip(files, scores, strict=True)]
     if as_json:
@@ -158,14 +181,14 @@ def score_command(
     "--real",
     "real_dir",
     required=True,
-    type=click.Path(exists=True, file_okay=False),
+    type=ExistingPath(folder=True),
     help="Folder of real images.",
 )
 @click.option(
     "--fake",
     "fake_dir",
     required=True,
-    type=click.Path(exists=True, file_okay=False),
+    type=ExistingPath(folder=True),
     help="Folder of AI-generated images (subfolders allowed).",
 )
 @click.option(
@@ -175,7 +198,8 @@ def score_command(
     type=click.Path(dir_okay=False),
     help="Probe file to write (.safetensors).",
 )
-@_with_backbone_options
+@with_backbone_options
+@click.option("--model", "deprecated_model", hidden=True, callback=_deprecated_model)
 @click.option(
     "--augment/--no-augment", default=False, help="UnivFD-style blur + JPEG (q30-100) augmentation."
 )
@@ -199,6 +223,7 @@ def train_command(
     pretrained: str,
     checkpoint: str | None,
     feature: str,
+    deprecated_model: str | None,
     augment: bool,
     val_fraction: float,
     seed: int,
@@ -206,20 +231,22 @@ def train_command(
     device: str | None,
     overwrite: bool,
 ) -> None:
-    """Train a probe on --real and --fake images and write it to -o."""
+    """Train a probe on --real and --fake images and write it to -o.
+
+    Exit code: 0 done, 4 an image unusable or -o exists, 6 backbone weights not loadable.
+    """
     from ..detector import Augmentation, Backbone, Detector
 
+    if deprecated_model is not None:
+        backbone_model = deprecated_model
     out = Path(output)
     if out.exists() and not overwrite:
-        fail(
-            ProvenanceError(
-                f"{out} exists", path=str(out), hint="pass --overwrite or choose another -o."
-            ),
-            4,
+        raise CliError(
+            f"{out} exists", exit_code=ExitCode.FILE, hint="pass --overwrite or choose another -o."
         )
+    real = list_images(real_dir)
+    fake = _flatten(_sources(fake_dir))
     try:
-        real = list_images(real_dir)
-        fake = _flatten(_sources(fake_dir))
         backbone = Backbone(
             backbone_model,
             None if checkpoint else pretrained,
@@ -229,6 +256,9 @@ def train_command(
             small=_policy(small),
             progress=True,
         )
+    except ProvenanceError as exc:
+        raise cli_error(exc, ExitCode.MODEL) from None
+    try:
         det = Detector(backbone)
         probe = det.fit(
             real,
@@ -239,7 +269,7 @@ def train_command(
         )
         path = det.save(out)
     except ProvenanceError as exc:
-        fail(exc)
+        raise work_error(exc) from None
     summary = probe.metadata["training"]
     click.echo(
         f"wrote {path} ({len(real)} real, {len(fake)} fake; threshold {probe.threshold:.3f}, held-out balanced accuracy {summary['validation_balanced_accuracy']:.3f})"
@@ -247,22 +277,26 @@ def train_command(
 
 
 @detect_group.command("eval")
-@click.option("--probe", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--probe", required=True, type=ExistingPath(code=ExitCode.MODEL))
 @click.option(
     "--real",
     "real_dir",
     required=True,
-    type=click.Path(exists=True, file_okay=False),
+    type=ExistingPath(folder=True),
     help="Real images (subfolders = sources).",
 )
 @click.option(
     "--fake",
     "fake_dir",
     required=True,
-    type=click.Path(exists=True, file_okay=False),
+    type=ExistingPath(folder=True),
     help="AI-generated images (subfolders = sources).",
 )
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--checkpoint",
+    type=ExistingPath(code=ExitCode.MODEL),
+    help="Local weights for the probe's backbone.",
+)
 @click.option(
     "--small", type=click.Choice(["error", "upscale"]), default="error", show_default=True
 )
@@ -277,16 +311,22 @@ def eval_command(
     device: str | None,
     as_json: bool,
 ) -> None:
-    """Evaluate a probe: AP, ROC AUC, accuracy (overall, real, fake, per source)."""
+    """Evaluate a probe: AP, ROC AUC, accuracy (overall, real, fake, per source).
+
+    Exit code: 0 done, 4 an image unusable, 6 probe or weights not loadable, 8 no images.
+    """
     from ..detector import Detector
 
     try:
         det = Detector.load(
             probe, checkpoint=checkpoint, device=device, small=_policy(small), progress=not as_json
         )
+    except ProvenanceError as exc:
+        raise cli_error(exc, ExitCode.MODEL) from None
+    try:
         metrics = det.evaluate(_sources(real_dir), _sources(fake_dir))
     except ProvenanceError as exc:
-        fail(exc)
+        raise work_error(exc) from None
     if as_json:
         click.echo(json.dumps(metrics.to_dict(), indent=2))
         return

@@ -16,14 +16,14 @@ from ..credentials import (
     init_development_credentials,
 )
 from ..errors import ProvenanceError, SigningError
-from ._common import fail
+from ._common import ExitCode, Group, cli_error
 
 __all__ = ["keys_group"]
 
 _DIR = click.Path(file_okay=False, path_type=Path)
 
 
-@click.group("keys")
+@click.group("keys", cls=Group)
 def keys_group() -> None:
     """Signing credentials for Content Credentials (C2PA)."""
 
@@ -35,12 +35,13 @@ def init_command(directory: Path | None, force: bool) -> None:
     """Create a development CA and a signing certificate in DIRECTORY.
 
     DIRECTORY defaults to the folder that sdkit signs from when SDKIT_SIGNING_CERT and
-    SDKIT_SIGNING_KEY are not set. Nobody else trusts these credentials.
+    SDKIT_SIGNING_KEY are not set. Nobody else trusts these credentials. Exit code 4 when
+    they exist (without --force) or cannot be written.
     """
     try:
         files = init_development_credentials(directory, force=force)
-    except ProvenanceError as exc:
-        fail(exc)
+    except ProvenanceError as exc:  # they exist (without --force), or cannot be written
+        raise cli_error(exc, ExitCode.FILE) from None
     click.echo(f"wrote development signing credentials to {files.directory}:")
     click.echo(f"  {files.certificate_chain.name:<17} signing certificate, then the CA")
     click.echo(f"  {files.private_key.name:<17} signing key (keep it private)")
@@ -67,7 +68,7 @@ def show_command(directory: Path | None) -> None:
     """Describe the signing certificate in DIRECTORY (default: the development credentials).
 
     Prints subject, issuer, algorithm, validity and SHA-256 fingerprint, then checks the
-    certificate against the C2PA profile and its key (exit 3 when unusable).
+    certificate against the C2PA profile and its key (exit 5 when unusable).
     """
     files = DevelopmentCredentials.at(directory or default_credentials_dir())
     try:
@@ -75,7 +76,7 @@ def show_command(directory: Path | None) -> None:
         cert = chain[0]
         algorithm = detect_algorithm(cert.public_key())
     except ProvenanceError as exc:
-        fail(exc)
+        raise cli_error(exc, ExitCode.CREDENTIALS) from None
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
     click.echo(f"certificate: {files.certificate_chain} ({len(chain)} in chain)")
     click.echo(f"subject:     {cert.subject.rfc4514_string()}")
@@ -86,7 +87,7 @@ def show_command(directory: Path | None) -> None:
     try:
         creds = Credentials.from_files(files.certificate_chain, files.private_key)
     except ProvenanceError as exc:
-        fail(exc)
+        raise cli_error(exc, ExitCode.CREDENTIALS) from None
     untrusted = " (development: trusted by nobody else)" if creds.development else ""
     click.echo(f"status:      usable for C2PA signing{untrusted}")
 

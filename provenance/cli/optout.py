@@ -1,6 +1,6 @@
 """``sdkit optout``: check URLs, files and datasets for opt-outs; keep a registry of works.
 
-Library errors become exit codes here and nowhere else (:data:`EXIT_CODES`).
+Exit codes are those of the one table, :class:`~provenance.cli._common.ExitCode`.
 """
 
 from __future__ import annotations
@@ -16,19 +16,9 @@ from ..errors import OptOutError
 from ..optout.checker import DEFAULT_USER_AGENT, OptOutChecker
 from ..optout.decision import Decision
 from ..optout.registry import MATCH_DISTANCE, OptOutRegistry
-from ._common import fail
+from ._common import ExistingPath, ExitCode, Group, cli_error
 
-__all__ = ["EXIT_CODES", "optout_group"]
-
-#: Exit codes of the optout commands (click itself exits 2 on a usage error).
-EXIT_CODES = {
-    "allowed": 0,
-    "disallowed": 1,
-    "usage": 2,
-    "unknown": 3,
-    "io": 4,
-    "interrupted": 130,
-}
+__all__ = ["optout_group"]
 
 
 def _checker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,10 +83,10 @@ def _make_checker(options: dict[str, Any]) -> OptOutChecker:
             verify_c2pa=options["verify_c2pa"],
         )
     except OptOutError as exc:
-        fail(exc, EXIT_CODES["io"] if options["registry"] else EXIT_CODES["usage"])
+        raise cli_error(exc, ExitCode.FILE if options["registry"] else ExitCode.USAGE) from None
 
 
-@click.group("optout")
+@click.group("optout", cls=Group)
 def optout_group() -> None:
     """Opt-outs from AI training: HTTP headers, robots.txt / ai.txt / tdmrep.json, HTML meta,
     C2PA and IPTC metadata in files, and a registry of works.
@@ -113,13 +103,9 @@ def optout_group() -> None:
 def check_command(targets: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """May each URL or FILE be used for AI training? One decision each, with its evidence.
 
-    \b
-    Exit codes:
-      0  every target allowed
-      1  at least one disallowed (an opt-out was found)
-      2  usage error
-      3  none disallowed, but at least one unknown and not allowed (fail closed)
-      4  the registry cannot be opened
+    Exit code: 0 every target allowed, 1 at least one disallowed (an opt-out was found),
+    3 none disallowed but at least one unknown and not allowed (fail closed), 4 the
+    registry cannot be opened.
     """
     with _make_checker(options) as checker:
         decisions = checker.check_many(list(targets))
@@ -128,12 +114,12 @@ def check_command(targets: tuple[str, ...], as_json: bool, **options: Any) -> No
     sys.exit(_exit_code(decisions))
 
 
-def _exit_code(decisions: list[Decision]) -> int:
+def _exit_code(decisions: list[Decision]) -> ExitCode:
     if any(d.verdict == "disallowed" for d in decisions):
-        return EXIT_CODES["disallowed"]
+        return ExitCode.NO
     if any(not d.allowed for d in decisions):
-        return EXIT_CODES["unknown"]
-    return EXIT_CODES["allowed"]
+        return ExitCode.NO_ANSWER
+    return ExitCode.OK
 
 
 def _text(decision: Decision) -> str:
@@ -191,13 +177,9 @@ def check_dataset_command(
     Interrupted runs keep OUTPUT.partial: run the same command again to continue where it
     stopped.
 
-    \b
-    Exit codes:
-      0  every row checked (whatever the decisions; see the summary)
-      2  usage error
-      4  the input cannot be read, the output exists or cannot be written, or the
-         registry cannot be opened
-      130  interrupted (finished rows are kept; run again to resume)
+    Exit code: 0 every row checked (whatever the decisions; see the summary), 4 the input
+    cannot be read, the output exists or cannot be written, or the registry cannot be
+    opened, 130 interrupted (finished rows are kept; run again to resume).
     """
     from tqdm import tqdm
 
@@ -224,14 +206,14 @@ def check_dataset_command(
         )
     except OptOutError as exc:
         bar.close()
-        fail(exc, EXIT_CODES["io"])
+        raise cli_error(exc, ExitCode.FILE) from None
     except KeyboardInterrupt:
         bar.close()
         click.echo(
             f"interrupted: finished rows are kept in {output}.partial; run the same command to resume",
             err=True,
         )
-        sys.exit(EXIT_CODES["interrupted"])
+        sys.exit(ExitCode.INTERRUPTED)
     finally:
         checker.close()
     bar.close()
@@ -245,7 +227,7 @@ def check_dataset_command(
         click.echo(f"  {name}: {count}")
 
 
-@optout_group.group("registry")
+@optout_group.group("registry", cls=Group)
 def registry_group() -> None:
     """A local registry of opted-out works, matched by perceptual hash (resized, re-encoded and
     slightly cropped copies are found)."""
@@ -266,11 +248,11 @@ def _open_registry(path: str) -> OptOutRegistry:
     try:
         return OptOutRegistry(path)
     except OptOutError as exc:
-        fail(exc, EXIT_CODES["io"])
+        raise cli_error(exc, ExitCode.FILE) from None
 
 
 @registry_group.command("add")
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("images", nargs=-1, required=True, type=ExistingPath())
 @_registry_option
 @click.option("--label", default="", help="Who and what (creator, title), kept with each entry.")
 def registry_add(images: tuple[str, ...], path: str, label: str) -> None:
@@ -285,11 +267,11 @@ def registry_add(images: tuple[str, ...], path: str, label: str) -> None:
                 failed = True
                 continue
             click.echo(f"#{entry.id} {image} (phash {entry.phash})")
-    sys.exit(EXIT_CODES["io"] if failed else 0)
+    sys.exit(ExitCode.FILE if failed else ExitCode.OK)
 
 
 @registry_group.command("check")
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("images", nargs=-1, required=True, type=ExistingPath())
 @_registry_option
 @click.option(
     "--max-distance",
@@ -300,17 +282,17 @@ def registry_add(images: tuple[str, ...], path: str, label: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def registry_check(images: tuple[str, ...], path: str, max_distance: int, as_json: bool) -> None:
     """Is each of IMAGES a registered work? Exit 1 if any is, 4 if one cannot be read."""
-    code = 0
+    code = ExitCode.OK
     with _open_registry(path) as registry:
         for image in images:
             try:
                 match = registry.match(image, max_distance=max_distance)
             except OptOutError as exc:
                 click.echo(f"{image}: error: {exc.message}", err=True)
-                code = EXIT_CODES["io"]
+                code = ExitCode.FILE
                 continue
-            if match is not None and code == 0:
-                code = EXIT_CODES["disallowed"]
+            if match is not None and code == ExitCode.OK:
+                code = ExitCode.NO
             if as_json:
                 click.echo(json.dumps({"path": image, "match": match.to_dict() if match else None}))
             elif match is None:

@@ -11,18 +11,17 @@ import click
 
 from ..errors import ProvenanceError
 from ..verify import DEFAULT_MAX_PIXELS, VerificationReport, verify
-from ._common import fail, list_images
+from ._common import CliError, Command, ExistingPath, ExitCode, cli_error, list_images
 
-__all__ = ["EXIT_CODES", "verify_command"]
+__all__ = ["OUTCOMES", "verify_command"]
 
-# sdkit verify's exit codes (click itself exits 2 on a usage error).
-EXIT_CODES = {
-    "verified": 0,
-    "not_verified": 1,
-    "usage": 2,
-    "no_provenance": 3,
-    "unreadable": 4,
-    "similar": 5,
+#: The exit code of each outcome of one file (an entry of the one table, :class:`ExitCode`).
+OUTCOMES = {
+    "verified": ExitCode.OK,
+    "not_verified": ExitCode.NO,
+    "no_provenance": ExitCode.NO_ANSWER,
+    "unreadable": ExitCode.FILE,
+    "similar": ExitCode.SIMILAR,
 }
 # With several files the most serious outcome decides the exit code.
 _SEVERITY = ("verified", "similar", "no_provenance", "not_verified", "unreadable")
@@ -41,12 +40,12 @@ def _expand(patterns: tuple[str, ...]) -> list[Path]:
     return paths
 
 
-@click.command("verify")
+@click.command("verify", cls=Command)
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file (JSONL).")
 @click.option(
     "--trust-anchors",
-    type=click.Path(exists=True, dir_okay=False),
+    type=click.Path(dir_okay=False),
     envvar="SDKIT_TRUST_ANCHORS",
     show_envvar=True,
     help="PEM file of the certificates you trust (e.g. the dev CA from `sdkit keys init`).",
@@ -91,7 +90,7 @@ def _expand(patterns: tuple[str, ...]) -> list[Path]:
 @click.option(
     "--detector",
     "probe",
-    type=click.Path(exists=True, dir_okay=False),
+    type=ExistingPath(code=ExitCode.MODEL),
     help="Probe from `sdkit detect train`: score files that have no verified provenance.",
 )
 def verify_command(
@@ -113,33 +112,35 @@ def verify_command(
     manifest was stripped but the watermark survived, the manifest recovered from --store.
 
     \b
-    Exit codes (the most serious over all files):
-      0  verified (a valid manifest; from an untrusted signer unless --require-trusted)
-      1  not verified or tampered (invalid, remote and not fetched, mismatched)
-      2  usage error
-      3  no provenance (no manifest, no watermark)
-      4  a file could not be read (missing, not a regular file, not an image,
-         truncated, too large)
-      5  similar: a manifest recovered from --store through the watermark; no hash
-         binding ties it to these bytes (a stripped copy, perhaps re-encoded, resized
-         or edited; the fingerprint distance is reported)
+    Exit code, the most serious over all files: 0 verified (an untrusted signer
+    fails only with --require-trusted), 7 similar (a manifest recovered from --store
+    through the watermark; no hash binding ties it to these bytes), 3 no provenance,
+    1 not verified or tampered, 4 a file could not be read; 5 trust anchors or
+    store unusable, 6 a --detector probe that cannot be loaded (`sdkit --help`).
     """
+    from ..credentials import load_trust_anchors
     from ..store import ManifestStore
 
     detector = None
     opened = None
-    try:
-        if probe is not None:
-            from ..detector import Detector
+    if probe is not None:
+        from ..detector import Detector
 
+        try:
             detector = Detector.load(probe, small="upscale")
+        except ProvenanceError as exc:
+            raise cli_error(exc, ExitCode.MODEL) from None
+    try:
+        anchors = load_trust_anchors(trust_anchors)  # ManifestError: missing or no PEM
         if store is not None:
             opened = ManifestStore(store, create=False)  # StoreError: missing, corrupt, other
     except ProvenanceError as exc:
-        fail(exc, EXIT_CODES["usage"])
+        raise cli_error(exc, ExitCode.CREDENTIALS) from None
     paths = _expand(files)
     if not paths:
-        fail(ProvenanceError("no image files found", hint="give files, folders or globs."), 4)
+        raise CliError(
+            "no image files found", exit_code=ExitCode.FILE, hint="give files, folders or globs."
+        )
     worst = "verified"
     from tqdm import tqdm
 
@@ -148,7 +149,7 @@ def verify_command(
         try:
             report = verify(
                 path,
-                trust_anchors=trust_anchors,
+                trust_anchors=anchors,
                 store=opened,
                 detector=detector,
                 fetch_remote=fetch_remote,
@@ -172,7 +173,7 @@ def verify_command(
             worst = outcome
     if opened is not None:
         opened.close()
-    sys.exit(EXIT_CODES[worst])
+    sys.exit(OUTCOMES[worst])
 
 
 def _error_text(path: Path, message: str, hint: str | None, as_json: bool) -> str:

@@ -6,10 +6,10 @@ Library errors become exit codes at one edge (see :data:`EXIT_CODES`).
 from __future__ import annotations
 
 from . import generate, listing  # noqa: F401  (their commands join the group)
-from ._group import EXIT_CODES, EXIT_INTERRUPTED, cli
+from ._group import EXIT_CODES, cli
 from .calibrate import calibrate_command
 
-__all__ = ["EXIT_CODES", "EXIT_INTERRUPTED", "cli", "main"]
+__all__ = ["EXIT_CODES", "cli", "main"]
 
 
 def _mount_provenance() -> None:

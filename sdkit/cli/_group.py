@@ -1,17 +1,24 @@
 """The ``sdkit`` click group and the helpers its commands share (errors, sizes, quiet libraries).
 
-Library errors become exit codes here and nowhere else (see :data:`EXIT_CODES`).
+Library errors become exit codes here (see :data:`EXIT_CODES`), through provenance's one error
+edge (:class:`~provenance.cli._common.CliError`) and its one table of exit codes.
 """
 
 from __future__ import annotations
 
 import re
-import sys
-from typing import Any, NoReturn
 
 import click
 
-from provenance.errors import ProvenanceError
+from provenance.cli._common import (
+    ERROR_CODES,
+    CliError,
+    ExitCode,
+    Explained,
+    Group,
+    cli_error,
+    exit_codes_epilog,
+)
 
 from .. import __version__
 from ..errors import (
@@ -22,27 +29,29 @@ from ..errors import (
     SdkitError,
 )
 
-__all__ = ["EXIT_CODES", "EXIT_INTERRUPTED", "cli"]
+__all__ = ["EXIT_CODES", "cli", "error"]
 
-#: Exit code per error class; the first match in order wins.
-EXIT_CODES: tuple[tuple[type[SdkitError], int], ...] = (
-    (InvalidOptionError, 2),
-    (ModelLoadError, 3),
-    (OutputError, 4),
-    (GenerationCancelled, 130),
-    (SdkitError, 1),
+#: Exit code per error class, sdkit's then provenance's; the first match in order wins. The
+#: codes are those of the one table, :class:`~provenance.cli._common.ExitCode`.
+EXIT_CODES: tuple[tuple[type[Exception], ExitCode], ...] = (
+    (InvalidOptionError, ExitCode.USAGE),
+    (ModelLoadError, ExitCode.MODEL),
+    (OutputError, ExitCode.FILE),
+    (GenerationCancelled, ExitCode.INTERRUPTED),
+    (SdkitError, ExitCode.ERROR),
+    *ERROR_CODES,  # while generating: credentials that cannot sign, an unusable store: 5
 )
-#: Exit code of a run stopped with Ctrl-C (128 + SIGINT, as shells report it).
-EXIT_INTERRUPTED = 130
 
 
-def _fail(exc: SdkitError | ProvenanceError) -> NoReturn:
-    # provenance errors while generating (credentials that cannot sign, an unusable store): 5
-    code = next((c for cls, c in EXIT_CODES if isinstance(exc, cls)), 5)
-    click.echo(f"error: {exc.message}", err=True)
-    if exc.hint:
-        click.echo(f"hint: {exc.hint}", err=True)
-    sys.exit(code)
+def error(exc: Explained, code: ExitCode | None = None) -> CliError:
+    """The :class:`CliError` for an sdkit or provenance error (its code from :data:`EXIT_CODES`).
+
+    Example:
+        >>> from sdkit.errors import ModelNotFoundError
+        >>> error(ModelNotFoundError("no model at m", source="m")).exit_code
+        <ExitCode.MODEL: 6>
+    """
+    return cli_error(exc, code, table=EXIT_CODES)
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
@@ -54,24 +63,17 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tupl
     return int(match[1]), int(match[2])
 
 
-class _Group(click.Group):
-    """The ``sdkit`` group: Ctrl-C in any command exits 130 with one line, not click's
-    "Aborted!" and exit 1 (commands with more to say catch it themselves)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=exit_codes_epilog(),
+)
 @click.version_option(__version__, prog_name="sdkit")
 def cli() -> None:
     """sdkit: text-to-image diffusion with provenance.
 
-    Run `sdkit COMMAND --help` for each command's options.
+    Run `sdkit COMMAND --help` for each command's options. Ctrl-C in any command exits 130
+    with one line. Errors print `error: …` and `hint: …` on stderr, never a traceback.
     """
 
 

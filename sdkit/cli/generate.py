@@ -12,10 +12,11 @@ from typing import Any
 
 import click
 
+from provenance.cli._common import ExistingPath, ExitCode
 from provenance.errors import ProvenanceError
 
 from ..errors import InvalidOptionError, OutputError, SdkitError
-from ._group import EXIT_INTERRUPTED, _fail, _quiet_libraries, _size, cli
+from ._group import _quiet_libraries, _size, cli, error
 
 __all__ = ["generate"]
 
@@ -77,12 +78,12 @@ __all__ = ["generate"]
 )
 @click.option(
     "--init-image",
-    type=click.Path(exists=True, dir_okay=False),
+    type=ExistingPath(),
     help="Start from this image (img2img).",
 )
 @click.option(
     "--mask",
-    type=click.Path(exists=True, dir_okay=False),
+    type=ExistingPath(),
     help="Inpaint where the mask is white (needs --init-image).",
 )
 @click.option(
@@ -135,7 +136,7 @@ __all__ = ["generate"]
 )
 @click.option(
     "--signing-cert",
-    type=click.Path(exists=True, dir_okay=False),
+    type=click.Path(),
     envvar="SDKIT_SIGNING_CERT",
     show_envvar=True,
     help="PEM certificate chain (signer first) for the C2PA manifest. Default: your "
@@ -143,7 +144,7 @@ __all__ = ["generate"]
 )
 @click.option(
     "--signing-key",
-    type=click.Path(exists=True, dir_okay=False),
+    type=click.Path(),
     envvar="SDKIT_SIGNING_KEY",
     show_envvar=True,
     help="PEM private key of --signing-cert.",
@@ -186,8 +187,9 @@ def generate(
     Check one with `sdkit verify FILE`.
 
     \b
-    Exit codes: 0 done; 1 other error; 2 invalid option; 3 model cannot be loaded;
-    4 output cannot be written; 5 signing credentials or store unusable; 130 cancelled.
+    Exit code: 0 done, 2 invalid option, 4 an input missing or an output that cannot be
+    written, 5 signing credentials or store unusable, 6 model not loadable, 8 another
+    error, 130 interrupted or cancelled (the table: `sdkit --help`).
     """
     if (signing_cert is None) != (signing_key is None):
         raise click.UsageError("--signing-cert and --signing-key go together")
@@ -195,7 +197,7 @@ def generate(
     try:
         _check_outputs(paths, overwrite=overwrite)  # before the model loads: a bad -o costs nothing
     except SdkitError as exc:
-        _fail(exc)
+        raise error(exc) from None
     written: list[Path] = []
     try:
         _quiet_libraries()
@@ -233,12 +235,12 @@ def generate(
         for im, path in zip(result.images, paths, strict=True):
             written.append(im.save(path, overwrite=overwrite))
     except (SdkitError, ProvenanceError) as exc:
-        _fail(exc)
+        raise error(exc) from None
     except KeyboardInterrupt:
         # files are written whole or not at all (temp file + link): nothing partial is left
         done = ", ".join(str(p) for p in written)
         click.echo(f"\ninterrupted: {f'kept {done}' if written else 'no file written'}", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(ExitCode.INTERRUPTED)
     if as_json:
         click.echo(
             json.dumps(
