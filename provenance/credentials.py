@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa,
 from cryptography.x509.oid import ExtendedKeyUsageOID as EKU
 from cryptography.x509.oid import NameOID
 
+from ._fs import config_dir
 from .dev_credentials import (
     DEVELOPMENT_ORGANIZATION,
     DevelopmentCredentials,
@@ -493,7 +494,7 @@ def load_trust_anchors(path: StrPath | None = None) -> str | None:
     """
     source = os.fspath(path) if path is not None else os.environ.get("SDKIT_TRUST_ANCHORS")
     if not source:
-        configured = default_credentials_dir().parent / "trust-anchors.pem"
+        configured = config_dir() / "trust-anchors.pem"
         if not configured.is_file():
             return None
         source = str(configured)

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import secrets
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ._fs import atomic_folder, config_dir, write_atomic
 from .errors import SigningError
 
 __all__ = [
@@ -75,12 +73,8 @@ class DevelopmentCredentials:
 
 def default_credentials_dir() -> Path:
     """``<config>/credentials``: config is ``$SDKIT_CONFIG_DIR``, ``$XDG_CONFIG_HOME/sdkit`` or
-    ``~/.config/sdkit``."""
-    config = os.environ.get("SDKIT_CONFIG_DIR")
-    if not config:
-        xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-        config = os.path.join(xdg, "sdkit")
-    return Path(config) / "credentials"
+    ``~/.config/sdkit`` (:func:`provenance._fs.config_dir`)."""
+    return config_dir() / "credentials"
 
 
 def init_development_credentials(
@@ -121,13 +115,12 @@ def init_development_credentials(
                 _write_atomic(path, data)
             return files
         files.directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".credentials-", dir=files.directory.parent))
-        for path, data in contents.items():
-            _write_atomic(staging / path.name, data)
+        # the rename fails when another process got there first
         try:
-            os.rename(staging, files.directory)  # fails when another process got there first
+            with atomic_folder(files.directory) as staging:
+                for path, data in contents.items():
+                    _write_atomic(staging / path.name, data)
         except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
             if not files.certificate_chain.exists():
                 raise
             raise SigningError(
@@ -145,22 +138,12 @@ def init_development_credentials(
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new temporary file, then rename it over ``path``.
+    """Write ``data`` over ``path`` atomically (:func:`provenance._fs.write_atomic`).
 
-    Keys get mode 0600 from the moment they exist (``os.open``'s mode, not a later chmod).
+    Keys get mode 0600 from the moment they exist (the temporary file's mode, not a later chmod).
     """
     mode = 0o600 if b"PRIVATE KEY" in data else 0o644
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, overwrite=True, mode=mode)
 
 
 def _make_pki() -> tuple[bytes, bytes, bytes, bytes]:

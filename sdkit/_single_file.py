@@ -26,7 +26,6 @@ import importlib.metadata
 import inspect
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+
+from provenance._fs import atomic_folder, cache_dir
 
 from ._json import read_json
 from ._safetensors import read_safetensors_header
@@ -261,9 +262,7 @@ def _files(node: Traversable, rel: str = "") -> list[tuple[str, bytes]]:
 
 
 def _cache_roots() -> list[Path]:
-    env = os.environ.get("SDKIT_CACHE")
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    home = Path(env) if env else (Path(xdg) if xdg else Path.home() / ".cache") / "sdkit"
+    home = cache_dir()
     user = os.getuid() if hasattr(os, "getuid") else "user"
     return [home / "configs", Path(tempfile.gettempdir()) / f"sdkit-{user}" / "configs"]
 
@@ -301,24 +300,17 @@ def config_dir(family: str) -> Path:
             return final
         try:
             root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
-        except OSError as exc:
-            errors.append(f"{root}: {exc}")
-            continue
-        try:
-            for rel, data in shipped:
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                (tmp / rel).write_bytes(data)
-            for sub, pad in info.tokenizers:
-                _clip_vocab.write_clip_tokenizer_files(tmp / sub, pad_token=pad)
-            tmp.rename(final)
+            with atomic_folder(final) as tmp:
+                for rel, data in shipped:
+                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (tmp / rel).write_bytes(data)
+                for sub, pad in info.tokenizers:
+                    _clip_vocab.write_clip_tokenizer_files(tmp / sub, pad_token=pad)
         except OSError as exc:
             if (final / "model_index.json").is_file():  # another process finished first
                 return final
             errors.append(f"{root}: {exc}")
             continue
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return final
     message = f"could not write the {family} config folder ({'; '.join(errors)})"
     raise _error(message, family, "set SDKIT_CACHE to a writable folder.")

@@ -23,13 +23,14 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+
+from provenance._fs import cache_dir, write_atomic
 
 from ._json import read_json
 from ._safetensors import read_safetensors_header
@@ -452,7 +453,9 @@ def weights_sha256(files: Iterable[Path], *, root: Path | None = None) -> str:
 
 
 def _cache_root() -> Path:
-    return Path(os.environ.get("SDKIT_CACHE", os.path.expanduser("~/.cache/sdkit")))
+    # $XDG_CACHE_HOME has never moved this cache (unlike the config folders'): kept so an
+    # upgrade finds its hashes.
+    return cache_dir(xdg=False)
 
 
 def _file_sha256(path: Path) -> str:
@@ -472,10 +475,7 @@ def _file_sha256(path: Path) -> str:
     cache[key] = digest.hexdigest()
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=".hashes-")
-        with os.fdopen(fd, "w") as out:
-            json.dump(cache, out)
-        os.replace(tmp, cache_file)
+        write_atomic(cache_file, json.dumps(cache).encode(), overwrite=True, mode=0o600)
     except OSError:
         pass  # a read-only home only costs re-hashing next time
     return cache[key]

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .._fs import write_atomic
 from ..errors import DetectorError
 
 __all__ = ["PROBE_FORMAT", "LinearProbe"]
@@ -240,13 +241,9 @@ def _best_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` over ``path`` atomically (:func:`provenance._fs.write_atomic`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
-    try:  # created as open() would: 0666 less the umask (mkstemp's 0600 would outlive the rename)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
+    try:
+        write_atomic(path, data, overwrite=True)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise DetectorError(f"cannot write {path}: {exc}", path=str(path)) from exc

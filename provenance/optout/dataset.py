@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from .._fs import atomic_path, write_atomic
 from ..errors import OptOutError
 from .checker import OptOutChecker, failure_reason
 from .decision import Decision, Signal, decide
@@ -160,9 +161,7 @@ def _stamp(path: Path, url_column: str, path_column: str) -> dict[str, Any]:
 def _load_partial(partial: Path, stamp: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """Results of an interrupted run (a torn last line is cut off the file)."""
     if not partial.exists():  # the stamp appears whole or not at all (temp file + rename)
-        temp = partial.with_name(f".{partial.name}.tmp")
-        temp.write_text(json.dumps(stamp) + "\n", encoding="utf-8")
-        os.replace(temp, partial)
+        write_atomic(partial, (json.dumps(stamp) + "\n").encode("utf-8"), overwrite=True)
         return {}
     data = partial.read_bytes()
     lines = data.split(b"\n")
@@ -309,10 +308,8 @@ def _write_output(
     source: Path, fmt_in: str, output: Path, fmt_out: str, done: dict[int, dict[str, Any]]
 ) -> None:
     """Input rows + result columns -> a temporary file beside ``output`` -> renamed to it."""
-    temp = output.with_name(f".{output.name}.{os.urandom(6).hex()}.tmp")
-    # created as open() would: 0666 less the umask (mkstemp's 0600 would outlive the rename)
-    os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
+    # replaces: check_dataset refused an existing output unless asked to overwrite it
+    with atomic_path(output, overwrite=True) as temp:
         rows = ({**row, **done[i]} for i, row in enumerate(_rows(source, fmt_in)))
         if fmt_out != "jsonl":  # JSON keeps lone surrogates (\udXXX escapes); UTF-8 cannot
             rows = ({k: _utf8_safe(v) for k, v in row.items()} for row in rows)
@@ -331,11 +328,6 @@ def _write_output(
                         row["signals"] = json.dumps(row["signals"])
                         row["allowed"] = "true" if row["allowed"] else "false"
                         writer.writerow(row)
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(temp, output)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def _utf8_safe(value: Any) -> Any:
@@ -527,7 +519,7 @@ def _summary(
         round(seconds, 3),
     )
     target = out.with_name(out.name + ".summary.json")
-    temp = target.with_name(f".{target.name}.tmp")
-    temp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(temp, target)
+    write_atomic(
+        target, (json.dumps(summary.to_dict(), indent=2) + "\n").encode("utf-8"), overwrite=True
+    )
     return summary
