@@ -1,0 +1,529 @@
+"""The call options of :class:`sdkit.Generator`, declared once, and their validation.
+
+:class:`GenerationOptions` holds every option of one call with its default. Its
+:meth:`~GenerationOptions.check` validates them against a few facts of the model
+(:class:`ModelFacts`: native size, family, default steps and guidance, the scheduler) and
+resolves them into a :class:`Plan` (mode, sizes, one seed per image, the scheduler), raising
+:class:`~sdkit.errors.InvalidOptionError` before any work; it needs no pipeline, so it is
+tested without one (diffusers' ``check_inputs``, given only what it reads).
+
+:class:`CallOptions` is the same set as a ``TypedDict``: ``**options: Unpack[CallOptions]``
+makes a misspelt option a type error wherever options are forwarded (``stream``,
+``generate_many``, ``warmup``). ``tests/test_options.py`` checks that the dataclass, the
+``TypedDict`` and ``Generator.__call__``'s keywords name the same options with the same defaults.
+
+Example:
+    >>> from diffusers import EulerDiscreteScheduler
+    >>> facts = ModelFacts(native_size=(64, 64), family="sd1", default_steps=25,
+    ...     default_guidance_scale=7.0, text_layers=12, unet_in_channels=4,
+    ...     scheduler_class=EulerDiscreteScheduler, scheduler_config={})
+    >>> plan = GenerationOptions(steps=4, seed=7, num_images=2).check(facts)
+    >>> plan.mode, plan.steps, plan.guidance_scale, plan.seeds, (plan.width, plan.height)
+    ('txt2img', 4, 7.0, [7, 8], (64, 64))
+    >>> try:
+    ...     GenerationOptions(width=100).check(facts)
+    ... except InvalidOptionError as exc:
+    ...     print(exc.option, exc.value, exc.allowed, exc.hint)
+    width 100 a multiple of 8 try 96 or 104.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import numbers
+import os
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypedDict, cast
+
+import torch
+from PIL import Image
+
+from provenance.watermark import Payload
+
+from . import samplers
+from .errors import InvalidOptionError
+from .feature_cache import check_interval
+
+__all__ = [
+    "DEFAULT_STRENGTH",
+    "MAX_SEED",
+    "BatchOptions",
+    "CallOptions",
+    "GenerationOptions",
+    "ImageInput",
+    "Mode",
+    "ModelFacts",
+    "Plan",
+    "RecipeFields",
+    "StepCallback",
+    "check_float",
+    "check_int",
+    "first_seed",
+]
+
+#: ``callback(step, timestep, latents)``; return ``False`` (or raise GenerationCancelled) to stop.
+StepCallback = Callable[[int, int, torch.Tensor], bool | None]
+#: What a call makes (a Recipe records it): decided by ``init_image`` and ``mask``.
+Mode = Literal["txt2img", "img2img", "inpaint"]
+ImageInput = Image.Image | str | os.PathLike[str]
+MAX_SEED = 2**32 - 1
+DEFAULT_STRENGTH = 0.75
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Every option of one :meth:`sdkit.Generator.__call__`, with its default.
+
+    The attributes are ``__call__``'s keyword arguments. ``callback`` and
+    ``watermark_payloads`` are here too although no Recipe records them: they are per-call
+    options forwarded like the others, and one list is what keeps ``__call__``, ``stream``,
+    ``generate_many`` and :class:`CallOptions` in step.
+
+    Attributes:
+        negative_prompt: what to steer away from.
+        sampler: A1111 or ComfyUI sampler name (see ``sdkit samplers``); ``None`` keeps the
+            model's own scheduler.
+        schedule: ``"karras"``, ``"exponential"``, ``"beta"``, ``"sgm_uniform"``…
+        steps: denoising steps (1-1000, and what the sampler can schedule: PNDM and DDIM
+            with SD's config take at most 999); ``None``: the model's default
+            (``Generator.defaults``: 25 for most models).
+        guidance_scale: classifier-free guidance; <= 1 turns it off. ``None``: the
+            model's default (``Generator.defaults``: 7 for most models, 3 for the model sdkit
+            ships, 0 for Turbo models).
+        guidance_rescale: φ of "Common Diffusion Noise Schedules…" (0..1).
+        clip_skip: A1111 meaning, 1 = last layer, 2 = penultimate.
+        seed: first seed (0 .. 2**32-1); ``None`` draws one (recorded in the Recipe).
+        width: pixels, a multiple of 8 (default: the model's native size, or the init image's).
+        height: pixels, a multiple of 8.
+        num_images: images to make in one batch.
+        init_image: image (or path) to start from: img2img, or inpaint with ``mask``.
+        strength: how much of ``init_image`` to repaint, 0..1 (default 0.75).
+        mask: white = repaint, black = keep; same size as ``init_image``.
+        callback: ``callback(step, timestep, latents)`` after each step; return ``False``
+            to cancel (raises :class:`~sdkit.errors.GenerationCancelled`).
+        watermark_payloads: one :class:`provenance.watermark.Payload` per image to embed
+            instead of fresh random ones (``Generator.replay`` uses it).
+        feature_cache: lossy speed-up, DeepCache style: the whole UNet runs every
+            ``feature_cache``-th step (2..50) and the steps between reuse its deep
+            features (:mod:`sdkit.feature_cache`). ``None`` (default): every step in full.
+            Recorded in the Recipe. Refused under ``optimize="max"``.
+    """
+
+    negative_prompt: str = ""
+    sampler: str | None = None
+    schedule: str | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    guidance_rescale: float = 0.0
+    clip_skip: int | None = None
+    seed: int | None = None
+    width: int | None = None
+    height: int | None = None
+    num_images: int = 1
+    init_image: ImageInput | None = None
+    strength: float | None = None
+    mask: ImageInput | None = None
+    callback: StepCallback | None = None
+    watermark_payloads: Sequence[Payload] | None = None
+    feature_cache: int | None = None
+
+    @classmethod
+    def from_kwargs(cls, options: Mapping[str, Any], **fixed: Any) -> GenerationOptions:
+        """Options from keyword arguments plus ``fixed`` ones; an unknown name is refused."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(options) - names | set(options) & set(fixed)
+        if unknown:
+            name = sorted(unknown)[0]
+            raise InvalidOptionError(name, options[name], "an option of Generator.__call__")
+        return cls(**options, **fixed)
+
+    @classmethod
+    def from_recipe(
+        cls,
+        recipe: RecipeFields,
+        *,
+        init_image: ImageInput | None = None,
+        mask: ImageInput | None = None,
+        watermark_payloads: Sequence[Payload] | None = None,
+    ) -> GenerationOptions:
+        """The options that made the image ``recipe`` describes (one image, its seed).
+
+        A Recipe records the init image and mask by hash only, and the watermark payload
+        not at all: pass them for img2img / inpaint, or to reproduce watermarked pixels.
+        """
+        return cls(
+            negative_prompt=recipe.negative_prompt,
+            sampler=recipe.sampler,
+            schedule=None if recipe.sampler is None else recipe.schedule,
+            steps=recipe.steps,
+            guidance_scale=recipe.guidance_scale,
+            guidance_rescale=recipe.guidance_rescale,
+            clip_skip=recipe.clip_skip,
+            seed=recipe.seed,
+            width=recipe.width,
+            height=recipe.height,
+            init_image=init_image,
+            strength=recipe.strength,
+            mask=mask,
+            watermark_payloads=watermark_payloads,
+            feature_cache=recipe.feature_cache,
+        )
+
+    def as_kwargs(self) -> CallOptions:
+        """The options as keyword arguments of ``Generator.__call__`` (a shallow copy)."""
+        return cast(CallOptions, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+    def check(self, facts: ModelFacts) -> Plan:
+        """Validate every option against the model's facts and resolve them into a Plan.
+
+        Raises:
+            InvalidOptionError: the first invalid option, with what is allowed and a hint.
+        """
+        if not isinstance(self.negative_prompt, str):
+            raise InvalidOptionError("negative_prompt", self.negative_prompt, "a string")
+        # 1. The model's defaults where the caller said nothing.
+        steps = facts.default_steps if self.steps is None else self.steps
+        guidance = (
+            facts.default_guidance_scale if self.guidance_scale is None else self.guidance_scale
+        )
+        check_int("steps", steps, 1, 1000)
+        check_int("num_images", self.num_images, 1, 64)
+        check_float("guidance_scale", guidance, 0.0, 100.0)
+        check_float("guidance_rescale", self.guidance_rescale, 0.0, 1.0)
+        if self.clip_skip is not None:
+            check_int("clip_skip", self.clip_skip, 1, facts.text_layers)
+        # 2. Sampler and seeds.
+        resolved = self._sampler()
+        first = first_seed(self.seed, self.num_images)
+        # 3. Mode, images and size.
+        init = _load_image("init_image", self.init_image, "RGB")
+        mask = _load_image("mask", self.mask, "L")
+        mode, strength = self._mode(facts, init, mask, int(steps))
+        width, height = _size(init, facts, self.width, self.height)
+        if init is not None and init.size != (width, height):
+            init = init.resize((width, height), Image.Resampling.LANCZOS)
+            if mask is not None:
+                mask = mask.resize((width, height), Image.Resampling.NEAREST)
+        payloads = self.watermark_payloads
+        if payloads is not None and len(payloads) != self.num_images:
+            raise InvalidOptionError(
+                "watermark_payloads", len(payloads), f"{self.num_images} payloads"
+            )
+        # 4. What this runtime and this scheduler can do.
+        interval = check_interval(self.feature_cache)
+        if interval and facts.optimize == "max":
+            # the whole UNet is one compiled graph (CUDA graphs on CUDA), traced through the
+            # blocks' own forwards; the cache swaps them and keeps their outputs across calls,
+            # which CUDA graph replays may overwrite. Not verified either way: refused
+            raise InvalidOptionError(
+                "feature_cache", interval, "None with optimize='max'",
+                hint="feature caching works with optimize='none' or 'compile'.",
+            )  # fmt: skip
+        seeds = [first + i for i in range(int(self.num_images))]
+        scheduler = _scheduler(facts, resolved, seeds)
+        _check_steps(scheduler, int(steps), resolved)
+        # numpy scalars and the like pass validation; the Plan holds plain Python numbers
+        return Plan(
+            mode=mode,
+            steps=int(steps),
+            guidance_scale=float(guidance),
+            guidance_rescale=float(self.guidance_rescale),
+            clip_skip=None if self.clip_skip is None else int(self.clip_skip),
+            width=width,
+            height=height,
+            seeds=seeds,
+            sampler=resolved,
+            scheduler=scheduler,
+            init_image=init,
+            mask=mask,
+            strength=strength,
+            feature_cache=interval,
+        )
+
+    def _sampler(self) -> samplers.ResolvedSampler | None:
+        if self.sampler is None and self.schedule is None:
+            return None
+        if self.sampler is None:
+            raise InvalidOptionError(
+                "schedule",
+                self.schedule,
+                "a schedule together with a sampler",
+                hint="pass sampler=... too (see `sdkit samplers`).",
+            )
+        return samplers.resolve_sampler(self.sampler, self.schedule)
+
+    def _mode(
+        self, facts: ModelFacts, init: Image.Image | None, mask: Image.Image | None, steps: int
+    ) -> tuple[Mode, float | None]:
+        """The mode the images imply, and the strength it uses (``None`` for txt2img)."""
+        if mask is not None and init is None:
+            raise InvalidOptionError(
+                "mask", "given", "a mask only with init_image", hint="pass init_image=... as well."
+            )
+        if init is None:
+            if self.strength is not None:
+                raise InvalidOptionError(
+                    "strength",
+                    self.strength,
+                    "strength only with init_image",
+                    hint="pass init_image=... for img2img.",
+                )
+            return "txt2img", None
+        mode: Mode = "inpaint" if mask is not None else "img2img"
+        strength = DEFAULT_STRENGTH if self.strength is None else self.strength
+        check_float("strength", strength, 0.0, 1.0)
+        if int(steps * strength) < 1:
+            raise InvalidOptionError(
+                "strength",
+                strength,
+                f"at least 1/steps = {1 / steps:.3g} with steps={steps}",
+                hint="raise strength or steps: img2img runs steps*strength denoising steps.",
+            )
+        if mask is not None and mask.size != init.size:
+            raise InvalidOptionError(
+                "mask",
+                f"{mask.size[0]}x{mask.size[1]}",
+                f"the init image's size {init.size[0]}x{init.size[1]}",
+            )
+        if mode == "img2img":
+            self._refuse_rescale(facts, mode)
+        channels = facts.unet_in_channels
+        if mode == "inpaint" and channels not in (4, 9):
+            raise InvalidOptionError(
+                "mask",
+                "given",
+                "a model whose UNet takes 4 latent channels (any SD model) or 9 (an "
+                f"inpainting model); this one takes {channels}",
+                hint="inpaint with another model (Generator(model=...)); img2img without a "
+                "mask works with this one.",
+            )
+        if mode == "inpaint":
+            self._refuse_rescale(facts, mode)
+        return mode, float(strength)
+
+    def _refuse_rescale(self, facts: ModelFacts, mode: Mode) -> None:
+        if facts.family != "sdxl" and self.guidance_rescale:
+            raise InvalidOptionError(
+                "guidance_rescale",
+                self.guidance_rescale,
+                f"0 for SD 1.x/2.x {mode}",
+                hint=f"diffusers' SD {mode} pipeline has no guidance rescale.",
+            )
+
+
+class _BatchOptions(TypedDict, total=False):
+    negative_prompt: str
+    sampler: str | None
+    schedule: str | None
+    steps: int | None
+    guidance_scale: float | None
+    guidance_rescale: float
+    clip_skip: int | None
+    width: int | None
+    height: int | None
+    init_image: ImageInput | None
+    strength: float | None
+    mask: ImageInput | None
+    callback: StepCallback | None
+    watermark_payloads: Sequence[Payload] | None
+    feature_cache: int | None
+
+
+BatchOptions = _BatchOptions
+"""The options of ``Generator.__call__`` but ``seed`` and ``num_images``, as a ``TypedDict``:
+for calls that set those two themselves (``stream``, ``generate_many``, ``warmup``)."""
+
+
+class CallOptions(_BatchOptions, total=False):
+    """Every option of ``Generator.__call__``, as a ``TypedDict`` for ``**Unpack[...]``."""
+
+    seed: int | None
+    num_images: int
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What validating options needs to know about the model (see ``Generator.facts``).
+
+    Attributes:
+        native_size: (width, height) the model was trained at.
+        family: ``"sd1"``, ``"sd2"``, ``"sdxl"``…
+        default_steps: steps when a call does not say.
+        default_guidance_scale: guidance when a call does not say.
+        text_layers: layers of the shallower text encoder (the bound of ``clip_skip``).
+        unet_in_channels: latent channels the UNet takes (inpainting needs 4 or 9).
+        scheduler_class: the model's own scheduler class (used when no sampler is named).
+        scheduler_config: the model's scheduler config, the base of every sampler's.
+        optimize: the runtime's ``optimize`` level (feature caching is refused under ``"max"``).
+    """
+
+    native_size: tuple[int, int]
+    family: str
+    default_steps: int
+    default_guidance_scale: float
+    text_layers: int
+    unet_in_channels: int
+    scheduler_class: type[Any]
+    scheduler_config: Mapping[str, Any]
+    optimize: str = "none"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Options checked and resolved for one call: what the pipeline runs with."""
+
+    mode: Mode
+    steps: int
+    guidance_scale: float
+    guidance_rescale: float
+    clip_skip: int | None
+    width: int
+    height: int
+    seeds: list[int]
+    sampler: samplers.ResolvedSampler | None
+    scheduler: Any
+    init_image: Image.Image | None
+    mask: Image.Image | None
+    strength: float | None
+    feature_cache: int | None
+
+
+class RecipeFields(Protocol):
+    """The fields of a :class:`sdkit.Recipe` that :meth:`GenerationOptions.from_recipe` reads."""
+
+    @property
+    def negative_prompt(self) -> str: ...
+    @property
+    def sampler(self) -> str | None: ...
+    @property
+    def schedule(self) -> str: ...
+    @property
+    def steps(self) -> int: ...
+    @property
+    def guidance_scale(self) -> float: ...
+    @property
+    def guidance_rescale(self) -> float: ...
+    @property
+    def clip_skip(self) -> int | None: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def strength(self) -> float | None: ...
+    @property
+    def feature_cache(self) -> int | None: ...
+
+
+# -- checks ---------------------------------------------------------------------------------
+
+
+def first_seed(seed: Any, count: int) -> int:
+    """The first of ``count`` consecutive seeds: ``seed`` checked, or drawn when ``None``.
+
+    Every seed of the run, ``first .. first + count - 1``, stays within ``0 .. MAX_SEED``.
+    """
+    first = secrets.randbelow(MAX_SEED - count + 2) if seed is None else seed
+    check_int("seed", first, 0, MAX_SEED - count + 1)
+    return int(first)
+
+
+def check_int(name: str, value: Any, low: int, high: int | None) -> None:
+    """Refuse anything but an integer (``bool`` excluded) in ``low..high``."""
+    allowed = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidOptionError(name, value, allowed)
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        raise InvalidOptionError(name, value, allowed)
+
+
+def check_float(name: str, value: Any, low: float, high: float) -> None:
+    """Refuse anything but a real number (``bool`` excluded) in ``low..high``."""
+    allowed = f"a number in {low:g}..{high:g}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidOptionError(name, value, allowed)
+    if not low <= float(value) <= high:
+        raise InvalidOptionError(name, value, allowed)
+
+
+def _size(init: Image.Image | None, facts: ModelFacts, width: Any, height: Any) -> tuple[int, int]:
+    default_w, default_h = init.size if init is not None else facts.native_size
+    width = default_w if width is None else width
+    height = default_h if height is None else height
+    for name, value in (("width", width), ("height", height)):
+        check_int(name, value, 8, 16384)
+        if value % 8:
+            raise InvalidOptionError(
+                name,
+                value,
+                "a multiple of 8",
+                hint=f"try {value - value % 8} or {value - value % 8 + 8}"
+                + (" (or pass width/height to resize the init image)" if init is not None else "")
+                + ".",
+            )
+    return int(width), int(height)
+
+
+def _load_image(
+    name: str, value: ImageInput | None, mode: Literal["RGB", "L"]
+) -> Image.Image | None:
+    if value is None:
+        return None
+    if isinstance(value, Image.Image):
+        return value.convert(mode)
+    if isinstance(value, (str, os.PathLike)):
+        try:
+            with Image.open(value) as im:
+                return im.convert(mode)
+        except (OSError, ValueError) as exc:
+            raise InvalidOptionError(
+                name, os.fspath(value), "a readable image file", hint=str(exc)
+            ) from exc
+    raise InvalidOptionError(name, type(value).__name__, "a PIL image or an image path")
+
+
+def _scheduler(
+    facts: ModelFacts, resolved: samplers.ResolvedSampler | None, seeds: list[int]
+) -> Any:
+    """A fresh scheduler: the sampler's on the model's config, else the model's own."""
+    base = {k: v for k, v in facts.scheduler_config.items() if k != "_use_default_values"}
+    cls = resolved.spec.scheduler_class if resolved else facts.scheduler_class
+    if "noise_sampler_seed" in inspect.signature(cls).parameters:
+        # DPM++ SDE draws its noise from a Brownian tree, not from the pipeline's
+        # generators: seed it per image so that seeds reproduce.
+        base["noise_sampler_seed"] = seeds[0] if len(seeds) == 1 else list(seeds)
+    if resolved is None:
+        return facts.scheduler_class.from_config(base)
+    return samplers.make_scheduler(resolved.spec.name, base, resolved.schedule)
+
+
+def _check_steps(scheduler: Any, steps: int, resolved: samplers.ResolvedSampler | None) -> None:
+    """Refuse a step count the scheduler cannot schedule, before any denoising.
+
+    diffusers' "leading" spacing with ``steps_offset=1`` (PNDM, DDIM, … with SD's own config)
+    schedules timestep ``num_train_timesteps`` itself at ``steps == num_train_timesteps`` and
+    then indexes past the end of its noise table; LCM and TCD refuse more steps than their
+    ``original_inference_steps``. Both become an :class:`InvalidOptionError` here.
+    """
+    name = resolved.spec.name if resolved else type(scheduler).__name__
+    limit = int(scheduler.config.get("num_train_timesteps", 1000))
+    try:
+        scheduler.set_timesteps(steps)
+        top = float(scheduler.timesteps.max())
+    except (IndexError, ValueError) as exc:
+        raise InvalidOptionError(
+            "steps", steps, f"a step count that {name} can schedule ({exc})",
+            hint="use fewer steps or another sampler.",
+        ) from exc  # fmt: skip
+    if not top < limit:
+        raise InvalidOptionError(
+            "steps", steps, f"at most {steps - 1} with {name} and this model's scheduler config "
+            f"(timestep {top:g} would be past its {limit} training timesteps)",
+            hint=f"use steps={steps - 1} or another sampler (e.g. sampler='Euler').",
+        )  # fmt: skip
