@@ -103,7 +103,7 @@ def optout_group() -> None:
 def check_command(targets: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """May each URL or FILE be used for AI training? One decision each, with its evidence.
 
-    Exit code: 0 every target allowed, 1 at least one disallowed (an opt-out was found),
+    Exit codes: 0 every target allowed, 1 at least one disallowed (an opt-out was found),
     3 none disallowed but at least one unknown and not allowed (fail closed), 4 the
     registry cannot be opened.
     """
@@ -177,7 +177,7 @@ def check_dataset_command(
     Interrupted runs keep OUTPUT.partial: run the same command again to continue where it
     stopped.
 
-    Exit code: 0 every row checked (whatever the decisions; see the summary), 4 the input
+    Exit codes: 0 every row checked (whatever the decisions; see the summary), 4 the input
     cannot be read, the output exists or cannot be written, or the registry cannot be
     opened, 130 interrupted (finished rows are kept; run again to resume).
     """
