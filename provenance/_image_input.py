@@ -5,7 +5,8 @@
 * :func:`decode_image` opens the image (Pillow's decompression-bomb limit refused), and decodes
   its pixels only when they fit ``max_pixels`` (a JPEG is decoded at 1/2, 1/4 or 1/8 scale
   when that fits); decoding errors are returned as damage, not raised.
-* :func:`read_infotext` reads the A1111 "parameters" text; malformed EXIF counts as none.
+* :func:`read_infotext` reads the A1111 "parameters" text from a file, its bytes or an open
+  image, through the codec :mod:`provenance.infotext`; malformed EXIF counts as none.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ._fs import NotRead, read_regular
 from .errors import ManifestError
+from .infotext import from_image
 
 __all__ = ["DEFAULT_MAX_PIXELS", "MAX_FILE_BYTES", "decode_image", "read_file", "read_infotext"]
 
@@ -29,8 +31,6 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 # The most pixels decoded for the watermark and fingerprint checks (about 120 MB as RGB):
 # 40 Mpx sensors (7296 x 5472) and 6000 x 6000 fit; larger JPEGs are decoded at a reduced scale.
 DEFAULT_MAX_PIXELS = 40_000_000
-_EXIF_IFD = 0x8769
-_USER_COMMENT = 0x9286
 _NOT_AN_IMAGE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
 
 
@@ -109,14 +109,14 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> _Decoded:
     if count > max_pixels and fmt == "jpeg":
         _draft(image, max_pixels)
     if image.width * image.height > max_pixels:
-        return _Decoded(image, fmt, too_large=count, infotext=_infotext(image, loaded=False))
+        return _Decoded(image, fmt, too_large=count, infotext=from_image(image, loaded=False))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # Pillow's chatter on bad metadata
             image.load()
     except Exception as exc:  # Pillow's decoders raise many types on bad data
-        return _Decoded(image, fmt, damage=str(exc)[:200], infotext=_infotext(image, loaded=False))
-    return _Decoded(image, fmt, infotext=_infotext(image, loaded=True))
+        return _Decoded(image, fmt, damage=str(exc)[:200], infotext=from_image(image, loaded=False))
+    return _Decoded(image, fmt, infotext=from_image(image, loaded=True))
 
 
 def _draft(image: Image.Image, max_pixels: int) -> None:
@@ -131,7 +131,9 @@ def read_infotext(source: str | os.PathLike[str] | bytes | Image.Image) -> str |
     """Read AUTOMATIC1111-style "parameters" text from an image.
 
     Looks in a PNG text chunk named ``parameters`` and in EXIF UserComment (JPEG, WebP), the
-    places A1111, sdkit and most generators write it. Malformed EXIF counts as none.
+    places A1111, sdkit and most generators write it (:func:`provenance.infotext.from_image`);
+    malformed EXIF counts as none. A path is read as :func:`read_file` reads it (regular files
+    of at most :data:`MAX_FILE_BYTES`), and no pixel is decoded.
 
     Args:
         source: a path, the file's bytes, or an open PIL image.
@@ -144,11 +146,11 @@ def read_infotext(source: str | os.PathLike[str] | bytes | Image.Image) -> str |
             image.
     """
     if isinstance(source, Image.Image):
-        return _infotext(source, loaded=True)
+        return from_image(source, loaded=True)
     data, name = read_file(source)
     try:
         with _open(data) as opened:
-            return _infotext(opened, loaded=False)
+            return from_image(opened, loaded=False)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning, *_NOT_AN_IMAGE) as exc:
         raise ManifestError(
             f"{name} is not an image file sdkit can read",
@@ -164,34 +166,3 @@ def _open(data: bytes) -> Image.Image:
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         return Image.open(io.BytesIO(data))
-
-
-def _infotext(image: Image.Image, *, loaded: bool) -> str | None:
-    """The infotext of an opened image; ``loaded=False`` reads only what the header holds
-    (decoding nothing: the image may be damaged or over the pixel budget)."""
-    text = image.info.get("parameters")
-    if isinstance(text, str):
-        return text
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "Corrupt EXIF data": said by returning None
-            if loaded:
-                exif = image.getexif()
-            else:
-                exif = Image.Exif()
-                raw_exif = image.info.get("exif")
-                if isinstance(raw_exif, bytes):
-                    exif.load(raw_exif)
-            raw = exif.get_ifd(_EXIF_IFD).get(_USER_COMMENT)
-    except Exception:  # Pillow's EXIF parser raises many types on bad data
-        return None
-    if isinstance(raw, bytes):
-        if raw.startswith(b"UNICODE\x00"):
-            body = raw[8:]
-            # piexif (A1111) writes big-endian; some tools write little-endian with a BOM.
-            if body.startswith(b"\xff\xfe"):
-                return body.decode("utf-16", errors="replace")
-            return body.decode("utf-16-be", errors="replace")
-        if raw.startswith(b"ASCII\x00\x00\x00"):
-            return raw[8:].decode("ascii", errors="replace")
-    return raw if isinstance(raw, str) else None

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
+from provenance import _fs
+from provenance import infotext as infotext_codec
 from provenance.manifest import Ingredient
 from provenance.stamp import Stamper, WatermarkRecord
 from provenance.verify import read_infotext
+from provenance.watermark import Payload
 
 from .errors import OutputError
 from .recipe import Recipe
@@ -36,96 +38,55 @@ FORMATS: dict[str, ImageFormat] = {
     ".jpeg": "jpeg",
     ".webp": "webp",
 }
-_EXIF_IFD = 0x8769
-_USER_COMMENT = 0x9286
-_UNICODE_PREFIX = b"UNICODE\x00"
 
 
 def encode_image(
     image: Image.Image, fmt: ImageFormat, *, infotext: str | None = None, quality: int = 95
 ) -> bytes:
-    """Encode ``image`` as PNG, JPEG or WebP bytes, with ``infotext`` embedded when given."""
+    """Encode ``image`` as PNG, JPEG or WebP bytes, with ``infotext`` embedded when given (where
+    A1111 puts it: :mod:`provenance.infotext`)."""
     buffer = io.BytesIO()
     if fmt == "png":
-        info = PngImagePlugin.PngInfo()
-        if infotext is not None:
-            info.add_text("parameters", infotext)
-        image.save(buffer, format="PNG", pnginfo=info)
+        image.save(buffer, format="PNG", pnginfo=infotext_codec.png_info(infotext))
     elif fmt in ("jpeg", "webp"):
-        exif = Image.Exif()
-        if infotext is not None:
-            # A1111 (piexif) writes UserComment as "UNICODE\0" + UTF-16BE.
-            exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = _UNICODE_PREFIX + infotext.encode("utf-16-be")
+        exif = infotext_codec.exif_bytes(infotext)
         rgb = image.convert("RGB")
         if fmt == "jpeg":
-            rgb.save(buffer, format="JPEG", quality=quality, subsampling=0, exif=exif.tobytes())
+            rgb.save(buffer, format="JPEG", quality=quality, subsampling=0, exif=exif)
         else:
-            rgb.save(buffer, format="WEBP", quality=quality, exif=exif.tobytes())
+            rgb.save(buffer, format="WEBP", quality=quality, exif=exif)
     else:
         raise OutputError(f"unknown image format {fmt!r}", path="-", hint="use png, jpeg or webp.")
     return buffer.getvalue()
 
 
-def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
-    """Create a new temporary file in ``folder`` as ``open(path, "x")`` would: mode 0666 less
-    the umask (``mkstemp`` makes 0600, and a fixed chmod would ignore the umask)."""
-    for _ in range(100):
-        tmp = folder / f".{name}.{secrets.token_hex(6)}.tmp"
-        try:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name in {folder}")
-
-
-def write_atomic(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> Path:
     """Write ``data`` to ``path`` through a temporary file; never leave a partial file.
+
+    The guarantee is :func:`provenance._fs.write_atomic`'s (fsync, then ``os.link`` so nothing is
+    overwritten unasked, or ``os.replace`` with ``overwrite``); this adds the checks and the
+    wording of sdkit's :class:`OutputError`.
 
     Raises:
         OutputError: the file exists (and ``overwrite`` is False) or cannot be written.
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
+    exists = OutputError(
+        f"{path} exists", path=path, hint="choose another name or pass overwrite=True."
+    )
     if path.is_dir():
         raise OutputError(f"{path} is a folder", path=path, hint="give a file name.")
     if not overwrite and path.exists():
-        raise OutputError(
-            f"{path} exists", path=path, hint="choose another name or pass overwrite=True."
-        )
+        raise exists
     if not folder.is_dir():
         raise OutputError(f"folder {folder} does not exist", path=path, hint="create it first.")
     try:
-        fd, tmp = _create_temp(folder, path.name)
+        return _fs.write_atomic(path, data, overwrite=overwrite)
+    except FileExistsError:
+        raise exists from None
     except OSError as exc:
-        raise OutputError(f"cannot write in {folder}: {exc.strerror}", path=path) from exc
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            # link() fails if the name was taken meanwhile: no race can clobber a file.
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise OutputError(
-                    f"{path} exists", path=path, hint="choose another name or pass overwrite=True."
-                ) from None
-            except OSError:
-                # file systems without hard links: fall back to a checked rename
-                if path.exists():
-                    raise OutputError(f"{path} exists", path=path) from None
-                os.replace(tmp, path)
-    except OSError as exc:
-        if isinstance(exc, OutputError):
-            raise
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}", path=path) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 @dataclass(frozen=True)
@@ -160,8 +121,8 @@ class GeneratedImage:
         return self.recipe.to_infotext()
 
     @property
-    def payload(self) -> Any:
-        """The watermark payload (:class:`provenance.watermark.Payload`), or ``None``."""
+    def payload(self) -> Payload | None:
+        """The watermark payload, or ``None``."""
         return self.watermark.payload if self.watermark is not None else None
 
     def to_bytes(

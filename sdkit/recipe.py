@@ -21,10 +21,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
+
+from provenance import infotext
 
 from ._recipe_checks import (
     _HINT,
@@ -231,12 +232,7 @@ class Recipe:
             fields.append(("Feature cache", self.feature_cache))
         fields.append(("Versions", json.dumps(dict(self.versions), sort_keys=True)))
         fields.append(("Version", f"sdkit {self.versions.get('sdkit', 'unknown')}"))
-        params = ", ".join(f"{key}: {_quote(_format(value))}" for key, value in fields)
-        lines = [self.prompt]
-        if self.negative_prompt:
-            lines.append(f"Negative prompt: {self.negative_prompt}")
-        lines.append(params)
-        return "\n".join(lines)
+        return infotext.format_infotext(self.prompt, self.negative_prompt, fields)
 
     @classmethod
     def from_infotext(cls, text: str) -> Recipe:
@@ -341,47 +337,11 @@ _INFOTEXT_KEYS = {name: key for key, (name, _) in _INFOTEXT_FIELDS.items()} | {
 }
 
 
-# A1111's grammar for the parameters line is the regex
-#     \s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)
-# applied with findall: `Key: value` pairs, values either JSON strings or free text without
-# commas, anything else skipped. The regex retries at every character where a key fails, which
-# is quadratic on a long line without colons (12 s for 40 KB); _param_pairs reads the same
-# pairs in one pass.
-_SPACE = re.compile(r"\s*")
-_KEY = re.compile(r"\w[\w \-/]*")
-_QUOTED = re.compile(r'"(?:\\.|[^\\"])+"')
-_PLAIN = re.compile(r"[^,]*")
-
-
-def _param_pairs(line: str) -> list[tuple[str, str]]:
-    """The ``(key, value)`` pairs A1111's parameters regex finds in ``line``, in linear time.
-
-    Where the regex fails at one character, it fails at every later one up to the end of that
-    run of key characters (the run ends at the same character, which is not a colon), so the
-    scan resumes after the run instead of one character on.
-    """
-    pairs: list[tuple[str, str]] = []
-    pos, end = 0, len(line)
-    while pos < end:
-        start = _SPACE.match(line, pos).end()  # type: ignore[union-attr]
-        key = _KEY.match(line, start)
-        if key is None or key.end() - start < 2 or line[key.end() : key.end() + 1] != ":":
-            pos = max(start + 1, key.end() if key is not None else 0)
-            continue
-        value_start = _SPACE.match(line, key.end() + 1).end()  # type: ignore[union-attr]
-        value = _QUOTED.match(line, value_start)
-        if value is None or line[value.end() : value.end() + 1] not in ("", ","):
-            value = _PLAIN.match(line, value_start)  # up to the next comma: always matches
-        assert value is not None
-        pairs.append((key.group(), value.group()))
-        pos = value.end() + 1  # past the comma
-    return pairs
-
-
 def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
     """Split A1111 infotext into (prompt, negative prompt, parameters).
 
-    Works on any A1111-style text, not only sdkit's, in time linear in its length.
+    Works on any A1111-style text, not only sdkit's, in time linear in its length (the codec:
+    :func:`provenance.infotext.parse_infotext`).
 
     Raises:
         RecipeParseError: the text is longer than :data:`MAX_RECIPE_CHARS`.
@@ -393,45 +353,8 @@ def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
     if not isinstance(text, str):
         raise RecipeParseError(f"infotext must be text, not {type(text).__name__}")
     _check_size("infotext", text)
-    lines = text.strip("\n").split("\n")
-    params: dict[str, str] = {}
-    pairs = _param_pairs(lines[-1])
-    if len(pairs) >= 3:
-        lines.pop()
-        for key, value in pairs:
-            params[key.strip()] = _unquote(value.strip())
-    prompt_lines: list[str] = []
-    negative_lines: list[str] = []
-    target = prompt_lines
-    for line in lines:
-        if target is prompt_lines and line.startswith("Negative prompt:"):
-            target = negative_lines
-            line = line[len("Negative prompt:") :].lstrip(" ")
-        target.append(line)
-    return "\n".join(prompt_lines), "\n".join(negative_lines), params
-
-
-def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def _quote(text: str) -> str:
-    if "," not in text and "\n" not in text and ":" not in text and not text.startswith('"'):
-        return text
-    return json.dumps(text, ensure_ascii=False)
-
-
-def _unquote(text: str) -> str:
-    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            return text
-        if isinstance(value, str):
-            return value
-    return text
+    prompt, negative, params = infotext.parse_infotext(text)
+    return prompt, negative, params
 
 
 def _json_normalise(mapping: Mapping[str, Any]) -> dict[str, Any]:

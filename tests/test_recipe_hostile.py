@@ -23,10 +23,11 @@ from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
 from provenance.credentials import Credentials, init_development_credentials
+from provenance.infotext import unquote as _unquote
 from provenance.stamp import WatermarkRecord
 from sdkit import Generator, Recipe
 from sdkit.errors import RecipeParseError, ReplayError, SdkitError
-from sdkit.recipe import MAX_RECIPE_CHARS, _unquote, parse_infotext
+from sdkit.recipe import MAX_RECIPE_CHARS, parse_infotext
 
 T = TypeVar("T")
 
