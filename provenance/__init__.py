@@ -23,7 +23,8 @@ from .errors import (
 )
 from .stamp import Stamper, WatermarkRecord
 from .store import ManifestStore
-from .verify import VerificationReport, verify
+from .report import VerificationReport
+from .verify import verify
 from .watermark import Detection, Payload
 
 __all__ = [

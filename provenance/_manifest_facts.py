@@ -29,11 +29,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ClaimedWatermark", "ManifestFacts", "read_facts"]
+__all__ = [
+    "TRAINING_MINING_LABELS",
+    "ClaimedWatermark",
+    "ManifestFacts",
+    "base_label",
+    "find_assertion",
+    "read_facts",
+]
 
 RECIPE_LABEL = "org.sdkit.recipe"
 WATERMARK_LABEL = "org.sdkit.watermark"
 FINGERPRINT_LABEL = "org.sdkit.fingerprint"
+#: CAWG and C2PA (1.x) labels of the training-and-mining assertion, in the order ``verify``
+#: looks for them.
 TRAINING_MINING_LABELS = ("cawg.training-mining", "c2pa.training-mining")
 FINGERPRINT_ALGORITHM = "phash-64"  # provenance.fingerprint.ALGORITHM (that module needs imagehash)
 _HEX16 = re.compile(r"[0-9a-fA-F]{16}")
@@ -87,7 +96,7 @@ class ManifestFacts:
     claim_generator: str | None = None
     digital_source_type: str | None = None
     recipe: dict[str, Any] | None = None
-    ingredients: tuple[dict[str, Any], ...] = ()
+    ingredients: tuple[dict[str, str | bool | None], ...] = ()
     training_mining: dict[str, str | None] | None = None
     watermark: ClaimedWatermark | None = None
     fingerprint: str | None = None
@@ -124,15 +133,33 @@ def _items(value: object, what: str) -> list[Any]:
     return value[:_MAX_ITEMS]
 
 
+def base_label(label: object) -> str | None:
+    """An assertion's label without its instance (``__1``) and version (``.v2``) suffixes.
+
+    The one normalisation of labels: ``verify`` (:func:`find_assertion`) and the opt-out
+    reader (:mod:`provenance.optout.embedded`) both match labels through it. ``None`` for a
+    label that is not a string.
+
+    Example:
+        >>> base_label("c2pa.actions.v2"), base_label("cawg.training-mining__1"), base_label(3)
+        ('c2pa.actions', 'cawg.training-mining', None)
+    """
+    if not isinstance(label, str):
+        return None
+    name = label.split("__", 1)[0]
+    head, dot, version = name.rpartition(".v")
+    return head if dot and version.isdigit() else name
+
+
 def find_assertion(manifest: Mapping[str, Any] | None, label: str) -> Any:
-    """The data of the first assertion labelled ``label`` (version suffixes allowed), or None.
+    """The data of the first assertion labelled ``label`` (suffixes allowed: :func:`base_label`),
+    or None.
 
     Assertions that are not objects, or whose label is not a string, are skipped.
     """
     assertions = (manifest or {}).get("assertions")
     for item in assertions if isinstance(assertions, list) else []:
-        found = item.get("label") if isinstance(item, Mapping) else None
-        if isinstance(found, str) and (found == label or found.startswith(label + ".v")):
+        if isinstance(item, Mapping) and base_label(item.get("label")) == label:
             return item.get("data")
     return None
 
@@ -222,8 +249,8 @@ def _source_type(manifest: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _ingredients(manifest: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
-    found = []
+def _ingredients(manifest: Mapping[str, Any]) -> tuple[dict[str, str | bool | None], ...]:
+    found: list[dict[str, str | bool | None]] = []
     for item in _items(manifest.get("ingredients"), "ingredients"):
         item = _object(item, "an ingredient")
         found.append(

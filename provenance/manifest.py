@@ -1,5 +1,9 @@
 """C2PA manifests: what sdkit asserts about an image, signing it with c2pa-python, reading it back.
 
+:func:`read_manifest` is the one reader of C2PA manifests (``verify`` and the opt-out checks
+both use it), with c2pa-python's typed errors (:func:`remote_manifest_url` for the one case
+that c2pa-python 0.38 leaves untyped).
+
 A generated image's manifest holds:
 
 * ``c2pa.actions.v2``: ``c2pa.created`` with the IPTC digital source type
@@ -26,11 +30,12 @@ from __future__ import annotations
 import io
 import json
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._manifest_facts import ManifestFacts, read_facts
+from ._manifest_facts import TRAINING_MINING_LABELS, ManifestFacts, base_label, read_facts
 from ._manifest_facts import find_assertion as _find_assertion
 from .errors import ManifestError, SigningError
 
@@ -46,13 +51,18 @@ __all__ = [
     "RECIPE_LABEL",
     "TRAINED",
     "TRAINING_MINING_LABEL",
+    "TRAINING_MINING_LABELS",
     "TRAINING_USES",
     "WATERMARK_LABEL",
+    "C2paState",
     "Ingredient",
     "ManifestReading",
+    "ReadState",
+    "base_label",
     "build_definition",
     "find_assertion",
     "read_manifest",
+    "remote_manifest_url",
     "sign_asset",
     "training_mining_entries",
 ]
@@ -76,7 +86,10 @@ TRAINING_USES = (
 TrainingUse = Literal["allowed", "notAllowed", "constrained"]
 DEFAULT_TRAINING_MINING: Mapping[str, TrainingUse] = {"cawg.ai_generative_training": "notAllowed"}
 
+#: A manifest's state as a verification reports it.
 C2paState = Literal["absent", "valid", "trusted", "invalid", "remote", "unreadable"]
+#: A reading's state: :data:`C2paState`, or ``unchecked`` when read without validation.
+ReadState = C2paState | Literal["unchecked"]
 
 
 @dataclass(frozen=True)
@@ -243,14 +256,18 @@ def sign_asset(
 
 @dataclass(frozen=True)
 class ManifestReading:
-    """What c2pa-python says about a file's (or a stored) manifest.
+    """What c2pa-python says about a file's (or a stored) manifest: the one reading that
+    ``verify`` and the opt-out checks (:mod:`provenance.optout.embedded`) both use.
 
     Attributes:
         state: ``absent``, ``valid``, ``trusted``, ``invalid``, ``remote`` (the manifest lives
-            at a URL that was not fetched) or ``unreadable``.
-        codes: failure codes from the validation (``signingCredential.untrusted`` included).
+            at a URL that was not fetched), ``unreadable``, or ``unchecked`` (read with
+            ``verify=False``: the manifest was parsed, its signature and bindings not checked).
+        codes: failure codes from the validation (``signingCredential.untrusted`` included);
+            for an unreadable manifest, the name of c2pa-python's exception class.
         successes: the active manifest's success codes (``signingCredential.trusted``, ...).
-        active: the active manifest, as c2pa-python's JSON reports it.
+        active: the active manifest, as c2pa-python's JSON reports it (``None``: the store
+            names no active manifest, or there is none).
         manifests: every manifest of the store, by label (ingredients' manifests included).
         remote_url: where a remote manifest lives.
         error: c2pa-python's message when the manifest could not be read; for a remote
@@ -259,7 +276,7 @@ class ManifestReading:
             range (malformed ones listed, never raised: :mod:`provenance._manifest_facts`).
     """
 
-    state: C2paState
+    state: ReadState
     codes: tuple[str, ...] = ()
     successes: tuple[str, ...] = ()
     active: dict[str, Any] | None = field(default=None, repr=False)
@@ -268,52 +285,121 @@ class ManifestReading:
     error: str | None = None
     facts: ManifestFacts = field(default_factory=ManifestFacts)
 
+    @property
+    def checked_state(self) -> C2paState:
+        """:attr:`state` as a verification reports it (``unchecked`` counts as ``invalid``:
+        an unchecked signature proves nothing)."""
+        return "invalid" if self.state == "unchecked" else self.state
+
+
+_READ_CONTEXTS = threading.local()  # per thread: verify -> c2pa Context (no trust anchors)
+
+
+def _read_context(*, verify: bool, trust_anchors: str | None) -> c2pa.Context:
+    """The c2pa Context a reading runs under: remote manifests never fetched by c2pa-rs
+    (sdkit fetches them, :mod:`provenance._remote`), validation on or off. Contexts without
+    trust anchors (the opt-out checks' many reads) are made once per thread."""
+    import c2pa
+
+    settings: dict[str, Any] = {
+        "verify": {"verify_after_reading": verify, "remote_manifest_fetch": False}
+    }
+    if trust_anchors:
+        settings["trust"] = {"trust_anchors": trust_anchors}
+        return c2pa.Context(settings=c2pa.Settings.from_dict(settings))
+    cache: dict[bool, c2pa.Context] | None = getattr(_READ_CONTEXTS, "by_verify", None)
+    if cache is None:
+        cache = _READ_CONTEXTS.by_verify = {}
+    if verify not in cache:
+        cache[verify] = c2pa.Context(settings=c2pa.Settings.from_dict(settings))
+    return cache[verify]
+
+
+def remote_manifest_url(exc: BaseException) -> str | None:
+    """The URL of the manifest that c2pa-python refused to fetch, if ``exc`` says so; else None.
+
+    c2pa-python 0.38 types the errors that c2pa-rs names (``C2paError.ManifestNotFound``,
+    ``.RemoteManifest``, ``.Verify``, ...), but a manifest that a file only references comes
+    back as c2pa-rs's ``RemoteManifestUrl`` error, whose text starts ``Remote:``, a prefix its
+    table of types lacks, so it is raised as a plain ``C2paError``. This is the one place that
+    reads that text; ``C2paError.RemoteManifest`` is taken as remote too (a later c2pa-python
+    may raise it), with ``""`` when its text names no URL.
+    """
+    import c2pa
+
+    message = str(exc)
+    typed = isinstance(exc, c2pa.C2paError.RemoteManifest)
+    untyped = type(exc) is c2pa.C2paError and message.startswith("Remote")
+    if not (typed or untyped):
+        return None
+    found = re.search(r"\w+://\S+", message)
+    return found.group(0) if found else ""
+
 
 def read_manifest(
     data: bytes,
     mime: str,
     *,
     trust_anchors: str | None = None,
-    fetch_remote: bool = False,
-    allow_private: bool = False,
+    verify: bool = True,
+    remote: tuple[str, bytes] | None = None,
 ) -> ManifestReading:
-    """Read and validate the C2PA manifest in ``data`` (or a bare manifest store).
+    """Read (and by default validate) the C2PA manifest in ``data`` (or a bare manifest store).
+
+    The one reader of C2PA manifests: ``verify`` and the opt-out checks both call it.
 
     Args:
         data: a file's bytes, or manifest store bytes with ``mime="application/c2pa"``.
         mime: the file's MIME type.
         trust_anchors: PEM certificates; a signer chaining to one is ``trusted``.
-        fetch_remote: fetch a manifest that the file only points to (network access), by
-            sdkit under its SSRF policy (:mod:`provenance._remote`), never by c2pa-rs.
-        allow_private: let that fetch reach loopback and private addresses (intranets, tests).
+        remote: ``(url, manifest store bytes)`` of the manifest that the file only points to,
+            fetched by the caller (``verify`` fetches it under its SSRF policy,
+            :mod:`provenance._remote`; c2pa-rs never fetches). Without it, such a file is
+            ``remote``, with the URL in ``remote_url``.
+        verify: check the signature and the hash bindings (the state says the result). With
+            ``False`` (about 4x faster; the opt-out checks' default) a manifest that parses
+            is ``unchecked``: its assertions are read all the same, which is what opt-outs
+            need (a creator's ``notAllowed`` counts whether or not its signature holds).
+
+    Returns:
+        The reading; never raises on the file's content. A file with no C2PA data is
+        ``absent``; one that c2pa-python cannot parse (a malformed JUMBF box, a file cut
+        short, JSON nested too deeply) is ``unreadable`` with the reason in ``error``.
     """
     import c2pa
 
-    fetched_from: str | None = None
+    fetched_from, store = remote if remote is not None else (None, None)
+    context = _read_context(verify=verify, trust_anchors=trust_anchors)
     try:
-        context = _context(trust_anchors=trust_anchors)
-        reader = c2pa.Reader.try_create(mime, io.BytesIO(data), context=context)
+        reader = c2pa.Reader.try_create(mime, io.BytesIO(data), store, context=context)
     except c2pa.C2paError as exc:
-        message = str(exc)
-        if not message.startswith("Remote"):
-            return ManifestReading("unreadable", (type(exc).__name__,), error=message)
-        found = re.search(r"\w+://\S+", message)
-        fetched_from = found.group(0) if found else None
-        if not fetch_remote or fetched_from is None:
-            return ManifestReading("remote", ("manifest.inaccessible",), remote_url=fetched_from)
-        fetched = _read_remote(data, mime, fetched_from, context, allow_private)
-        if isinstance(fetched, ManifestReading):
-            return fetched
-        reader = fetched
+        if fetched_from is not None:
+            why = f"the manifest fetched from {fetched_from} cannot be read: {exc}"
+            return ManifestReading(
+                "unreadable", (type(exc).__name__,), remote_url=fetched_from, error=why
+            )
+        url = remote_manifest_url(exc)
+        if url is None:
+            return ManifestReading("unreadable", (type(exc).__name__,), error=str(exc))
+        return ManifestReading("remote", ("manifest.inaccessible",), remote_url=url or None)
+    if reader is None and fetched_from is not None:
+        why = f"what {fetched_from} answered is not a C2PA manifest"
+        return ManifestReading(
+            "unreadable", ("ManifestNotFound",), remote_url=fetched_from, error=why
+        )
     if reader is None:
         return ManifestReading("absent")
     with reader:
         try:
             report = json.loads(reader.json())
-            remote = reader.get_remote_url() or fetched_from
+            remote_url = reader.get_remote_url() or fetched_from
         except c2pa.C2paError as exc:
             return ManifestReading("unreadable", (type(exc).__name__,), error=str(exc))
-        except (ValueError, RecursionError) as exc:  # JSON too deep, or a number too long
+        except RecursionError:  # assertion data nested deeper than the JSON parser recurses
+            return ManifestReading(
+                "unreadable", ("RecursionError",), error="the manifest store is nested too deeply"
+            )
+        except ValueError as exc:  # a number too long for int()
             return ManifestReading("unreadable", (type(exc).__name__,), error=str(exc)[:200])
     report = report if isinstance(report, dict) else {}
     codes = _codes(report.get("validation_status"))
@@ -321,38 +407,23 @@ def read_manifest(
     active_results = results.get("activeManifest") if isinstance(results, dict) else None
     successes = _codes((active_results or {}).get("success"))
     name = str(report.get("validation_state", "Invalid")).lower()
-    state: C2paState = "trusted" if name == "trusted" else "valid" if name == "valid" else "invalid"
+    state: ReadState = (
+        "unchecked"
+        if not verify
+        else "trusted"
+        if name == "trusted"
+        else "valid"
+        if name == "valid"
+        else "invalid"
+    )
     manifests = report.get("manifests")
     manifests = manifests if isinstance(manifests, dict) else {}
     active = manifests.get(str(report.get("active_manifest") or ""))
     active = active if isinstance(active, dict) else None
-    remote = remote if isinstance(remote, str) else None
+    remote_url = remote_url if isinstance(remote_url, str) else None
     return ManifestReading(
-        state, codes, successes, active, manifests, remote_url=remote, facts=read_facts(active)
+        state, codes, successes, active, manifests, remote_url=remote_url, facts=read_facts(active)
     )
-
-
-def _read_remote(
-    data: bytes, mime: str, url: str, context: c2pa.Context, allow_private: bool
-) -> c2pa.Reader | ManifestReading:
-    """A reader of ``data`` with the manifest fetched from ``url``, or why there is none."""
-    import c2pa
-
-    from ._remote import fetch_manifest
-
-    fetched = fetch_manifest(url, allow_private=allow_private)
-    if fetched.data is None:
-        why = fetched.failure
-        return ManifestReading("remote", ("manifest.inaccessible",), remote_url=url, error=why)
-    try:
-        reader = c2pa.Reader.try_create(mime, io.BytesIO(data), fetched.data, context=context)
-    except c2pa.C2paError as exc:
-        why = f"the manifest fetched from {url} cannot be read: {exc}"
-        return ManifestReading("unreadable", (type(exc).__name__,), remote_url=url, error=why)
-    if reader is None:
-        why = f"what {url} answered is not a C2PA manifest"
-        return ManifestReading("unreadable", ("ManifestNotFound",), remote_url=url, error=why)
-    return reader
 
 
 def _codes(statuses: object) -> tuple[str, ...]:
@@ -362,7 +433,8 @@ def _codes(statuses: object) -> tuple[str, ...]:
 
 
 def find_assertion(manifest: Mapping[str, Any] | None, label: str) -> Any:
-    """The data of the first assertion labelled ``label`` (version suffixes allowed), or None.
+    """The data of the first assertion labelled ``label`` (instance and version suffixes
+    allowed: :func:`base_label`), or None.
 
     Malformed entries (not objects, labels not strings) are skipped, never raised on.
     """

@@ -30,8 +30,8 @@ checked before use (:mod:`provenance._manifest_facts`).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -39,7 +39,8 @@ from . import fingerprint as fp
 from ._image_input import DEFAULT_MAX_PIXELS, MAX_FILE_BYTES, decode_image, read_file, read_infotext
 from ._manifest_facts import ManifestFacts
 from .errors import ManifestError, ProvenanceError
-from .manifest import C2paState, ManifestReading, read_manifest
+from .manifest import ManifestReading, read_manifest
+from .report import EXPLANATIONS, C2paState, Verdict, VerificationReport
 from .store import ManifestStore, default_store_path
 from .watermark import Detection, extract
 
@@ -51,12 +52,12 @@ __all__ = [
     "EXPLANATIONS",
     "MAX_FILE_BYTES",
     "C2paState",
+    "Verdict",
     "VerificationReport",
     "read_infotext",
     "verify",
 ]
 
-Verdict = Literal["verified", "similar", "not_verified", "no_provenance"]
 _MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 # Codes that a stored manifest shows against a re-encoded copy by design: its hash binds the
 # original file's bytes, not the copy's.
@@ -65,119 +66,6 @@ _BINDING_CODES = {
     "assertion.boxesHash.mismatch",
     "assertion.bmffHash.mismatch",
 }
-
-# What the validation codes mean, in words (C2PA 2.x, "Validation" chapter).
-EXPLANATIONS: dict[str, str] = {
-    "signingCredential.untrusted": "the signer's certificate does not chain to a trust anchor",
-    "signingCredential.invalid": "the signer's certificate is not valid for signing",
-    "signingCredential.expired": "the signer's certificate had expired when it signed",
-    "signingCredential.revoked": "the signer's certificate was revoked",
-    "claimSignature.mismatch": "the signature does not match the claim: the manifest was altered",
-    "claimSignature.missing": "the claim has no signature",
-    "claimSignature.outsideValidity": "signed outside the certificate's validity period",
-    "assertion.dataHash.mismatch": "the file's bytes changed after signing (pixels or data edited)",
-    "assertion.boxesHash.mismatch": "the file's boxes changed after signing",
-    "assertion.bmffHash.mismatch": "the media data changed after signing",
-    "assertion.hashedURI.mismatch": "an assertion changed after signing",
-    "assertion.missing": "an assertion the claim lists is missing",
-    "manifest.inaccessible": "the manifest is stored elsewhere (remote) and was not fetched",
-    "cawg.x509.credential.untrusted": "the CAWG identity credential is not trusted",
-}
-
-
-@dataclass(frozen=True)
-class VerificationReport:
-    """Where a file comes from, as far as its credentials and pixels tell.
-
-    Attributes:
-        path: the file, or ``"<bytes>"``.
-        verdict: ``"verified"``, ``"similar"``, ``"not_verified"`` or ``"no_provenance"``
-            (module docstring).
-        c2pa_state: of the embedded manifest: ``absent``, ``valid`` (intact, signer not
-            anchored), ``trusted``, ``invalid``, ``remote`` or ``unreadable``.
-        trusted: the signer (embedded or recovered manifest) chains to a trust anchor.
-        c2pa_codes: failure codes (``signingCredential.untrusted`` included).
-        explanations: each code in words.
-        problems: why the file is not verified, in words.
-        notes: other findings worth a look, in words.
-        signer: the signing certificate's common name; ``issuer`` its organisation.
-        signed_at: the trusted timestamp of the signature, when it has one.
-        claim_generator: the software that wrote the manifest.
-        digital_source_type: the IPTC digital source type of the first action, if any.
-        recipe: sdkit's Recipe, when the manifest carries one.
-        ingredients: each ingredient's title, relationship and whether it has a manifest.
-        training_mining: the ``*.training-mining`` uses, if stated.
-        watermark: the payload found in the pixels (``None``: none found or not checked).
-        watermark_matches_manifest: the payload equals the manifest's (``None``: nothing
-            to compare).
-        fingerprint_distance: Hamming distance between the pixels' fingerprint and the
-            manifest's (``None``: nothing to compare); ``fingerprint_matches`` its verdict
-            (at most ``MATCH_DISTANCE``: the same picture, not necessarily the same pixels).
-        recovered_from_store: the manifest came from the store through the watermark.
-        remote_url: where a remote manifest lives.
-        pixels_checked: the pixels were decoded and checked; ``False`` when the image is
-            damaged or has more than ``max_pixels`` pixels (``notes`` says which).
-        infotext: AUTOMATIC1111-style generation parameters embedded in the file, if any.
-        manifest: the manifest reported on (JSON object), if any.
-        detector_score, detector_threshold: for files without a verified manifest, when a
-            detector was given.
-    """
-
-    path: str
-    verdict: Verdict
-    c2pa_state: C2paState
-    trusted: bool = False
-    c2pa_codes: tuple[str, ...] = ()
-    explanations: tuple[str, ...] = ()
-    problems: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
-    signer: str | None = None
-    issuer: str | None = None
-    signed_at: str | None = None
-    claim_generator: str | None = None
-    digital_source_type: str | None = None
-    recipe: dict[str, Any] | None = field(default=None, repr=False)
-    ingredients: tuple[dict[str, Any], ...] = ()
-    training_mining: dict[str, Any] | None = None
-    watermark: dict[str, Any] | None = None
-    watermark_matches_manifest: bool | None = None
-    fingerprint_distance: int | None = None
-    fingerprint_matches: bool | None = None
-    recovered_from_store: bool = False
-    remote_url: str | None = None
-    pixels_checked: bool = True
-    infotext: str | None = field(default=None, repr=False)
-    manifest: dict[str, Any] | None = field(default=None, repr=False)
-    detector_score: float | None = None
-    detector_threshold: float | None = None
-
-    @property
-    def validation_state(self) -> str | None:
-        """The embedded manifest's state in c2pa-python's words (``"Valid"``, ``"Trusted"``,
-        ``"Invalid"``), or ``None`` when there is none or it could not be validated."""
-        names = {"valid": "Valid", "trusted": "Trusted", "invalid": "Invalid"}
-        return names.get(self.c2pa_state)
-
-    @property
-    def watermark_found(self) -> bool:
-        """Whether sdkit's watermark was found in the pixels."""
-        return self.watermark is not None
-
-    @property
-    def has_provenance(self) -> bool:
-        """Whether the file's provenance was verified."""
-        return self.verdict == "verified"
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("c2pa_codes", "explanations", "problems", "notes", "ingredients"):
-            data[key] = list(data[key])
-        return data
-
-    def to_text(self) -> str:
-        from ._report_text import render
-
-        return render(self)
 
 
 def verify(
@@ -227,9 +115,7 @@ def verify(
     anchors = _anchors(trust_anchors)
     decoded = decode_image(data, name, max_pixels)
     mime = _MIME.get(decoded.fmt, f"image/{decoded.fmt}")
-    reading = read_manifest(
-        data, mime, trust_anchors=anchors, fetch_remote=fetch_remote, allow_private=allow_private
-    )
+    reading = _read_manifest(data, mime, anchors, fetch_remote, allow_private)
     if decoded.damage is not None and reading.state in ("absent", "unreadable"):
         # nothing readable to report on: no manifest (or none c2pa-rs can parse in a file cut
         # short, "PNG out of range") and no pixels
@@ -264,6 +150,23 @@ def verify(
         threshold = detector.probe.threshold if detector.probe is not None else None
         report = replace(report, detector_score=score, detector_threshold=threshold)
     return report
+
+
+def _read_manifest(
+    data: bytes, mime: str, anchors: str | None, fetch_remote: bool, allow_private: bool
+) -> ManifestReading:
+    """The file's manifest; with ``fetch_remote``, one that it only points to is fetched here,
+    under sdkit's SSRF policy (:mod:`provenance._remote`), and read with the file."""
+    reading = read_manifest(data, mime, trust_anchors=anchors)
+    url = reading.remote_url
+    if not fetch_remote or reading.state != "remote" or url is None:
+        return reading
+    from ._remote import fetch_manifest
+
+    fetched = fetch_manifest(url, allow_private=allow_private)
+    if fetched.data is None:  # why: the SSRF refusal, a timeout, an HTTP error...
+        return replace(reading, error=fetched.failure)
+    return read_manifest(data, mime, trust_anchors=anchors, remote=(url, fetched.data))
 
 
 def _anchors(value: str | os.PathLike[str] | None) -> str | None:
@@ -346,7 +249,7 @@ class _Report:
         self.notes += [f"malformed assertion ignored: {m}" for m in facts.ignored]
         self._check_watermark(facts)
         self._check_fingerprint(facts)
-        state = reading.state
+        state = reading.checked_state
         trusted = state == "trusted" or (self.recovered and self.recovered_trusted)
         if state == "invalid":
             self.problems.insert(0, "the C2PA manifest is invalid")

@@ -71,10 +71,10 @@ def test_signed_files_read_back_valid_and_trusted(
     assert report.fingerprint_matches is True and report.fingerprint_distance is not None
     assert report.training_mining == {"cawg.ai_generative_training": "notAllowed"}
     assert "untrusted signer" in report.to_text()
-    assert report.validation_state == "Valid" and report.watermark_found
+    assert report.c2pa_state == "valid" and report.watermark_found
     trusted = verify(signed, trust_anchors=ca)
     assert (trusted.verdict, trusted.c2pa_state, trusted.trusted) == ("verified", "trusted", True)
-    assert trusted.validation_state == "Trusted"
+    assert trusted.c2pa_state == "trusted"
 
 
 def test_trust_anchors_from_env_and_config_file(

@@ -1,12 +1,16 @@
 """Opt-outs written inside the file: C2PA / CAWG training-and-mining, IPTC ``plus:DataMining``.
 
 * C2PA: the active manifest's ``c2pa.training-mining`` or ``cawg.training-mining`` assertion
-  (read with c2pa-python). Each entry names a use; for the uses that matter to dataset builders
+  (read by :func:`provenance.manifest.read_manifest`, the reader ``verify`` uses; labels
+  matched by the same :func:`~provenance.manifest.base_label`). Each entry names a use; for the uses that matter to dataset builders
   (:data:`DEFAULT_USES`) ``notAllowed`` disallows, ``constrained`` also disallows (its
   constraints cannot be checked by a machine), ``allowed`` allows. sdkit's own outputs carry
   ``cawg.ai_generative_training: notAllowed`` by default, so they are disallowed too. A manifest
   that is present but unreadable, or only referenced remotely, is unknown; one whose signature
-  does not validate still states the creator's wish and counts.
+  does not validate (or is not checked: the default reads without validation, about 4x
+  faster) still states the creator's wish and counts, so a file with a broken signature that
+  says ``notAllowed`` is disallowed (fail closed), and one that says ``allowed`` is allowed: an
+  invalid manifest may carry any training-and-mining entry, and each counts as stated.
 * XMP (IPTC Photo Metadata 2023.1, PLUS vocabulary): ``plus:DataMining`` with any
   ``DMI-PROHIBITED-*`` value disallows, ``DMI-ALLOWED`` allows, ``DMI-UNSPECIFIED`` says nothing.
   An XMP packet that mentions data mining but does not parse is unknown.
@@ -22,19 +26,13 @@ Example:
 
 from __future__ import annotations
 
-import io
-import json
-import re
-import threading
 import zlib
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from xml.parsers import expat
 
+from ..manifest import TRAINING_MINING_LABELS, base_label, read_manifest
 from .decision import Signal, Value, few_signals
-
-if TYPE_CHECKING:
-    import c2pa
 
 __all__ = [
     "CAWG_VALUES",
@@ -45,13 +43,12 @@ __all__ = [
     "file_signals",
     "iptc_value",
     "jpeg_header_end",
-    "read_active_manifest",
     "sniff_mime",
     "xmp_signals",
 ]
 
-#: C2PA (1.x) and CAWG labels of the training-and-mining assertion.
-TRAINING_LABELS = ("c2pa.training-mining", "cawg.training-mining")
+#: C2PA (1.x) and CAWG labels of the training-and-mining assertion (as ``verify`` reads them).
+TRAINING_LABELS = TRAINING_MINING_LABELS
 #: Uses (without the ``c2pa.`` / ``cawg.`` prefix) that a dataset for AI training falls under.
 DEFAULT_USES = ("ai_training", "ai_generative_training", "data_mining")
 #: Entry value -> signal value.
@@ -67,7 +64,6 @@ IPTC_VALUES: tuple[tuple[str, Value | None], ...] = (
     ("DMI-UNSPECIFIED", None),
 )
 _DATA_MINING = "http://ns.useplus.org/ldf/xmp/1.0/ DataMining"  # as expat names it
-_VERSION_SUFFIX = re.compile(r"\.v\d+$")
 _MAX_LABEL = 256  # characters of a label, use or value shown in evidence
 _RDF_RESOURCE = "http://www.w3.org/1999/02/22-rdf-syntax-ns# resource"
 #: Bytes of an XMP packet read at most (a larger one, or a PNG chunk inflating beyond it, is
@@ -298,7 +294,9 @@ def xmp_signals(xmp: bytes, source: str) -> list[Signal]:
 
 
 def _training_entries(manifest: Mapping[str, Any]) -> Iterable[tuple[str, str, str]]:
-    """(label, use, value) of every training-and-mining entry in a manifest.
+    """(label, use, value) of every training-and-mining entry in a manifest, in order (where
+    ``verify`` reports the first such assertion, every one counts here: fail closed). Labels
+    are matched through :func:`provenance.manifest.base_label`, as ``verify`` matches them.
 
     The assertions are the signer's data, checked against the CAWG shape: an assertion whose
     ``data`` is not an object, or whose ``entries`` is not an object of uses, yields one entry
@@ -308,9 +306,8 @@ def _training_entries(manifest: Mapping[str, Any]) -> Iterable[tuple[str, str, s
     for item in assertions if isinstance(assertions, list) else ():
         if not isinstance(item, Mapping):
             continue
-        label = str(item.get("label", ""))[:_MAX_LABEL].split("__", 1)[0]
-        base = _VERSION_SUFFIX.sub("", label)
-        if base not in TRAINING_LABELS:
+        base = base_label(item.get("label"))
+        if base not in TRAINING_MINING_LABELS:
             continue
         data = item.get("data")
         entries = data.get("entries") if isinstance(data, Mapping) else data
@@ -326,54 +323,6 @@ def _training_entries(manifest: Mapping[str, Any]) -> Iterable[tuple[str, str, s
             yield base, str(use)[:_MAX_LABEL], str(value)[:_MAX_LABEL]
 
 
-_CONTEXTS = threading.local()  # one c2pa Context per thread and verify setting
-
-
-def _context(verify: bool) -> c2pa.Context:
-    import c2pa
-
-    key = "verify" if verify else "plain"
-    context = getattr(_CONTEXTS, key, None)
-    if context is None:
-        settings = {"verify": {"verify_after_reading": verify, "remote_manifest_fetch": False}}
-        context = c2pa.Context(settings=c2pa.Settings.from_dict(settings))
-        setattr(_CONTEXTS, key, context)
-    return context
-
-
-def read_active_manifest(data: bytes, mime: str, *, verify: bool) -> tuple[str, Any, str]:
-    """``(state, active manifest, detail)`` of a file's C2PA manifest store.
-
-    ``state`` is ``absent``, ``remote`` (detail: the URL), ``unreadable`` (detail: why),
-    or, with ``verify``, ``valid`` / ``trusted`` / ``invalid``; without it, ``read``.
-    """
-    import c2pa
-
-    try:
-        reader = c2pa.Reader.try_create(mime, io.BytesIO(data), context=_context(verify))
-        if reader is None:
-            return "absent", None, ""
-        with reader:
-            report = json.loads(reader.json())
-    except RecursionError:  # assertion data nested deeper than the JSON parser recurses
-        return "unreadable", None, "the manifest store is nested too deeply"
-    except c2pa.C2paError as exc:
-        message = str(exc)
-        if message.startswith("Remote"):
-            found = re.search(r"\w+://\S+", message)
-            return "remote", None, found.group(0) if found else "an unknown URL"
-        return "unreadable", None, message
-    manifests = report.get("manifests") if isinstance(report, dict) else None
-    label = report.get("active_manifest") if isinstance(report, dict) else None
-    active = (
-        manifests.get(label) if isinstance(manifests, dict) and isinstance(label, str) else None
-    )
-    if not isinstance(active, dict):
-        return "unreadable", None, "the manifest store has no active manifest"
-    state = str(report.get("validation_state", "Invalid")).lower() if verify else "read"
-    return state, active, ""
-
-
 def c2pa_signals(
     data: bytes,
     mime: str,
@@ -386,7 +335,8 @@ def c2pa_signals(
     """Training-and-mining assertions of the file's active C2PA manifest.
 
     The decision never depends on the signature (an invalid manifest still states the creator's
-    wish), so it is only checked, and reported in the evidence, with ``verify=True``.
+    wish), so it is only checked, and reported in the evidence, with ``verify=True``. The
+    manifest is read by :func:`provenance.manifest.read_manifest`, the reader ``verify`` uses.
 
     Args:
         data: the file's bytes (or, with ``complete=False``, a JPEG's metadata segments).
@@ -398,23 +348,27 @@ def c2pa_signals(
     """
     if b"jumb" not in data and b"c2pa" not in data:
         return []
-    state, active, detail = read_active_manifest(data, mime, verify=verify and complete)
-    if state == "absent":
+    reading = read_manifest(data, mime, verify=verify and complete)
+    if reading.state == "absent":
         return []
-    if state in ("remote", "unreadable"):
-        text = {
-            "remote": f"the C2PA manifest is remote ({detail}) and was not fetched",
-            "unreadable": f"the C2PA manifest could not be read: {detail}",
-        }[state]
+    if reading.state == "remote":
+        where = reading.remote_url or "an unknown URL"
+        text = f"the C2PA manifest is remote ({where}) and was not fetched"
+        return [Signal("c2pa-training-mining", "unknown", source, text)]
+    if reading.state == "unreadable" or reading.active is None:
+        why = reading.error or "the manifest store has no active manifest"
+        text = f"the C2PA manifest could not be read: {why}"
         return [Signal("c2pa-training-mining", "unknown", source, text)]
     note = ""
     if verify:
         note = (
-            f" (manifest {state})" if complete else " (signature not checked: metadata read only)"
+            f" (manifest {reading.state})"
+            if complete
+            else " (signature not checked: metadata read only)"
         )
     wanted = set(uses)
     found = []
-    for label, use, value in _training_entries(active):
+    for label, use, value in _training_entries(reading.active):
         if use == "*" or use.split(".", 1)[-1] in wanted:
             kind = CAWG_VALUES.get(value, "unknown")
             text = f"{label}: {value}{note}" if use == "*" else f"{label}: {use} = {value}{note}"
