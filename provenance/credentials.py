@@ -1,21 +1,8 @@
 """Signing credentials for C2PA manifests: a PEM chain + key, or a callback (HSM/KMS).
 
-:meth:`Credentials.check` enforces the C2PA certificate profile (C2PA Technical Specification
-2.x, chapter "Trust Model", section "Certificate Profile") on the end-entity certificate, so
-that a problem is named before c2pa-python refuses to sign ("the certificate is invalid") or,
-worse, signs a manifest that validators reject:
-
-- X.509 v3, inside its validity period, not a CA (``BasicConstraints cA`` not asserted);
-- ``KeyUsage`` present with ``digitalSignature``;
-- ``ExtendedKeyUsage`` present, without ``anyExtendedKeyUsage``, with at least one purpose that
-  c2pa-python's validators accept by default: ``id-kp-emailProtection``, ``id-kp-timeStamping``
-  or ``id-kp-OCSPSigning``. The spec also lists ``id-kp-documentSigning`` and
-  ``c2pa-kp-claimSigning``, but c2pa-python 0.38 (c2pa-rs 0.91) rejects them unless the
-  validator lists them in its ``trust.trust_config`` setting, so a certificate with only those
-  is refused here;
-- ``AuthorityKeyIdentifier`` present unless self-signed; not signed with SHA-1 or MD5;
-- a key that C2PA allows (EC P-256/384/521, RSA >= 2048 bits with PSS, Ed25519) and that
-  matches the certificate; the chain in order (end-entity first, each issued by the next).
+:meth:`Credentials.check` enforces the C2PA certificate profile
+(:mod:`provenance._certificate_profile`) on the end-entity certificate, so that a problem is
+named before c2pa-python refuses to sign or signs a manifest that validators reject.
 
 Development credentials (:mod:`provenance.dev_credentials`) come from a local CA that nobody
 else trusts: files signed with them read back ``Valid`` but not ``Trusted``.
@@ -29,15 +16,16 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
-from cryptography.x509.oid import ExtendedKeyUsageOID as EKU
 from cryptography.x509.oid import NameOID
 
+from ._certificate_profile import SIGNING_EKUS as SIGNING_EKUS  # re-exported: named here before
+from ._certificate_profile import profile_problem
 from ._fs import config_dir
 from .dev_credentials import (
     DEVELOPMENT_ORGANIZATION,
@@ -46,6 +34,9 @@ from .dev_credentials import (
     init_development_credentials,
 )
 from .errors import ManifestError, SigningError
+
+if TYPE_CHECKING:
+    from c2pa import Signer
 
 __all__ = [
     "Algorithm",
@@ -69,26 +60,6 @@ _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "384": hashes.SHA384,
     "512": hashes.SHA512,
 }
-_DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
-_C2PA_CLAIM_SIGNING = x509.ObjectIdentifier("1.3.6.1.4.1.62558.2.1")
-_MS_C2PA_SIGNING = x509.ObjectIdentifier("1.3.6.1.4.1.311.76.59.1.9")
-_EKU_NAMES = {
-    EKU.EMAIL_PROTECTION: "emailProtection",
-    EKU.TIME_STAMPING: "timeStamping",
-    EKU.OCSP_SIGNING: "OCSPSigning",
-    _DOCUMENT_SIGNING: "documentSigning",
-    _C2PA_CLAIM_SIGNING: "c2pa-kp-claimSigning",
-    _MS_C2PA_SIGNING: "MS C2PA signing",
-    EKU.SERVER_AUTH: "serverAuth",
-    EKU.CLIENT_AUTH: "clientAuth",
-    EKU.CODE_SIGNING: "codeSigning",
-    EKU.ANY_EXTENDED_KEY_USAGE: "anyExtendedKeyUsage",
-}
-#: Purposes that c2pa-python's validators accept by default; the spec-only ones need trust_config.
-SIGNING_EKUS = frozenset({EKU.EMAIL_PROTECTION, EKU.TIME_STAMPING, EKU.OCSP_SIGNING})
-_SPEC_ONLY_EKUS = frozenset({_DOCUMENT_SIGNING, _C2PA_CLAIM_SIGNING, _MS_C2PA_SIGNING})
-_RENEW = "Ask your CA for a certificate that meets the C2PA profile; `sdkit keys init --force` renews development credentials."
-_EKU_HINT = "C2PA signers need the extended key usage emailProtection (CAs sell it as 'S/MIME' certificates), timeStamping or OCSPSigning."
 _PROBE = b"sdkit: does this signer match its certificate?"
 
 
@@ -293,7 +264,7 @@ class Credentials:
         except Exception as exc:  # whatever the caller's HSM/KMS code raises
             raise SigningError(f"the signing callback failed: {exc}", hint=hint) from exc
 
-    def signer(self) -> Any:
+    def signer(self) -> Signer:
         """A new ``c2pa.Signer``; c2pa consumes signers, so ask for one per signature.
 
         Raises:
@@ -326,7 +297,7 @@ class Credentials:
         return signature
 
     def _check_profile(self) -> None:
-        if problem := _profile_problem(self._certificates[0]):
+        if problem := profile_problem(self._certificates[0]):
             message, hint = problem
             raise SigningError(f"signing certificate {self.subject!r} {message}", hint=hint)
         for child, parent in zip(self._certificates, self._certificates[1:], strict=False):
@@ -340,32 +311,6 @@ class Credentials:
                 raise SigningError(message, hint=hint) from None
 
 
-def _profile_problem(cert: x509.Certificate) -> tuple[str, str] | None:
-    """The first way ``cert`` breaks the C2PA certificate profile, with a hint, or ``None``."""
-    now = dt.datetime.now(dt.UTC)
-    basic, usage = _extension(cert, x509.BasicConstraints), _extension(cert, x509.KeyUsage)
-    eku = list(_extension(cert, x509.ExtendedKeyUsage) or [])
-    names = ", ".join(_EKU_NAMES.get(oid, oid.dotted_string) for oid in eku)
-    spec_only = " (valid in the C2PA spec, but c2pa-python's validators reject it by default: signingCredential.invalid)"
-    spec_only = spec_only if _SPEC_ONLY_EKUS.intersection(eku) else ""
-    algorithm = cert.signature_hash_algorithm
-    # fmt: off
-    rules = [
-        (cert.version != x509.Version.v3, "is not an X.509 v3 certificate", _RENEW),
-        (now > cert.not_valid_after_utc, f"expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC", _RENEW),
-        (now < cert.not_valid_before_utc, f"is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC", "Check the system clock."),
-        (basic is not None and basic.ca, "is a CA certificate; C2PA signs with an end-entity certificate", "Sign with a certificate that the CA issued, not with the CA itself."),
-        (usage is None or not usage.digital_signature, "lacks the digitalSignature key usage that C2PA requires", _RENEW),
-        (not eku, "has no extended key usage; C2PA requires one", _EKU_HINT),
-        (EKU.ANY_EXTENDED_KEY_USAGE in eku, "has anyExtendedKeyUsage, which C2PA forbids", _EKU_HINT),
-        (not SIGNING_EKUS.intersection(eku), f"has extended key usage {names}{spec_only}, which does not allow signing C2PA manifests", _EKU_HINT),
-        (cert.issuer != cert.subject and _extension(cert, x509.AuthorityKeyIdentifier) is None, "has no AuthorityKeyIdentifier, which C2PA requires", _RENEW),
-        (isinstance(algorithm, hashes.SHA1 | hashes.MD5), f"is signed with {algorithm and algorithm.name}, which C2PA forbids", _RENEW),
-    ]
-    # fmt: on
-    return next(((message, hint) for broken, message, hint in rules if broken), None)
-
-
 def _verify(public: Any, algorithm: str, signature: bytes, data: bytes) -> None:
     if algorithm == "ed25519":
         return public.verify(signature, data)  # type: ignore[no-any-return]
@@ -376,13 +321,6 @@ def _verify(public: Any, algorithm: str, signature: bytes, data: bytes) -> None:
     half = len(signature) // 2
     r, s = int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
     return public.verify(utils.encode_dss_signature(r, s), data, ec.ECDSA(digest))  # type: ignore[no-any-return]
-
-
-def _extension(cert: x509.Certificate, kind: type[Any]) -> Any:
-    try:
-        return cert.extensions.get_extension_for_class(kind).value
-    except x509.ExtensionNotFound:
-        return None
 
 
 def _bytes(pem: bytes | str) -> bytes:

@@ -19,22 +19,19 @@ Rules:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from provenance._fs import cache_dir, write_atomic
-
 from ._json import read_json
 from ._safetensors import read_safetensors_header
 from .errors import ModelLoadError, ModelNotFoundError, SdkitError, UnsafeCheckpointError
+from .local_models import LocalModel, list_local_models
+from .weights_hash import weights_sha256
 
 __all__ = [
     "DEFAULTS_FILE",
@@ -432,55 +429,6 @@ def _weight_files(folder: Path, *, allow_pickle: bool) -> list[Path]:
     ]
 
 
-# -- weights' identity ------------------------------------------------------------------------
-
-
-def weights_sha256(files: Iterable[Path], *, root: Path | None = None) -> str:
-    """SHA-256 that names a model's weights.
-
-    One file: the file's SHA-256 (so A1111's short hash is its first 10 digits). Several files:
-    the SHA-256 of the sorted lines ``"<relative path> <file sha256>"``. File hashes are cached
-    by (path, size, mtime) in ``~/.cache/sdkit/hashes.json`` (``SDKIT_CACHE`` overrides).
-    """
-    paths = sorted(Path(f) for f in files)
-    if not paths:
-        return hashlib.sha256(b"").hexdigest()
-    if len(paths) == 1:
-        return _file_sha256(paths[0])
-    base = root or Path(os.path.commonpath([str(p.parent) for p in paths]))
-    lines = "".join(f"{p.relative_to(base).as_posix()} {_file_sha256(p)}\n" for p in paths)
-    return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def _cache_root() -> Path:
-    # $XDG_CACHE_HOME has never moved this cache (unlike the config folders'): kept so an
-    # upgrade finds its hashes.
-    return cache_dir(xdg=False)
-
-
-def _file_sha256(path: Path) -> str:
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    cache_file = _cache_root() / "hashes.json"
-    try:
-        cache: dict[str, str] = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key in cache:
-        return cache[key]
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    cache[key] = digest.hexdigest()
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(cache_file, json.dumps(cache).encode(), overwrite=True, mode=0o600)
-    except OSError:
-        pass  # a read-only home only costs re-hashing next time
-    return cache[key]
-
-
 # -- families and derived pipelines -----------------------------------------------------------
 
 
@@ -504,112 +452,3 @@ def derived_pipeline(pipe: Any, mode: Literal["img2img", "inpaint"]) -> Any:
             f"{type(pipe).__name__} has no {mode} counterpart: {exc}",
             source=type(pipe).__name__,
         ) from exc
-
-
-# -- what can be loaded offline ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LocalModel:
-    """A model that can be loaded without network.
-
-    Attributes:
-        name: what to pass as ``model`` (hub id or path).
-        kind: ``"default"``, ``"hub-cache"``, ``"folder"`` or ``"single_file"``.
-        family: ``"sd"``, ``"sdxl"``, a single-file family name, or ``"unknown"``.
-        size_bytes: bytes on disk.
-        location: the folder or file.
-    """
-
-    name: str
-    kind: str
-    family: str
-    size_bytes: int
-    location: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "family": self.family,
-            "size_bytes": self.size_bytes,
-            "location": self.location,
-        }
-
-
-def list_local_models(
-    dirs: Iterable[str | os.PathLike[str]] = (),
-    *,
-    cache_dir: str | os.PathLike[str] | None = None,
-) -> list[LocalModel]:
-    """List models loadable offline: the default, the hub cache, and ``dirs`` (two levels deep)."""
-    found: list[LocalModel] = []
-    if (DEFAULT_MODEL_DIR / "model_index.json").is_file():
-        found.append(_folder_entry(DEFAULT_MODEL_DIR, DEFAULT_MODEL_ID, "default"))
-    found.extend(_hub_cache_models(hub_cache_dir(cache_dir)))
-    for root in dirs:
-        for path in _walk(Path(root), depth=2):
-            if path.is_dir() and (path / "model_index.json").is_file():
-                found.append(_folder_entry(path, str(path), "folder"))
-            elif path.is_file() and path.suffix == ".safetensors":
-                found.append(
-                    LocalModel(
-                        str(path), "single_file", _file_family(path), path.stat().st_size, str(path)
-                    )
-                )
-    return found
-
-
-def _walk(root: Path, depth: int) -> Iterator[Path]:
-    if not root.exists():
-        return
-    yield root
-    if depth == 0 or not root.is_dir() or (root / "model_index.json").is_file():
-        return
-    for child in sorted(root.iterdir()):
-        if not child.name.startswith("."):
-            yield from _walk(child, depth - 1)
-
-
-def _folder_entry(folder: Path, name: str, kind: str) -> LocalModel:
-    try:
-        index = read_json(folder / "model_index.json")
-        family = "sdxl" if isinstance(index, dict) and "text_encoder_2" in index else "sd"
-    except ValueError:
-        family = "unknown"
-    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    return LocalModel(name, kind, family, size, str(folder))
-
-
-def _file_family(path: Path) -> str:
-    try:
-        from ._single_file import detect_family, read_checkpoint_header
-
-        return detect_family(read_checkpoint_header(path))
-    except Exception:  # any unreadable file is listed as unknown, not fatal
-        return "unknown"
-
-
-def _hub_cache_models(cache: Path) -> list[LocalModel]:
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
-
-    try:
-        info = scan_cache_dir(cache)
-    except (CacheNotFound, OSError, ValueError):
-        return []
-    found: list[LocalModel] = []
-    for repo in sorted(info.repos, key=lambda r: r.repo_id):
-        if repo.repo_type != "model":
-            continue
-        for revision in repo.revisions:
-            names = {f.file_name for f in revision.files}
-            if "model_index.json" in names:
-                entry = _folder_entry(Path(revision.snapshot_path), repo.repo_id, "hub-cache")
-                found.append(
-                    LocalModel(
-                        repo.repo_id, "hub-cache", entry.family, repo.size_on_disk, entry.location
-                    )
-                )
-                break
-    return found

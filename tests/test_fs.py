@@ -206,10 +206,10 @@ def test_cache_dir_precedence(
 
 def test_the_callers_use_the_one_lookup(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from provenance.dev_credentials import default_credentials_dir
-    from sdkit import _single_file, models
+    from sdkit import _single_file, weights_hash
 
     monkeypatch.setenv("SDKIT_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("SDKIT_CACHE", str(tmp_path / "cache"))
     assert default_credentials_dir() == tmp_path / "config" / "credentials"
-    assert models._cache_root() == tmp_path / "cache"
+    assert weights_hash._cache_root() == tmp_path / "cache"
     assert _single_file._cache_roots()[0] == tmp_path / "cache" / "configs"

@@ -41,20 +41,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .._fs import atomic_path, write_atomic
+from .._fs import write_atomic
 from ..errors import OptOutError
 from .checker import OptOutChecker, failure_reason
+from .dataset_files import (
+    FORMATS,
+    OUTPUT_COLUMNS,
+    dataset_format,
+    read_columns,
+    read_rows,
+    write_output,
+)
+from .dataset_files import write_output as _write_output  # noqa: F401 (its name before the split)
 from .decision import Decision, Signal, decide
 from .localfile import resolve_under
 
 __all__ = ["FORMATS", "OUTPUT_COLUMNS", "DatasetSummary", "check_dataset", "dataset_format"]
 
-#: File suffix -> format.
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
-#: Columns the output adds.
-OUTPUT_COLUMNS = ("allowed", "decision", "signals", "evidence")
 _FLUSH_EVERY = 256  # results between flushes of the partial file
-_BATCH = 4096  # rows per write batch
 _URL_SCHEMES = ("http://", "https://")  # what the url column may hold
 _SHOWN = 200  # characters of a refused value kept in the decision
 
@@ -89,63 +93,6 @@ class DatasetSummary:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return asdict(self)
-
-
-def dataset_format(path: str | os.PathLike[str]) -> str:
-    """``csv``, ``jsonl`` or ``parquet`` from a file name.
-
-    Raises:
-        OptOutError: another suffix.
-    """
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise OptOutError(
-            f"cannot tell the format of {path}",
-            path=str(path),
-            hint="use a .csv, .jsonl (.ndjson) or .parquet file.",
-        )
-    return FORMATS[suffix]
-
-
-def _rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
-    """The dataset's rows as dicts, streamed."""
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        with pq.ParquetFile(path) as parquet:
-            for batch in parquet.iter_batches(batch_size=_BATCH):
-                yield from batch.to_pylist()
-        return
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        if fmt == "csv":
-            yield from csv.DictReader(handle)
-            return
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise OptOutError(
-                    f"{path} line {number} is not JSON: {exc.msg}",
-                    path=str(path),
-                    hint="fix or remove the line; finished rows are kept for the next run.",
-                ) from exc
-            if not isinstance(row, dict):
-                raise OptOutError(f"{path} line {number} is not a JSON object", path=str(path))
-            yield row
-
-
-def _columns(path: Path, fmt: str) -> list[str]:
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.read_schema(path).names)
-    if fmt == "csv":
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            return list(next(csv.reader(handle), []))
-    first = next(_rows(path, fmt), {})
-    return list(first)
 
 
 def _stamp(path: Path, url_column: str, path_column: str) -> dict[str, Any]:
@@ -304,91 +251,6 @@ async def _run(
     sink.flush()
 
 
-def _write_output(
-    source: Path, fmt_in: str, output: Path, fmt_out: str, done: dict[int, dict[str, Any]]
-) -> None:
-    """Input rows + result columns -> a temporary file beside ``output`` -> renamed to it."""
-    # replaces: check_dataset refused an existing output unless asked to overwrite it
-    with atomic_path(output, overwrite=True) as temp:
-        rows = ({**row, **done[i]} for i, row in enumerate(_rows(source, fmt_in)))
-        if fmt_out != "jsonl":  # JSON keeps lone surrogates (\udXXX escapes); UTF-8 cannot
-            rows = ({k: _utf8_safe(v) for k, v in row.items()} for row in rows)
-        if fmt_out == "parquet":
-            _write_parquet(temp, rows, source if fmt_in == "parquet" else None)
-        else:
-            with temp.open("w", newline="", encoding="utf-8") as out:
-                if fmt_out == "jsonl":
-                    for row in rows:
-                        out.write(json.dumps(row, default=str) + "\n")
-                else:
-                    columns = [*_columns(source, fmt_in), *OUTPUT_COLUMNS]
-                    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
-                    writer.writeheader()
-                    for row in rows:
-                        row["signals"] = json.dumps(row["signals"])
-                        row["allowed"] = "true" if row["allowed"] else "false"
-                        writer.writerow(row)
-
-
-def _utf8_safe(value: Any) -> Any:
-    """``value`` with strings that UTF-8 cannot hold (lone surrogates, from a JSON Lines
-    ``"\\ud800"``) written as backslash escapes, so a row like that cannot stop the output."""
-    if isinstance(value, str):
-        if value.isascii():
-            return value
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "backslashreplace").decode("utf-8")
-        return value
-    if isinstance(value, list):
-        return [_utf8_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {_utf8_safe(k): _utf8_safe(v) for k, v in value.items()}
-    return value
-
-
-def _write_parquet(temp: Path, rows: Iterator[dict[str, Any]], schema_from: Path | None) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    extra = [
-        ("allowed", pa.bool_()),
-        ("decision", pa.string()),
-        ("signals", pa.string()),
-        ("evidence", pa.string()),
-    ]
-    schema = None
-    if schema_from is not None:
-        schema = pq.read_schema(schema_from).remove_metadata()
-        for name, kind in extra:
-            schema = schema.append(pa.field(name, kind))
-    writer: pq.ParquetWriter | None = None
-    try:
-        batch: list[dict[str, Any]] = []
-        for row in _with_end(rows):
-            if row is not None:
-                row["signals"] = json.dumps(row["signals"])
-                batch.append(row)
-            if batch and (row is None or len(batch) >= _BATCH):
-                table = pa.Table.from_pylist(batch, schema=schema)
-                if writer is None:
-                    schema = table.schema
-                    writer = pq.ParquetWriter(temp, schema)
-                writer.write_table(table)
-                batch = []
-        if writer is None:
-            writer = pq.ParquetWriter(temp, schema or pa.schema(extra))
-    finally:
-        if writer is not None:
-            writer.close()
-
-
-def _with_end(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any] | None]:
-    yield from rows
-    yield None
-
-
 def check_dataset(
     source: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -436,7 +298,7 @@ def check_dataset(
             f"{out} exists", path=str(out), hint="pass --overwrite or choose another -o."
         )
     try:
-        columns = _columns(src, fmt_in)
+        columns = read_columns(src, fmt_in)
     except (OSError, ValueError) as exc:
         raise OptOutError(
             f"cannot read {src}: {exc}",
@@ -469,14 +331,14 @@ def check_dataset(
         resumed = len(done)
         todo = (
             _target(i, row, url_column, path_column, root)
-            for i, row in enumerate(_rows(src, fmt_in))
+            for i, row in enumerate(read_rows(src, fmt_in))
             if i not in done
         )
         if progress is not None and resumed:
             progress(resumed)
         with partial.open("a", encoding="utf-8") as sink:
             asyncio.run(_run(checker, todo, sink, done, progress or (lambda n: None)))
-        _write_output(src, fmt_in, out, fmt_out, done)
+        write_output(src, fmt_in, out, fmt_out, done)
     except OSError as exc:
         raise OptOutError(
             f"cannot write {exc.filename or out}: {exc.strerror or exc}",
