@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -20,6 +21,7 @@ from .errors import (
     ModelLoadError,
     ModelNotFoundError,
     OutputError,
+    RecipeParseError,
     ReplayError,
     SdkitError,
     UnsafeCheckpointError,
@@ -28,7 +30,10 @@ from .images import GeneratedImage, GenerationResult
 from .recipe import Recipe
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .generator import Generator
+    from .options import GenerationOptions
     from .samplers import SamplerSpec
 
 __version__ = "0.1.0"
@@ -37,6 +42,7 @@ __all__ = [
     "SAMPLERS",
     "GeneratedImage",
     "GenerationCancelled",
+    "GenerationOptions",
     "GenerationResult",
     "Generator",
     "InvalidOptionError",
@@ -44,6 +50,7 @@ __all__ = [
     "ModelNotFoundError",
     "OutputError",
     "Recipe",
+    "RecipeParseError",
     "ReplayError",
     "SdkitError",
     "UnsafeCheckpointError",
@@ -51,18 +58,15 @@ __all__ = [
 ]
 
 
+# torch and diffusers take seconds to import: load them only when a name that needs them is used.
+_LAZY = {"Generator": ".generator", "GenerationOptions": ".options", "SAMPLERS": ".samplers"}
+
+
 def __getattr__(name: str) -> Any:
-    # torch and diffusers take seconds to import: load them only when a Generator is needed.
-    if name == "Generator":
-        from .generator import Generator
-
-        return Generator
-    if name == "SAMPLERS":
-        from .samplers import SAMPLERS
-
-        return SAMPLERS
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'sdkit' has no attribute {name!r}")
 
 
 if TYPE_CHECKING:
-    SAMPLERS: dict[str, SamplerSpec]
+    SAMPLERS: Mapping[str, SamplerSpec]

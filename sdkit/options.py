@@ -30,7 +30,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import numbers
 import os
 import secrets
@@ -223,8 +222,10 @@ class GenerationOptions:
                 hint="feature caching works with optimize='none' or 'compile'.",
             )  # fmt: skip
         seeds = [first + i for i in range(int(self.num_images))]
-        scheduler = _scheduler(facts, resolved, seeds)
-        _check_steps(scheduler, int(steps), resolved)
+        scheduler = samplers.fresh_scheduler(
+            facts.scheduler_class, facts.scheduler_config, resolved, seeds
+        )
+        samplers.check_steps(scheduler, int(steps), resolved)
         # numpy scalars and the like pass validation; the Plan holds plain Python numbers
         return Plan(
             mode=mode,
@@ -390,6 +391,26 @@ class Plan:
     strength: float | None
     feature_cache: int | None
 
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        """The diffusers pipeline's arguments (prompt embeddings and callback aside)."""
+        kwargs: dict[str, Any] = {
+            "num_inference_steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "num_images_per_prompt": len(self.seeds),
+            # one CPU generator per image, so that seeds reproduce across devices
+            "generator": [torch.Generator("cpu").manual_seed(s) for s in self.seeds],
+            "output_type": "pil",
+        }
+        if self.guidance_rescale:
+            kwargs["guidance_rescale"] = self.guidance_rescale
+        if self.mode == "txt2img" or self.mode == "inpaint":
+            kwargs.update(height=self.height, width=self.width)
+        if self.init_image is not None:
+            kwargs.update(image=self.init_image, strength=self.strength)
+        if self.mask is not None:
+            kwargs["mask_image"] = self.mask
+        return kwargs
+
 
 class RecipeFields(Protocol):
     """The fields of a :class:`sdkit.Recipe` that :meth:`GenerationOptions.from_recipe` reads."""
@@ -486,44 +507,3 @@ def _load_image(
                 name, os.fspath(value), "a readable image file", hint=str(exc)
             ) from exc
     raise InvalidOptionError(name, type(value).__name__, "a PIL image or an image path")
-
-
-def _scheduler(
-    facts: ModelFacts, resolved: samplers.ResolvedSampler | None, seeds: list[int]
-) -> Any:
-    """A fresh scheduler: the sampler's on the model's config, else the model's own."""
-    base = {k: v for k, v in facts.scheduler_config.items() if k != "_use_default_values"}
-    cls = resolved.spec.scheduler_class if resolved else facts.scheduler_class
-    if "noise_sampler_seed" in inspect.signature(cls).parameters:
-        # DPM++ SDE draws its noise from a Brownian tree, not from the pipeline's
-        # generators: seed it per image so that seeds reproduce.
-        base["noise_sampler_seed"] = seeds[0] if len(seeds) == 1 else list(seeds)
-    if resolved is None:
-        return facts.scheduler_class.from_config(base)
-    return samplers.make_scheduler(resolved.spec.name, base, resolved.schedule)
-
-
-def _check_steps(scheduler: Any, steps: int, resolved: samplers.ResolvedSampler | None) -> None:
-    """Refuse a step count the scheduler cannot schedule, before any denoising.
-
-    diffusers' "leading" spacing with ``steps_offset=1`` (PNDM, DDIM, … with SD's own config)
-    schedules timestep ``num_train_timesteps`` itself at ``steps == num_train_timesteps`` and
-    then indexes past the end of its noise table; LCM and TCD refuse more steps than their
-    ``original_inference_steps``. Both become an :class:`InvalidOptionError` here.
-    """
-    name = resolved.spec.name if resolved else type(scheduler).__name__
-    limit = int(scheduler.config.get("num_train_timesteps", 1000))
-    try:
-        scheduler.set_timesteps(steps)
-        top = float(scheduler.timesteps.max())
-    except (IndexError, ValueError) as exc:
-        raise InvalidOptionError(
-            "steps", steps, f"a step count that {name} can schedule ({exc})",
-            hint="use fewer steps or another sampler.",
-        ) from exc  # fmt: skip
-    if not top < limit:
-        raise InvalidOptionError(
-            "steps", steps, f"at most {steps - 1} with {name} and this model's scheduler config "
-            f"(timestep {top:g} would be past its {limit} training timesteps)",
-            hint=f"use steps={steps - 1} or another sampler (e.g. sampler='Euler').",
-        )  # fmt: skip

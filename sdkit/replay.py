@@ -14,7 +14,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, Unpack
 
 import numpy as np
 from PIL import Image
@@ -25,16 +25,22 @@ from provenance.verify import verify
 from provenance.watermark import Payload
 
 from .errors import RecipeParseError, ReplayError, SdkitError
-from .images import FORMATS, encode_image
+from .images import FORMATS, GeneratedImage, GenerationResult, encode_image
+from .options import CallOptions, GenerationOptions, ImageInput
 from .recipe import Recipe
 
-if TYPE_CHECKING:
-    from .generator import Generator, ImageInput
-    from .images import GeneratedImage
-
-__all__ = ["MATCH_PSNR_DB", "ReplayResult", "replay"]
+__all__ = ["MATCH_PSNR_DB", "Renders", "ReplayResult", "replay"]
 
 MATCH_PSNR_DB = 40.0  # lossy files: a replay this close differs only by encoding
+
+
+class Renders(Protocol):
+    """What :func:`replay` needs of a :class:`sdkit.Generator`: its model's hash, and a call."""
+
+    @property
+    def model_sha256(self) -> str: ...
+
+    def __call__(self, prompt: str, **options: Unpack[CallOptions]) -> GenerationResult: ...
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ class ReplayResult:
 
 
 def replay(
-    generator: Generator,
+    generator: Renders,
     source: str | os.PathLike[str] | bytes,
     *,
     init_image: ImageInput | None = None,
@@ -103,24 +109,13 @@ def replay(
         )
     payload = _payload(report.manifest, name)
     try:
-        result = generator(
-            recipe.prompt,
-            negative_prompt=recipe.negative_prompt,
-            sampler=recipe.sampler,
-            schedule=None if recipe.sampler is None else recipe.schedule,
-            steps=recipe.steps,
-            guidance_scale=recipe.guidance_scale,
-            guidance_rescale=recipe.guidance_rescale,
-            clip_skip=recipe.clip_skip,
-            seed=recipe.seed,
-            width=recipe.width,
-            height=recipe.height,
+        options = GenerationOptions.from_recipe(
+            recipe,
             init_image=init_image,
-            strength=recipe.strength,
             mask=mask,
             watermark_payloads=None if payload is None else [payload],
-            feature_cache=recipe.feature_cache,
         )
+        result = generator(recipe.prompt, **options.as_kwargs())
     except SdkitError as exc:
         raise ReplayError(f"cannot replay {name}: {exc.message}", path=name) from exc
     image = result.image

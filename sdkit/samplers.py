@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import inspect
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -65,6 +66,8 @@ __all__ = [
     "SCHEDULES",
     "ResolvedSampler",
     "SamplerSpec",
+    "check_steps",
+    "fresh_scheduler",
     "make_scheduler",
     "resolve_sampler",
     "sampler_names",
@@ -393,3 +396,54 @@ def make_scheduler(
     cls: Any = resolved.spec.scheduler_class
     scheduler: SchedulerMixin = cls.from_config(dict(base_config), **resolved.config)
     return scheduler
+
+
+def fresh_scheduler(
+    model_class: type[Any],
+    model_config: Mapping[str, Any],
+    resolved: ResolvedSampler | None,
+    seeds: list[int],
+) -> Any:
+    """A fresh scheduler for one call: the sampler's on the model's config, else the model's own.
+
+    Args:
+        model_class: the model's own scheduler class (used when ``resolved`` is ``None``).
+        model_config: the model's scheduler config.
+        resolved: the sampler asked for, from :func:`resolve_sampler`, or ``None``.
+        seeds: the call's seeds, one per image (DPM++ SDE seeds its noise with them).
+    """
+    base = {k: v for k, v in model_config.items() if k != "_use_default_values"}
+    cls = resolved.spec.scheduler_class if resolved else model_class
+    if "noise_sampler_seed" in inspect.signature(cls).parameters:
+        # DPM++ SDE draws its noise from a Brownian tree, not from the pipeline's
+        # generators: seed it per image so that seeds reproduce.
+        base["noise_sampler_seed"] = seeds[0] if len(seeds) == 1 else list(seeds)
+    if resolved is None:
+        return model_class.from_config(base)
+    return make_scheduler(resolved.spec.name, base, resolved.schedule)
+
+
+def check_steps(scheduler: Any, steps: int, resolved: ResolvedSampler | None) -> None:
+    """Refuse a step count the scheduler cannot schedule, before any denoising.
+
+    diffusers' "leading" spacing with ``steps_offset=1`` (PNDM, DDIM, … with SD's own config)
+    schedules timestep ``num_train_timesteps`` itself at ``steps == num_train_timesteps`` and
+    then indexes past the end of its noise table; LCM and TCD refuse more steps than their
+    ``original_inference_steps``. Both become an :class:`InvalidOptionError` here.
+    """
+    name = resolved.spec.name if resolved else type(scheduler).__name__
+    limit = int(scheduler.config.get("num_train_timesteps", 1000))
+    try:
+        scheduler.set_timesteps(steps)
+        top = float(scheduler.timesteps.max())
+    except (IndexError, ValueError) as exc:
+        raise InvalidOptionError(
+            "steps", steps, f"a step count that {name} can schedule ({exc})",
+            hint="use fewer steps or another sampler.",
+        ) from exc  # fmt: skip
+    if not top < limit:
+        raise InvalidOptionError(
+            "steps", steps, f"at most {steps - 1} with {name} and this model's scheduler config "
+            f"(timestep {top:g} would be past its {limit} training timesteps)",
+            hint=f"use steps={steps - 1} or another sampler (e.g. sampler='Euler').",
+        )  # fmt: skip
