@@ -13,6 +13,9 @@ For a URL, in order (each redirect hop goes through steps 1-3 again, at most
 
 Files on disk and PIL images go through step 3 only. See :mod:`provenance.optout.decision`
 for how signals become a decision, and :mod:`provenance.optout.network` for the SSRF policy.
+This module runs the checks (the session, the event loop, the walk of a URL's redirects, the
+signals of files and images); :mod:`provenance.optout.fetcher` makes its HTTP requests and
+caches site files, and :mod:`provenance.optout.targets` names its targets and failures.
 
 Example:
     >>> from PIL import Image
@@ -26,7 +29,6 @@ import asyncio
 import functools
 import logging
 import os
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
@@ -36,30 +38,31 @@ from urllib.parse import urljoin
 
 import aiohttp
 from PIL import Image
-from yarl import URL
 
 from ..errors import OptOutError
 from .decision import Decision, OnError, Signal, decide
 from .embedded import DEFAULT_USES, file_signals, jpeg_header_end, xmp_signals
+from .fetcher import Fetcher
 from .localfile import image_problem, read_regular_file
 from .markup import AI_TRAINING_AGENTS, header_signals, html_signals, lower_agents
 from .network import (
-    OPT_OUT_HEADERS,
-    REDIRECTS,
     Fetched,
     connector_options,
-    describe_failure,
-    is_refused,
     origin_of,
-    read_body,
-    read_upto,
     request_url,
     url_refusal,
 )
 from .registry import OptOutRegistry
-from .sitefiles import MAX_SITE_FILE, SITE_FILES, SitePolicy, escape_surrogates
+from .sitefiles import escape_surrogates
+from .targets import (
+    Target,
+    failure_reason,
+    no_running_loop,
+    require_target,
+    target_name,
+)
 
-__all__ = ["DEFAULT_USER_AGENT", "OptOutChecker", "Target"]
+__all__ = ["DEFAULT_USER_AGENT", "OptOutChecker", "Target", "failure_reason", "off_loop"]
 
 
 def _version() -> str:
@@ -73,9 +76,7 @@ def _version() -> str:
 DEFAULT_USER_AGENT = (
     f"sdkit-optout/{_version()} (+https://github.com/sdkit/sdkit/blob/main/docs/optout.md)"
 )
-Target = str | os.PathLike[str] | bytes | Image.Image
 _SITE_CACHE = 65_536  # origins kept
-_REASON_CHARS = 200  # of an exception's message in a failed check's reason
 _log = logging.getLogger("provenance.optout")
 #: The thread that runs pure-Python parsing off the event loop (see :func:`off_loop`).
 _PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdkit-optout-parser")
@@ -176,8 +177,12 @@ class OptOutChecker:
             if registry is not None and not isinstance(registry, OptOutRegistry)
             else registry
         )
-        self._sites: OrderedDict[str, SitePolicy] = OrderedDict()
-        self._pending: dict[str, asyncio.Task[tuple[SitePolicy, int]]] = {}
+        self._fetcher = Fetcher(
+            timeout=timeout,
+            max_redirects=max_redirects,
+            allow_private=allow_private,
+            max_body=max_body,
+        )
         self._session: aiohttp.ClientSession | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -233,8 +238,8 @@ class OptOutChecker:
             OptOutError: called inside a running event loop (use :meth:`acheck` there), or the
                 target is not a URL, path, bytes or PIL image.
         """
-        _no_running_loop()
-        _require_target(target)
+        no_running_loop()
+        require_target(target)
         return asyncio.run(self.acheck(target))
 
     def check_many(self, targets: Iterable[Target]) -> list[Decision]:
@@ -247,10 +252,10 @@ class OptOutChecker:
             OptOutError: called inside a running event loop, or a target of the wrong type
                 (before any target is checked).
         """
-        _no_running_loop()
+        no_running_loop()
         items = list(targets)
         for item in items:
-            _require_target(item)
+            require_target(item)
 
         async def run() -> list[Decision]:
             out: list[Decision | None] = [None] * len(items)
@@ -263,7 +268,7 @@ class OptOutChecker:
 
     async def acheck(self, target: Target) -> Decision:
         """Check one target (see :meth:`check`); reuses the open session, if any."""
-        _require_target(target)
+        require_target(target)
         if self._session is not None:
             return await self._dispatch(target, self._session)
         async with self._new_session() as session:
@@ -287,7 +292,7 @@ class OptOutChecker:
         pending: set[asyncio.Task[tuple[int, Decision]]] = set()
         try:
             for index, target in enumerate(targets):
-                _require_target(target)
+                require_target(target)
                 if len(pending) >= (limit or self.concurrency):
                     done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     for task in done:
@@ -312,7 +317,7 @@ class OptOutChecker:
         """One target's decision. Whatever a server or a file makes the checks raise (a parser
         bug, RecursionError, MemoryError) becomes an ``unknown`` decision naming the exception,
         so one hostile target never costs the decisions of the others."""
-        _require_target(target)
+        require_target(target)
         try:
             if isinstance(target, Image.Image):
                 return await self._check_image(target)
@@ -326,7 +331,7 @@ class OptOutChecker:
             return self._failed(target, exc)
 
     def _failed(self, target: Target, exc: Exception) -> Decision:
-        name = _target_name(target)
+        name = target_name(target)
         _log.debug("the check of %s failed", name, exc_info=exc)
         reason = Signal("fetch", "unknown", name, failure_reason(exc))
         return decide(name, [reason], on_error=self.on_error)
@@ -409,7 +414,7 @@ class OptOutChecker:
                 signals.append(Signal("fetch", "unknown", current, refused))
                 break
             if self.site_files:
-                policy, made = await self._site_policy(origin_of(current), session)
+                policy, made = await self._fetcher.site_policy(origin_of(current), session)
                 requests += made
                 if policy.refused is not None:
                     signals.append(Signal("fetch", "unknown", current, policy.refused))
@@ -422,7 +427,9 @@ class OptOutChecker:
                     s.name in ("robots.txt", "ai.txt") and s.value == "disallowed" for s in site
                 ):
                     break  # a crawler that honours robots.txt must not fetch it
-            fetched = await self._fetch(current, session)
+            fetched = await self._fetcher.get(
+                current, session, whole_image=self.registry is not None
+            )
             requests += 1
             if isinstance(fetched, Signal):
                 signals.append(fetched)
@@ -456,99 +463,6 @@ class OptOutChecker:
             return []
         return await asyncio.to_thread(self._in_file, fetched.body, fetched.url, fetched.extent)
 
-    async def _fetch(self, url: str, session: aiohttp.ClientSession) -> Fetched | Signal:
-        """GET ``url`` without following redirects; failures become an ``unknown`` signal."""
-        try:
-            async with session.get(URL(url, encoded=True), allow_redirects=False) as response:
-                headers = {
-                    name: tuple(response.headers.getall(name, ())) for name in OPT_OUT_HEADERS
-                }
-                if response.status in REDIRECTS and "Location" in response.headers:
-                    return Fetched(
-                        url, response.status, headers, location=response.headers["Location"]
-                    )
-                if response.status >= 300:
-                    return Fetched(url, response.status, headers)
-                kind, body, extent = await read_body(
-                    response, max_body=self.max_body, whole_image=self.registry is not None
-                )
-                return Fetched(
-                    url,
-                    response.status,
-                    headers,
-                    kind=kind,
-                    body=body,
-                    extent=extent,
-                    charset=response.charset,
-                )
-        except Exception as exc:
-            return Signal("fetch", "unknown", url, describe_failure(exc, self.timeout))
-
-    async def _site_policy(
-        self, origin: str, session: aiohttp.ClientSession
-    ) -> tuple[SitePolicy, int]:
-        """The origin's site files: cached, fetched once even when many checks ask at once."""
-        if origin in self._sites:
-            self._sites.move_to_end(origin)
-            return self._sites[origin], 0
-        task = self._pending.get(origin)
-        if task is not None:
-            policy, _ = await asyncio.shield(task)
-            return policy, 0
-        task = asyncio.ensure_future(self._fetch_site(origin, session))
-        self._pending[origin] = task
-        try:
-            policy, made = await asyncio.shield(task)
-        finally:
-            self._pending.pop(origin, None)
-        self._sites[origin] = policy
-        if len(self._sites) > _SITE_CACHE:
-            self._sites.popitem(last=False)
-        return policy, made
-
-    async def _fetch_site(
-        self, origin: str, session: aiohttp.ClientSession
-    ) -> tuple[SitePolicy, int]:
-        results = await asyncio.gather(
-            *(self._fetch_text(origin + path, session) for path in SITE_FILES.values())
-        )
-        fetched = {
-            name: (status, body)
-            for name, (status, body, _) in zip(SITE_FILES, results, strict=True)
-        }
-        policy = await asyncio.to_thread(SitePolicy.parse, origin, fetched)  # ~0.5 s at the caps
-        return policy, sum(made for _, _, made in results)
-
-    async def _fetch_text(self, url: str, session: aiohttp.ClientSession) -> tuple[int, bytes, int]:
-        """(status, body or error text, requests made) of a site file, following redirects."""
-        made, url = 0, request_url(url)
-        for _ in range(self.max_redirects + 1):
-            refused = url_refusal(url, self.allow_private)
-            if refused:
-                return -1, refused.encode(), made
-            made += 1
-            try:
-                async with session.get(URL(url, encoded=True), allow_redirects=False) as response:
-                    if response.status in REDIRECTS and "Location" in response.headers:
-                        url = request_url(urljoin(url, response.headers["Location"]))
-                        continue
-                    if response.status >= 300:
-                        return response.status, b"", made
-                    return response.status, await read_upto(response, MAX_SITE_FILE), made
-            except Exception as exc:  # a reason, never a traceback
-                code = -1 if is_refused(exc) else 0
-                return code, describe_failure(exc, self.timeout).encode(), made
-        return 310, b"", made
-
-
-def _require_target(target: object) -> None:
-    """Raise for a target of the wrong type (a programming error, not a decision)."""
-    if not isinstance(target, (str, os.PathLike, bytes, Image.Image)):
-        raise OptOutError(
-            f"cannot check a {type(target).__name__}",
-            hint="give a URL, a path, bytes or a PIL image.",
-        )
-
 
 async def off_loop(parse: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """``parse(*args, **kwargs)`` on the one parser thread, for pure-Python parsing that holds
@@ -557,41 +471,3 @@ async def off_loop(parse: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> 
     for each of them in turn (gaps of 0.25 s with eight URLs of a hostile robots.txt at once)."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_PARSER, functools.partial(parse, *args, **kwargs))
-
-
-def _target_name(target: Target) -> str:
-    if isinstance(target, Image.Image):
-        return "<image>"
-    if isinstance(target, bytes):
-        return "<bytes>"
-    try:
-        return os.fspath(target)
-    except Exception:  # a PathLike whose __fspath__ fails is still named
-        return f"<{type(target).__name__}>"
-
-
-def failure_reason(exc: BaseException) -> str:
-    """A failed check's reason: the exception's type and the first line of its message.
-
-    Example:
-        >>> import zlib
-        >>> failure_reason(zlib.error("Error -3 while decompressing data"))
-        'the check failed: zlib.error: Error -3 while decompressing data'
-    """
-    kind = type(exc)
-    module = kind.__module__.split(".", 1)[0]
-    name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
-    text = str(exc).strip().split("\n", 1)[0]
-    text = text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 3] + "..."
-    return f"the check failed: {name}" + (f": {text}" if text else "")
-
-
-def _no_running_loop() -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    raise OptOutError(
-        "check() and check_many() block, so they cannot run inside an event loop",
-        hint="use `await checker.acheck(target)` or `checker.acheck_many(targets)` there.",
-    )
