@@ -21,9 +21,9 @@ from .errors import (
     SigningError,
     WatermarkError,
 )
+from .report import VerificationReport
 from .stamp import Stamper, WatermarkRecord
 from .store import ManifestStore
-from .report import VerificationReport
 from .verify import verify
 from .watermark import Detection, Payload
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._json import read_json
+from .models import DEFAULT_MODEL_DIR, DEFAULT_MODEL_ID, hub_cache_dir
 
 __all__ = ["LocalModel", "list_local_models"]
 
@@ -50,7 +51,6 @@ def list_local_models(
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> list[LocalModel]:
     """List models loadable offline: the default, the hub cache, and ``dirs`` (two levels deep)."""
-    from .models import DEFAULT_MODEL_DIR, DEFAULT_MODEL_ID, hub_cache_dir  # models imports this
 
     found: list[LocalModel] = []
     if (DEFAULT_MODEL_DIR / "model_index.json").is_file():

@@ -30,20 +30,17 @@ import torch
 from ._json import read_json
 from ._safetensors import read_safetensors_header
 from .errors import ModelLoadError, ModelNotFoundError, SdkitError, UnsafeCheckpointError
-from .local_models import LocalModel, list_local_models
 from .weights_hash import weights_sha256
 
 __all__ = [
     "DEFAULTS_FILE",
     "DEFAULT_MODEL_DIR",
     "DEFAULT_MODEL_ID",
-    "LocalModel",
     "ModelDefaults",
     "ModelSource",
     "derived_pipeline",
     "hub_cache_dir",
     "is_offline",
-    "list_local_models",
     "load_pipeline",
     "model_defaults",
     "pipeline_family",

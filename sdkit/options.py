@@ -45,6 +45,7 @@ from provenance.watermark import Payload
 from . import samplers
 from .errors import InvalidOptionError
 from .feature_cache import check_interval
+from .modes import Mode
 
 __all__ = [
     "DEFAULT_STRENGTH",
@@ -66,7 +67,6 @@ __all__ = [
 #: ``callback(step, timestep, latents)``; return ``False`` (or raise GenerationCancelled) to stop.
 StepCallback = Callable[[int, int, torch.Tensor], bool | None]
 #: What a call makes (a Recipe records it): decided by ``init_image`` and ``mask``.
-Mode = Literal["txt2img", "img2img", "inpaint"]
 ImageInput = Image.Image | str | os.PathLike[str]
 MAX_SEED = 2**32 - 1
 DEFAULT_STRENGTH = 0.75

@@ -21,9 +21,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from provenance import infotext
 
@@ -48,10 +48,15 @@ from ._recipe_checks import (
     _text,
 )
 from .errors import RecipeParseError
+from .modes import Mode
+
+if TYPE_CHECKING:
+    from provenance.watermark import Payload
+
+    from .options import GenerationOptions, ImageInput
 
 __all__ = ["MAX_RECIPE_CHARS", "Mode", "Recipe", "RecipeParseError", "parse_infotext"]
 
-Mode = Literal["txt2img", "img2img", "inpaint"]
 RECIPE_VERSION = 1
 
 
@@ -121,6 +126,25 @@ class Recipe:
         # Normalise mappings through JSON so that a round trip compares equal (tuples -> lists).
         object.__setattr__(self, "scheduler_config", _json_normalise(self.scheduler_config))
         object.__setattr__(self, "versions", dict(self.versions))
+
+    def to_options(
+        self,
+        *,
+        init_image: ImageInput | None = None,
+        mask: ImageInput | None = None,
+        watermark_payloads: Sequence[Payload] | None = None,
+    ) -> GenerationOptions:
+        """The call options that made this image: ``gen(r.prompt, **r.to_options().as_kwargs())``.
+
+        A Recipe records the init image and the mask by hash only, and the watermark payload
+        not at all: pass them to redo an img2img or inpaint call, or to get the same
+        watermarked pixels (:meth:`sdkit.Generator.replay` does all of this from a file).
+        """
+        from .options import GenerationOptions  # imports torch: only when asked
+
+        return GenerationOptions.from_recipe(
+            self, init_image=init_image, mask=mask, watermark_payloads=watermark_payloads
+        )
 
     # -- JSON ---------------------------------------------------------------------------------
 
@@ -271,7 +295,7 @@ class Recipe:
 
 
 # The check of each field, in the dataclass' order. The ranges are the Generator's own limits
-# (see Generator._plan), so every Recipe sdkit writes passes, and a replay re-checks them.
+# (see GenerationOptions.check), so every Recipe sdkit writes passes, and a replay re-checks them.
 _CHECKS: dict[str, _Check] = {
     "prompt": _text,
     "model": _text,

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import sdkit.generator
+import sdkit.local_models
 import sdkit.models
 from sdkit.cli import cli
 from sdkit.images import GeneratedImage, write_atomic
@@ -178,7 +179,7 @@ def test_ctrl_c_in_any_command_exits_130(monkeypatch: pytest.MonkeyPatch) -> Non
     def interrupted(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sdkit.models, "list_local_models", interrupted)
+    monkeypatch.setattr(sdkit.local_models, "list_local_models", interrupted)
     result = CliRunner().invoke(cli, ["models"])
     assert result.exit_code == 130 and "interrupted" in result.output
     assert "Aborted!" not in result.output

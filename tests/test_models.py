@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from sdkit import Generator, ModelLoadError, ModelNotFoundError, UnsafeCheckpointError
+from sdkit.local_models import list_local_models
 from sdkit.models import (
     ModelDefaults,
-    list_local_models,
     model_defaults,
     resolve_source,
     weights_sha256,

@@ -213,9 +213,10 @@ def test_a_recipes_options_make_the_same_pixels(tiny_sd_path: Path) -> None:
         gen("x", init_image=init, strength=0.5, steps=4, seed=3, guidance_scale=5.0),
     ):
         recipe = first.image.recipe
-        options = GenerationOptions.from_recipe(recipe, init_image=init)
-        if recipe.mode == "txt2img":
-            options = dataclasses.replace(options, init_image=None)
+        options = recipe.to_options(init_image=None if recipe.mode == "txt2img" else init)
+        assert options == GenerationOptions.from_recipe(
+            recipe, init_image=None if recipe.mode == "txt2img" else init
+        )
         again = gen(recipe.prompt, **options.as_kwargs()).image
         assert again.recipe == recipe
         assert np.array_equal(np.asarray(again.image), np.asarray(first.image.image))

@@ -66,7 +66,7 @@ def models_command(dirs: tuple[str, ...], cache_dir: str | None, as_json: bool) 
     """
     import os
 
-    from ..models import list_local_models
+    from ..local_models import list_local_models
 
     extra = [d for d in os.environ.get("SDKIT_MODELS", "").split(os.pathsep) if d]
     found = list_local_models([*dirs, *extra], cache_dir=cache_dir)
