@@ -98,7 +98,7 @@ def init_development_credentials(
     """
     files = DevelopmentCredentials.at(directory or default_credentials_dir())
     exists_hint = (
-        "Keep them, or pass force=True (`sdkit keys init --force`) to replace them; files "
+        "Keep them, or pass force=True (`sdkit keys init --overwrite`) to replace them; files "
         "signed before will then no longer be Trusted by the new ca.pem."
     )
     present = [p.name for p in files.files() if p.exists()]

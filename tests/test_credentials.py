@@ -465,7 +465,10 @@ def test_keys_init_and_show(tmp_path: Path) -> None:
     assert (folder / "signer.key").exists()
 
     again = runner.invoke(cli, ["keys", "init", str(folder)])
-    assert again.exit_code == 4 and "--force" in again.output
+    assert again.exit_code == 4 and "--overwrite" in again.output
+    for flag in ("--overwrite", "--force"):  # --force: the older name, still accepted
+        replaced = runner.invoke(cli, ["keys", "init", str(folder), flag])
+        assert replaced.exit_code == 0, replaced.output
 
     shown = runner.invoke(cli, ["keys", "show", str(folder)])
     assert shown.exit_code == 0, shown.output

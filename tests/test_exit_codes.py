@@ -124,6 +124,7 @@ def test_6_model_missing_or_garbage(tmp_path: Path) -> None:
     image = str(plain_png(tmp_path / "x.png", 256))
     bad = run("detect", image, "--probe", str(probe))
     assert bad.exit_code == ExitCode.MODEL, bad.output
+    assert run("verify", image, "--probe", str(probe)).exit_code == ExitCode.MODEL
     assert run("verify", image, "--detector", str(probe)).exit_code == ExitCode.MODEL
     absent = run("detect", image, "--probe", str(tmp_path / "absent.safetensors"))
     assert absent.exit_code == ExitCode.MODEL, absent.output

@@ -30,13 +30,19 @@ def keys_group() -> None:
 
 @keys_group.command("init")
 @click.argument("directory", required=False, type=_DIR)
-@click.option("--force", is_flag=True, help="Replace credentials that already exist there.")
+@click.option(
+    "--overwrite",
+    "--force",
+    "force",
+    is_flag=True,
+    help="Replace credentials that already exist there (--force is the older name).",
+)
 def init_command(directory: Path | None, force: bool) -> None:
     """Create a development CA and a signing certificate in DIRECTORY.
 
     DIRECTORY defaults to the folder that sdkit signs from when SDKIT_SIGNING_CERT and
     SDKIT_SIGNING_KEY are not set. Nobody else trusts these credentials. Exit code 4 when
-    they exist (without --force) or cannot be written.
+    they exist (without --overwrite) or cannot be written.
     """
     try:
         files = init_development_credentials(directory, force=force)

@@ -88,10 +88,12 @@ def _expand(patterns: tuple[str, ...]) -> list[Path]:
     "larger images are not searched (JPEGs are decoded at a reduced scale when that fits).",
 )
 @click.option(
+    "--probe",
     "--detector",
     "probe",
     type=ExistingPath(code=ExitCode.MODEL),
-    help="Probe from `sdkit detect train`: score files that have no verified provenance.",
+    help="Probe from `sdkit detect train` (the same option as `sdkit detect --probe`; "
+    "--detector is its older name): score files that have no verified provenance.",
 )
 def verify_command(
     files: tuple[str, ...],
