@@ -46,6 +46,7 @@ __all__ = [
     "default_credentials_dir",
     "detect_algorithm",
     "init_development_credentials",
+    "key_is_encrypted",
     "load_trust_anchors",
 ]
 
@@ -349,21 +350,44 @@ def _parse_chain(pem: bytes) -> list[x509.Certificate]:
         raise SigningError("the certificate chain holds no PEM certificate", hint=hint) from None
 
 
+def key_is_encrypted(pem: bytes | str) -> bool:
+    """Whether a PEM private key is encrypted (PKCS#8 ``ENCRYPTED PRIVATE KEY`` or legacy
+    ``Proc-Type: 4,ENCRYPTED``), i.e. needs a password to load.
+
+    Example:
+        >>> key_is_encrypted(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\\n...")
+        True
+    """
+    data = _bytes(pem)
+    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data or b"Proc-Type: 4,ENCRYPTED" in data
+
+
+_PASSWORD_SOURCES = (
+    "`sdkit generate --key-password` or SDKIT_SIGNING_KEY_PASSWORD (the CLI asks when it runs "
+    "in a terminal); password=… in Python"
+)
+
+
 def _parse_key(pem: bytes, password: str | bytes | None) -> Any:
     secret = password.encode() if isinstance(password, str) else password
     try:
         return serialization.load_pem_private_key(pem, password=secret)
     except TypeError:  # encrypted without a password, or a password for a plain key
         if secret is None:
-            hint = "Pass password=… (or set SDKIT_SIGNING_KEY_PASSWORD)."
+            hint = f"Give its password: {_PASSWORD_SOURCES}."
             raise SigningError(
                 "the signing key is encrypted and no password was given", hint=hint
             ) from None
         raise SigningError(
             "a password was given for a signing key that is not encrypted",
-            hint="Leave the password out.",
+            hint="Leave the password out (unset SDKIT_SIGNING_KEY_PASSWORD).",
         ) from None
     except (ValueError, UnsupportedAlgorithm):
+        if secret is not None and key_is_encrypted(pem):
+            hint = f"Check the password given ({_PASSWORD_SOURCES})."
+            raise SigningError(
+                "cannot decrypt the signing key: the password is wrong", hint=hint
+            ) from None
         wrong = "the password is wrong, or " if secret is not None else ""
         hint = (
             "Give the PEM private key ('-----BEGIN PRIVATE KEY-----') of the signing certificate."
@@ -377,20 +401,20 @@ _lock = threading.Lock()
 _announced = False
 
 
-def default_credentials() -> Credentials:
+def default_credentials(*, timestamp_url: str | None = None) -> Credentials:
     """``SDKIT_SIGNING_CERT`` + ``SDKIT_SIGNING_KEY`` when set, else development credentials.
 
     Development credentials are created on first use in :func:`default_credentials_dir`; the
     first use in a process logs a warning (logger ``"provenance"``) that nobody else trusts
-    them. ``SDKIT_SIGNING_KEY_PASSWORD`` decrypts the key; ``SDKIT_TIMESTAMP_URL`` adds an
-    RFC 3161 time-stamp to either. Thread-safe.
+    them. ``SDKIT_SIGNING_KEY_PASSWORD`` decrypts the key; ``timestamp_url``, else
+    ``SDKIT_TIMESTAMP_URL``, adds an RFC 3161 time-stamp to either. Thread-safe.
 
     Raises:
         SigningError: only one of the two variables is set, or the credentials are unusable.
     """
     global _announced
     cert, key = os.environ.get("SDKIT_SIGNING_CERT"), os.environ.get("SDKIT_SIGNING_KEY")
-    tsa = os.environ.get("SDKIT_TIMESTAMP_URL") or None
+    tsa = timestamp_url or os.environ.get("SDKIT_TIMESTAMP_URL") or None
     if cert or key:
         if not (cert and key):
             hint = "Set both (PEM chain, PEM key), or neither to use development credentials."

@@ -246,6 +246,12 @@ def sign_asset(
                 f"the C2PA manifest is malformed: {str(exc).split('with:', 1)[-1].strip()}",
                 hint="this is a bug in the manifest definition; please report it.",
             ) from exc
+        if credentials.timestamp_url and isinstance(exc, c2pa.C2paError.Signature):
+            raise SigningError(
+                f"C2PA signing failed: no time-stamp from {credentials.timestamp_url}: {exc}",
+                hint="check the time-stamp authority's URL (--timestamp-url, "
+                "SDKIT_TIMESTAMP_URL) and the network; nothing is signed without its time-stamp.",
+            ) from exc
         raise SigningError(
             f"C2PA signing failed: {exc}",
             hint="check the signing certificate chain, key and algorithm "

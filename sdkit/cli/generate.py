@@ -8,7 +8,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,6 +17,9 @@ from provenance.errors import ProvenanceError
 
 from ..errors import InvalidOptionError, OutputError, SdkitError
 from ._group import _quiet_libraries, _size, cli, error
+
+if TYPE_CHECKING:
+    from provenance.credentials import Credentials
 
 __all__ = ["generate"]
 
@@ -150,6 +153,24 @@ __all__ = ["generate"]
     help="PEM private key of --signing-cert.",
 )
 @click.option(
+    "--key-password",
+    envvar="SDKIT_SIGNING_KEY_PASSWORD",
+    show_envvar=True,
+    default=None,
+    help="Password of an encrypted --signing-key. Default: asked for (hidden) when the key is "
+    "encrypted and stdin is a terminal. A flag is visible to other users of this machine "
+    "(ps): prefer the variable or the prompt.",
+)
+@click.option(
+    "--timestamp-url",
+    envvar="SDKIT_TIMESTAMP_URL",
+    show_envvar=True,
+    default=None,
+    metavar="URL",
+    help="RFC 3161 time-stamp authority that countersigns each manifest (any credentials). "
+    "If it cannot be reached, nothing is written (exit 5).",
+)
+@click.option(
     "--store",
     type=click.Path(dir_okay=False),
     envvar="SDKIT_STORE",
@@ -176,6 +197,8 @@ def generate(
     as_json: bool,
     signing_cert: str | None,
     signing_key: str | None,
+    key_password: str | None,
+    timestamp_url: str | None,
     store: str | None,
     no_watermark: bool,
     **options: Any,
@@ -188,7 +211,8 @@ def generate(
 
     \b
     Exit code: 0 done, 2 invalid option, 4 an input missing or an output that cannot be
-    written, 5 signing credentials or store unusable, 6 model not loadable, 8 another
+    written, 5 signing credentials (or their password) or store unusable, or no time-stamp
+    from --timestamp-url, 6 model not loadable, 8 another
     error, 130 interrupted or cancelled (the table: `sdkit --help`).
     """
     if (signing_cert is None) != (signing_key is None):
@@ -201,13 +225,9 @@ def generate(
     written: list[Path] = []
     try:
         _quiet_libraries()
-        from provenance.credentials import Credentials
-
         from ..generator import Generator
 
-        credentials = None
-        if signing_cert is not None and signing_key is not None:
-            credentials = Credentials.from_files(signing_cert, signing_key)
+        credentials = _credentials(signing_cert, signing_key, key_password, timestamp_url)
 
         if not quiet:
             click.echo(f"loading {model or 'the default model'} …", err=True)
@@ -255,6 +275,38 @@ def generate(
     for path, image in zip(written, result.images, strict=True):
         click.echo(f"{path}  seed {image.recipe.seed}  {image.recipe.width}x{image.recipe.height}")
     click.echo(f"{len(written)} image(s) in {result.elapsed_s:.1f} s", err=True)
+
+
+def _credentials(
+    cert: str | None, key: str | None, password: str | None, timestamp_url: str | None
+) -> Credentials | None:
+    """The signing credentials the flags (or their variables) name, checked before any model work.
+
+    ``None`` leaves the choice to the Generator (development credentials) when nothing is
+    given; a time-stamp URL alone applies to those development credentials.
+
+    Raises:
+        SigningError: a file is missing, the key's password is missing or wrong, the
+            certificate breaks the C2PA profile, or the URL is not http(s) (exit 5).
+    """
+    from provenance.credentials import Credentials, default_credentials, key_is_encrypted
+
+    timestamp_url = timestamp_url or None  # SDKIT_TIMESTAMP_URL= (empty) means none
+    if cert is None or key is None:
+        return None if timestamp_url is None else default_credentials(timestamp_url=timestamp_url)
+    if password is None and _interactive():
+        try:
+            encrypted = key_is_encrypted(Path(key).read_bytes())
+        except OSError:
+            encrypted = False  # from_files names the problem
+        if encrypted:
+            password = click.prompt(f"password of the signing key {key}", hide_input=True, err=True)
+    return Credentials.from_files(cert, key, None, timestamp_url, password=password)
+
+
+def _interactive() -> bool:
+    """Whether a password can be asked for: stdin is a terminal."""
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 def _check_outputs(paths: Sequence[Path], *, overwrite: bool) -> None:
