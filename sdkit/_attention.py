@@ -40,7 +40,8 @@ MAX_OPEN_BRACKETS = 64
 
 _SPECIAL = "\\()[]:"
 _ESCAPABLE = "\\()[]"
-_EXPLICIT_WEIGHT = re.compile(r":([+-]?[.\d]+)\)")
+# A1111 since v1.6 (modules/prompt_parser.py, re_attention): white space may surround the number.
+_EXPLICIT_WEIGHT = re.compile(r":\s*([+-]?[.\d]+)\s*\)")
 _BREAK_WORD = re.compile(r"\bBREAK\b")  # the whitespace around it is stripped by hand (linear)
 _SHOWN = 40  # characters of a refused token shown in an error
 
@@ -79,7 +80,7 @@ class _Pieces:
         self.weights.append(BREAK[1])
 
     def scale_from(self, start: int, factor: float) -> None:
-        # BREAK's weight is scaled too (as in A1111); runs() does not read it.
+        # BREAK's weight is scaled too, as in A1111: runs() reads it (see there).
         self.weights[start:] = [weight * factor for weight in self.weights[start:]]
 
     def runs(self) -> list[_Run]:
@@ -91,7 +92,10 @@ class _Pieces:
                 runs.append(("".join(pending), weight))
                 pending = []
             if texts is None:
-                runs.append(None)
+                # A1111 ends a chunk only at a BREAK whose weight is still exactly -1: inside
+                # brackets it was scaled with the text, and the word "BREAK" is encoded at that
+                # weight (A1111's sd_hijack_clip.tokenize_line); it never merges with neighbours.
+                runs.append(None if w == BREAK[1] else ("BREAK", w))
             else:
                 pending.extend(texts)
                 weight = w

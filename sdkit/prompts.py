@@ -4,9 +4,16 @@ The grammar (A1111's "attention" syntax):
 
 - ``(text)``: weight x 1.1; nesting multiplies, so ``((text))`` is x 1.1 x 1.1.
 - ``[text]``: weight / 1.1.
-- ``(text:1.3)``: weight x 1.3 (no spaces around the number).
+- ``(text:1.3)``: weight x 1.3; white space may surround the number (``(text: 1.3 )``), as
+  in A1111 since v1.6.
 - ``\\(``, ``\\)``, ``\\[``, ``\\]``, ``\\\\``: the literal character.
-- ``BREAK``: end the current 75-token chunk here.
+- ``BREAK``: end the current 75-token chunk here. Inside brackets A1111 scales BREAK's marker
+  weight (-1) with the text and then no longer sees a BREAK: ``(a BREAK b)`` is the word
+  "BREAK" at weight -1.1, in one chunk. sdkit does the same, so that prompts from A1111 give
+  A1111's conditioning; put BREAK outside brackets to split.
+
+Prompt editing (``[a:b:0.5]``), alternation (``[a|b]``) and ``AND`` are read by
+:mod:`sdkit.prompt_schedule` before this module sees the text of each step.
 
 Unbalanced brackets are tolerated as A1111 does: an unmatched close bracket is plain text, an
 unclosed open bracket applies to the rest of the prompt. A backslash before any other character

@@ -92,13 +92,20 @@ def _sd_reference(pipe: Any, prompt: str, negative: str | None, clip_skip: int |
         ("a (b [c", [("a ", 1.0), ("b ", 1.1), ("c", 1.1 * (1 / 1.1))]),
         ("a) b] c", [("a) b] c", 1.0)]),
         ("a:1.3) b", [("a:1.3) b", 1.0)]),
-        ("(a: 1.3)", [("a: 1.3", 1.1)]),
+        # A1111 v1.6+ (re_attention): white space around the number is allowed
+        ("(a: 1.3)", [("a", 1.3)]),
+        ("(word :1.2)", [("word ", 1.2)]),
+        ("(word:1.2 )", [("word", 1.2)]),
+        ("(a:1.2 .3)", [("a:1.2 .3", 1.1)]),
         ("(a:1.2.3)", [("a:1.2.3", 1.1)]),
         ("(a:1.3)(b:1.3)", [("ab", 1.3)]),
         ("(unnecessary)(parens)", [("unnecessaryparens", 1.1)]),
         ("a BREAK b", [("a", 1.0), BREAK, ("b", 1.0)]),
         ("a, BREAK, b", [("a,", 1.0), BREAK, (", b", 1.0)]),
-        ("(a BREAK b)", [("a", 1.1), BREAK, ("b", 1.1)]),
+        # inside brackets A1111 scales BREAK's -1 too, and then reads it as the word "BREAK"
+        ("(a BREAK b)", [("a", 1.1), ("BREAK", -1.1), ("b", 1.1)]),
+        ("[a BREAK b]", [("a", 1 / 1.1), ("BREAK", -1 / 1.1), ("b", 1 / 1.1)]),
+        ("(a BREAK b:1)", [("a", 1.0), BREAK, ("b", 1.0)]),  # the factors multiply to 1
         ("a BREAK BREAK b", [("a", 1.0), BREAK, BREAK, ("b", 1.0)]),
         ("aBREAK BREAKb", [("aBREAK BREAKb", 1.0)]),
         ("", [("", 1.0)]),
@@ -124,6 +131,37 @@ def test_parse_matches_a1111_doctest() -> None:
         ("sky", 1.4641000000000006),
         (".", 1.1),
     ]
+
+
+# A1111's own doctests for parse_prompt_attention, with the outputs it prints: repository
+# AUTOMATIC1111/stable-diffusion-webui, modules/prompt_parser.py, commit
+# 28bd8e142d5f77b71ae8d7d7140b5da1b3a49906 (v1.10 line; same examples at 0674fabd).
+A1111_ATTENTION_EXAMPLES: list[tuple[str, list[tuple[str, float]]]] = [
+    ("normal text", [("normal text", 1.0)]),
+    ("an (important) word", [("an ", 1.0), ("important", 1.1), (" word", 1.0)]),
+    ("(unbalanced", [("unbalanced", 1.1)]),
+    ("\\(literal\\]", [("(literal]", 1.0)]),
+    ("(unnecessary)(parens)", [("unnecessaryparens", 1.1)]),
+    (
+        "a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).",
+        [
+            ("a ", 1.0),
+            ("house", 1.5730000000000004),
+            (" ", 1.1),
+            ("on", 1.0),
+            (" a ", 1.1),
+            ("hill", 0.55),
+            (", sun, ", 1.1),
+            ("sky", 1.4641000000000006),
+            (".", 1.1),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), A1111_ATTENTION_EXAMPLES)
+def test_a1111_attention_doctests(text: str, expected: list[tuple[str, float]]) -> None:
+    assert parse_prompt_attention(text) == expected
 
 
 def test_common_weights_are_the_expected_floats() -> None:

@@ -209,7 +209,7 @@ def test_cli_refuses_an_infinite_weight_with_exit_2_and_writes_nothing(
 
 # -- equivalence: the same runs, float for float, as the A1111 algorithm -----------------------
 
-_OLD_WEIGHT = re.compile(r":([+-]?[.\d]+)\)")
+_OLD_WEIGHT = re.compile(r":\s*([+-]?[.\d]+)\s*\)")  # A1111 v1.6+: spaces around the number
 _OLD_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
 
 
@@ -231,8 +231,7 @@ def _a1111_reference(text: str) -> list[tuple[str, float]]:
 
     def scale_from(start: int, factor: float) -> None:
         for k in range(start, len(texts)):
-            if texts[k] is not None:
-                weights[k] *= factor
+            weights[k] *= factor  # BREAK's -1 too, as A1111 does
 
     pos = 0
     while pos < len(text):
@@ -282,8 +281,8 @@ def _a1111_reference(text: str) -> list[tuple[str, float]]:
     runs: list[tuple[str, float]] = []
     last: tuple[str, float] | None = None
     for piece, weight in zip(texts, weights, strict=True):
-        if piece is None:
-            runs.append(BREAK)
+        if piece is None:  # a chunk break only at weight -1, else the word (A1111)
+            runs.append(BREAK if weight == -1.0 else ("BREAK", weight))
             last = None
         elif last is not None and last[1] == weight:
             runs[-1] = last = (last[0] + piece, weight)
@@ -293,7 +292,7 @@ def _a1111_reference(text: str) -> list[tuple[str, float]]:
 
 
 _TOKENS = ["a", "b c", " ", "  ", "\n", "(", ")", "[", "]", ":", ":1.5)", ":0.5)", ":-2)",
-           ":1.2.3)", ":.)", "\\(", "\\", "BREAK", " BREAK ", "xBREAK", ","]  # fmt: skip
+           ":1.2.3)", ":.)", ": 1.5 )", ":\t2)", "\\(", "\\", "BREAK", " BREAK ", "xBREAK", ","]  # fmt: skip
 
 
 @settings(max_examples=400, deadline=None, derandomize=True, database=None)
