@@ -6,6 +6,7 @@ closed port on 127.0.0.1, so c2pa-python's own HTTP request fails.
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -15,8 +16,11 @@ from cryptography.hazmat.primitives import serialization
 
 from provenance.dev_credentials import DevelopmentCredentials, init_development_credentials
 from provenance.manifest import read_manifest
+from sdkit.batch import BatchPrompt, generate_many, output_paths
 from sdkit.cli import cli
 from sdkit.cli import generate as generate_module
+from sdkit.errors import InvalidOptionError, OutputError
+from sdkit.images import read_infotext
 
 PASSWORD = "correct horse"
 
@@ -160,3 +164,146 @@ def test_a_time_stamp_url_that_is_not_http_is_refused_before_the_model_loads(
     args = ["generate", "x", "-m", "acme/absent", "-o", str(tmp_path / "a.png")]
     result = runner.invoke(cli, [*args, "--timestamp-url", "ftp://tsa.example"])
     assert result.exit_code == 5 and "is not http(s)" in result.output, result.output
+
+
+# -- --quality -------------------------------------------------------------------------------
+
+
+def test_quality_sets_jpeg_quality(runner: CliRunner, tiny_sd_path: Path, tmp_path: Path) -> None:
+    sizes = {}
+    for quality in (20, 95):
+        out = tmp_path / f"q{quality}.jpg"
+        result = _generate(runner, tiny_sd_path, out, "--seed", "3", "--quality", str(quality))
+        assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+        sizes[quality] = out.stat().st_size
+    assert sizes[20] < sizes[95]
+    bad = runner.invoke(cli, ["generate", "x", "--quality", "0", "-o", str(tmp_path / "b.jpg")])
+    assert bad.exit_code == 2 and "quality" in bad.output
+
+
+# -- --prompts --------------------------------------------------------------------------------
+
+
+def _prompts(tmp_path: Path, *lines: str) -> Path:
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_prompts_file_names_files_predictably(
+    runner: CliRunner, tiny_sd_path: Path, tmp_path: Path
+) -> None:
+    prompts = _prompts(
+        tmp_path,
+        "a red circle",
+        "",
+        '{"prompt": "a blue square", "num_images": 2, "steps": 2}',
+        '{"prompt": "a green dot", "seed": 7, "negative_prompt": "blur"}',
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["generate", "--prompts", str(prompts), "-m", str(tiny_sd_path), "--steps", "1"]
+    result = runner.invoke(cli, [*args, "--seed", "10", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    names = ["00000-10.png", "00001-11.png", "00002-12.png", "00003-7.png"]
+    assert sorted(p.name for p in out.iterdir()) == names
+    rows = json.loads(result.stdout)
+    assert [(Path(r["path"]).name, r["prompt"], r["seed"]) for r in rows] == [
+        ("00000-10.png", "a red circle", 10),
+        ("00001-11.png", "a blue square", 11),
+        ("00002-12.png", "a blue square", 12),
+        ("00003-7.png", "a green dot", 7),
+    ]
+    assert "Steps: 2" in read_infotext(out / "00001-11.png")
+    assert "Steps: 1" in read_infotext(out / "00000-10.png")
+    assert "Negative prompt: blur" in read_infotext(out / "00003-7.png")
+    assert read_manifest((out / "00003-7.png").read_bytes(), "image/png").state == "valid"
+    # the same run again: every name exists, refused before any work; --overwrite replaces
+    again = runner.invoke(cli, [*args, "--seed", "10", "-o", str(out)])
+    assert again.exit_code == 4 and "exists" in again.output, again.output
+    replaced = runner.invoke(cli, [*args, "--seed", "10", "-o", str(out), "--overwrite", "-q"])
+    assert replaced.exit_code == 0, replaced.output
+
+
+@pytest.mark.parametrize(
+    ("lines", "problem"),
+    [
+        (["ok", "{not json"], "line 2: is not valid JSON"),
+        (["ok", "ok", '{"prompt": "x", "stpes": 3}'], "line 3: has an unknown key 'stpes'"),
+        (['{"steps": 3}'], "line 1: has no 'prompt'"),
+        (['{"prompt": 5}'], "line 1: invalid prompt=5"),
+        (['{"prompt": "x", "steps": 0}'], "line 1: invalid steps=0"),
+        (['{"prompt": "x", "width": 100}'], "line 1: invalid width=100"),
+        (['{"prompt": "x", "seed": "five"}'], "line 1: invalid seed='five'"),
+        (['{"prompt": "x", "init_image": "absent.png"}'], "line 1: invalid init_image"),
+        (["", "  "], "holds no prompt"),
+    ],
+)
+def test_a_bad_line_is_exit_2_naming_it_before_the_model_loads(
+    runner: CliRunner, tmp_path: Path, lines: list[str], problem: str
+) -> None:
+    prompts = _prompts(tmp_path, *lines)
+    # acme/absent would be exit 6: the file is checked before the model is looked for
+    args = ["generate", "--prompts", str(prompts), "-m", "acme/absent", "-o", str(tmp_path)]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert problem in result.output and "Traceback" not in result.output
+
+
+def test_batch_output_folder_is_checked_before_the_model_loads(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    prompts = _prompts(tmp_path, "a", "b")
+    base = ["generate", "--prompts", str(prompts), "-m", "acme/absent"]
+    missing = runner.invoke(cli, [*base, "-o", str(tmp_path / "absent")])
+    assert missing.exit_code == 4 and "does not exist" in missing.output, missing.output
+    a_file = tmp_path / "file.png"
+    a_file.write_bytes(b"")
+    not_folder = runner.invoke(cli, [*base, "-o", str(a_file)])
+    assert not_folder.exit_code == 4 and "not a folder" in not_folder.output
+    usage = runner.invoke(cli, ["generate", "x", "--prompts", str(prompts)])
+    assert usage.exit_code == 2 and "one of the two" in usage.output
+    fmt = runner.invoke(cli, ["generate", "x", "--format", "webp"])
+    assert fmt.exit_code == 2 and "--format goes with --prompts" in fmt.output
+
+
+def test_batch_format_and_quality(runner: CliRunner, tiny_sd_path: Path, tmp_path: Path) -> None:
+    prompts = _prompts(tmp_path, "a", "b")
+    args = ["generate", "--prompts", str(prompts), "-m", str(tiny_sd_path), "--steps", "1"]
+    result = runner.invoke(cli, [*args, "--seed", "0", "--format", "webp", "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in tmp_path.glob("*.webp")} == {"00000-0.webp", "00001-1.webp"}
+
+
+# -- generate_many: the output folder, before any denoising -----------------------------------
+
+
+class _NoDenoising:
+    """A Renderer that fails the test if anything is denoised."""
+
+    progress = False
+
+    def _check(self, prompt: str, options: object) -> object:
+        return None
+
+    def _denoise(self, prompt: str, options: object) -> object:
+        raise AssertionError("denoised before the output folder was checked")
+
+
+def test_generate_many_checks_the_folder_before_denoising(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_bytes(b"")
+    for folder in (a_file, a_file / "sub"):
+        with pytest.raises(OutputError):
+            generate_many(_NoDenoising(), ["a", "b"], folder, seed=1)  # type: ignore[arg-type]
+    (tmp_path / "00001-2.png").write_bytes(b"")
+    with pytest.raises(OutputError, match="1 of the 2 files exist"):
+        generate_many(_NoDenoising(), ["a", "b"], tmp_path, seed=1)  # type: ignore[arg-type]
+    with pytest.raises(InvalidOptionError):
+        generate_many(_NoDenoising(), [BatchPrompt("a", num_images=0)], tmp_path)  # type: ignore[arg-type]
+
+
+def test_output_paths_follow_each_prompts_count_and_seed() -> None:
+    prompts = [BatchPrompt("a", num_images=2), "b", BatchPrompt("c", seed=50)]
+    names = [p.name for p in output_paths(prompts, "out", seed=9, fmt="jpeg")]
+    assert names == ["00000-9.jpg", "00001-10.jpg", "00002-11.jpg", "00003-50.jpg"]

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,11 +22,22 @@ from ._group import _quiet_libraries, _size, cli, error
 if TYPE_CHECKING:
     from provenance.credentials import Credentials
 
+    from ..batch import BatchPrompt
+
 __all__ = ["generate"]
 
 
 @cli.command()
-@click.argument("prompt")
+@click.argument("prompt", required=False)
+@click.option(
+    "--prompts",
+    "prompts_file",
+    type=ExistingPath(),
+    metavar="FILE",
+    help="Many prompts: one per line, or one JSON object of options per line "
+    '(e.g. {"prompt": "a cat", "steps": 20, "seed": 5}). Every line is checked before the '
+    "model loads. Files go into the -o folder as NNNNN-SEED.png (see --format).",
+)
 @click.option("-n", "--num-images", default=1, show_default=True, help="Images to make.")
 @click.option("--negative", "negative_prompt", default="", help="Negative prompt.")
 @click.option(
@@ -95,9 +107,23 @@ __all__ = ["generate"]
 @click.option(
     "-o",
     "--output",
-    default="sdkit.png",
+    default=None,
+    help="Output file (.png, .jpg, .webp), default sdkit.png. With -n > 1, '-1', '-2'… are "
+    "added before the suffix. With --prompts: an existing folder, default the current one.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["png", "jpeg", "webp"]),
+    default=None,
+    help="File format with --prompts (default png); otherwise the format follows -o's suffix.",
+)
+@click.option(
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=95,
     show_default=True,
-    help="Output file (.png, .jpg, .webp). With -n > 1, '-1', '-2'… are added before the suffix.",
+    help="JPEG / WebP quality (ignored for PNG).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing files.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N, mps. Default: the best present.")
@@ -182,8 +208,11 @@ __all__ = ["generate"]
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the files and their Recipes as JSON.")
 def generate(
-    prompt: str,
-    output: str,
+    prompt: str | None,
+    prompts_file: str | None,
+    output: str | None,
+    fmt: str | None,
+    quality: int,
     size: tuple[int, int] | None,
     model: str | None,
     overwrite: bool,
@@ -217,11 +246,36 @@ def generate(
     """
     if (signing_cert is None) != (signing_key is None):
         raise click.UsageError("--signing-cert and --signing-key go together")
-    paths = _output_paths(Path(output), options["num_images"])
-    try:
-        _check_outputs(paths, overwrite=overwrite)  # before the model loads: a bad -o costs nothing
+    if (prompt is None) == (prompts_file is None):
+        raise click.UsageError("give a PROMPT or --prompts FILE (one of the two)")
+    if fmt is not None and prompts_file is None:
+        raise click.UsageError("--format goes with --prompts; otherwise -o's suffix names it")
+    width, height = size if size else (None, None)
+    jobs: list[BatchPrompt] = []
+    try:  # before the model loads: a bad line or -o costs nothing
+        if prompts_file is not None:
+            from ..batch import output_paths  # torch loads here, not for `sdkit --help`
+            from ..options import first_seed
+            from .batch import read_prompts
+
+            defaults = {**options, "width": width, "height": height}
+            jobs = read_prompts(Path(prompts_file), defaults)
+            counts = [j.num_images or options["num_images"] for j in jobs]
+            first = first_seed(options.pop("seed"), sum(counts))
+            folder = Path(output or ".")
+            paths = output_paths(
+                jobs, folder, num_images=options["num_images"], seed=first, fmt=fmt or "png"
+            )
+            if folder.exists() and not folder.is_dir():
+                raise OutputError(
+                    f"{folder} is not a folder", path=folder, hint="give -o a folder."
+                )
+        else:
+            paths = _output_paths(Path(output or "sdkit.png"), options["num_images"])
+        _check_outputs(paths, overwrite=overwrite)
     except SdkitError as exc:
         raise error(exc) from None
+    before = {p: _identity(p) for p in paths}
     written: list[Path] = []
     try:
         _quiet_libraries()
@@ -250,17 +304,40 @@ def generate(
                 "a plain background, 256x256); pass --model for real pictures (docs/guide.md).",
                 err=True,
             )
-        width, height = size if size else (None, None)
-        result = gen(prompt, width=width, height=height, **options)
-        for im, path in zip(result.images, paths, strict=True):
-            written.append(im.save(path, overwrite=overwrite))
+        started = time.monotonic()
+        if jobs:
+            written = gen.generate_many(
+                jobs,
+                folder,
+                seed=first,
+                fmt=fmt or "png",
+                quality=quality,
+                overwrite=overwrite,
+                width=width,
+                height=height,
+                **options,
+            )
+        else:
+            result = gen(prompt or "", width=width, height=height, **options)
+            for im, path in zip(result.images, paths, strict=True):
+                written.append(im.save(path, overwrite=overwrite, quality=quality))
     except (SdkitError, ProvenanceError) as exc:
         raise error(exc) from None
     except KeyboardInterrupt:
         # files are written whole or not at all (temp file + link): nothing partial is left
-        done = ", ".join(str(p) for p in written)
-        click.echo(f"\ninterrupted: {f'kept {done}' if written else 'no file written'}", err=True)
+        done = ", ".join(str(p) for p in written or _finished(before))
+        click.echo(f"\ninterrupted: {f'kept {done}' if done else 'no file written'}", err=True)
         sys.exit(ExitCode.INTERRUPTED)
+    elapsed = time.monotonic() - started
+    if jobs:
+        rows = _batch_rows(jobs, written, options["num_images"], first)
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+            return
+        for row in rows:
+            click.echo(f"{row['path']}  seed {row['seed']}")
+        click.echo(f"{len(written)} image(s), {len(jobs)} prompt(s), {elapsed:.1f} s", err=True)
+        return
     if as_json:
         click.echo(
             json.dumps(
@@ -275,6 +352,34 @@ def generate(
     for path, image in zip(written, result.images, strict=True):
         click.echo(f"{path}  seed {image.recipe.seed}  {image.recipe.width}x{image.recipe.height}")
     click.echo(f"{len(written)} image(s) in {result.elapsed_s:.1f} s", err=True)
+
+
+def _batch_rows(
+    jobs: Sequence[BatchPrompt], written: Sequence[Path], n: int, first: int
+) -> list[dict[str, Any]]:
+    """One row per file of a --prompts run: its path, prompt and seed (as generate_many
+    numbers them: image ``k`` of the run gets ``first + k`` unless its line gives a seed)."""
+    rows: list[dict[str, Any]] = []
+    files = iter(written)
+    for job in jobs:
+        start = first + len(rows) if job.seed is None else job.seed
+        for i in range(job.num_images or n):
+            rows.append({"path": str(next(files)), "prompt": job.text, "seed": start + i})
+    return rows
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file: a file replaced since has another one."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _finished(before: dict[Path, tuple[int, int] | None]) -> list[Path]:
+    """The files of ``before`` written since (new, or replaced with --overwrite)."""
+    return [p for p, old in before.items() if (now := _identity(p)) is not None and now != old]
 
 
 def _credentials(
@@ -319,6 +424,7 @@ def _check_outputs(paths: Sequence[Path], *, overwrite: bool) -> None:
     """
     from ..images import FORMATS
 
+    probed: set[Path] = set()
     for path in paths:
         if path.suffix.lower() not in FORMATS:
             raise InvalidOptionError(
@@ -340,6 +446,9 @@ def _check_outputs(paths: Sequence[Path], *, overwrite: bool) -> None:
             raise OutputError(
                 f"{path} exists", path=path, hint="choose another -o or pass --overwrite."
             )
+        if folder in probed:
+            continue
+        probed.add(folder)
         try:  # the one sure test of "writable" (permissions, read-only mounts, ACLs)
             fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".probe")
             os.close(fd)
