@@ -95,6 +95,14 @@ def _expand(patterns: tuple[str, ...]) -> list[Path]:
     help="Probe from `sdkit detect train` (the same option as `sdkit detect --probe`; "
     "--detector is its older name): score files that have no verified provenance.",
 )
+@click.option(
+    "--small",
+    type=click.Choice(["upscale", "error"]),
+    default="upscale",
+    show_default=True,
+    help="With --probe: images smaller than the detector's 224 px crop are upscaled (a less "
+    "reliable score) or, with 'error', reported as unreadable (exit 4).",
+)
 def verify_command(
     files: tuple[str, ...],
     as_json: bool,
@@ -106,6 +114,7 @@ def verify_command(
     skip_watermark: bool,
     max_pixels: int,
     probe: str | None,
+    small: str,
 ) -> None:
     """Report where FILES come from and whether that can be trusted.
 
@@ -118,7 +127,7 @@ def verify_command(
     fails only with --require-trusted), 7 similar (a manifest recovered from --store
     through the watermark; no hash binding ties it to these bytes), 3 no provenance,
     1 not verified or tampered, 4 a file could not be read; 5 trust anchors or
-    store unusable, 6 a --detector probe that cannot be loaded (`sdkit --help`).
+    store unusable, 6 a --probe that cannot be loaded (`sdkit --help`).
     """
     from ..credentials import load_trust_anchors
     from ..store import ManifestStore
@@ -129,7 +138,7 @@ def verify_command(
         from ..detector import Detector
 
         try:
-            detector = Detector.load(probe, small="upscale")
+            detector = Detector.load(probe, small="error" if small == "error" else "upscale")
         except ProvenanceError as exc:
             raise cli_error(exc, ExitCode.MODEL) from None
     try:
