@@ -137,7 +137,8 @@ def parse_infotext(text: str) -> Infotext:
     for line in lines:
         if target is prompt_lines and line.startswith(_NEGATIVE):
             target = negative_lines
-            line = line[len(_NEGATIVE) :].lstrip(" ")
+            # format_infotext writes one space after the colon: the rest is the prompt's own
+            line = line[len(_NEGATIVE) :].removeprefix(" ")
         target.append(line)
     return Infotext("\n".join(prompt_lines), "\n".join(negative_lines), params)
 

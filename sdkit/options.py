@@ -155,7 +155,10 @@ class GenerationOptions:
         """
         return cls(
             negative_prompt=recipe.negative_prompt,
-            sampler=recipe.sampler,
+            # the row that rebuilds the recorded config (a renamed row: old Recipes' UniPC)
+            sampler=None
+            if recipe.sampler is None
+            else samplers.replay_sampler(recipe.sampler, recipe.schedule, recipe.scheduler_config),
             schedule=None if recipe.sampler is None else recipe.schedule,
             steps=recipe.steps,
             guidance_scale=recipe.guidance_scale,
@@ -421,6 +424,8 @@ class RecipeFields(Protocol):
     def sampler(self) -> str | None: ...
     @property
     def schedule(self) -> str: ...
+    @property
+    def scheduler_config(self) -> Mapping[str, Any]: ...
     @property
     def steps(self) -> int: ...
     @property

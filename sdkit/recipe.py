@@ -220,11 +220,25 @@ class Recipe:
         return self.model_sha256[:10]
 
     def to_infotext(self) -> str:
-        """Render A1111's "parameters" text (prompt, negative prompt, then key: value pairs)."""
-        fields: list[tuple[str, Any]] = [
-            ("Steps", self.steps),
-            ("Sampler", self.sampler if self.sampler is not None else self.scheduler),
-            ("Schedule type", self.schedule),
+        """Render A1111's "parameters" text (prompt, negative prompt, then key: value pairs).
+
+        "Sampler" and "Schedule type" are A1111's names for what ran (for the model's own
+        scheduler, its class and config: Euler with Karras sigmas is "Euler", "Karras").
+        Where they do not read back as this Recipe's sampler and schedule (no sampler named,
+        a schedule A1111 has no label for, a sampler A1111 lacks), sdkit's own "sdkit
+        sampler" / "sdkit schedule" fields say them exactly; A1111 ignores keys it does not
+        know.
+        """
+        from .samplers import a1111_names, read_a1111_names  # imports diffusers: only here
+
+        sampler, label = a1111_names(
+            self.sampler, self.schedule, self.scheduler, self.scheduler_config
+        )
+        read_sampler, read_schedule = read_a1111_names(sampler, label)
+        fields: list[tuple[str, Any]] = [("Steps", self.steps), ("Sampler", sampler)]
+        if label is not None:
+            fields.append(("Schedule type", label))
+        fields += [
             ("CFG scale", self.guidance_scale),
             ("Seed", self.seed),
             ("Size", f"{self.width}x{self.height}"),
@@ -246,8 +260,10 @@ class Recipe:
             ("Model sha256", self.model_sha256),
             ("Dtype", self.dtype),
         ]
-        if self.sampler is None:
-            fields.append(("Sampler name", "none"))
+        if read_sampler != self.sampler:
+            fields.append(("sdkit sampler", "none" if self.sampler is None else self.sampler))
+        if read_schedule != self.schedule:
+            fields.append(("sdkit schedule", self.schedule))
         if self.init_image_sha256 is not None:
             fields.append(("Init image sha256", self.init_image_sha256))
         if self.mask_sha256 is not None:
@@ -270,6 +286,7 @@ class Recipe:
                 the text is longer than :data:`MAX_RECIPE_CHARS`.
         """
         prompt, negative, params = parse_infotext(text)
+        _sdkit_names(params)
         values: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
         for key, (name, read) in _INFOTEXT_FIELDS.items():
             if key in params:
@@ -282,7 +299,7 @@ class Recipe:
                 )
         width, height = values.pop("size")
         values.update(width=width, height=height)
-        if params.get("Sampler name") == "none":
+        if params.get("sdkit sampler", params.get("Sampler name")) == "none":
             values["sampler"] = None
         try:
             return cls.from_dict(values)
@@ -359,6 +376,24 @@ _INFOTEXT_KEYS = {name: key for key, (name, _) in _INFOTEXT_FIELDS.items()} | {
     "width": "Size",
     "height": "Size",
 }
+
+
+def _sdkit_names(params: dict[str, str]) -> None:
+    """Put sdkit's sampler and schedule names in ``params``' "Sampler" and "Schedule type".
+
+    sdkit's own fields win; else A1111's names are read as A1111 means them. Infotext from
+    sdkit before 0.2 wrote sdkit's names in A1111's fields ("Schedule type: default",
+    "Sampler name: none").
+    """
+    if "Sampler" not in params:
+        return
+    from .samplers import read_a1111_names  # imports diffusers: only here
+
+    sampler, schedule = read_a1111_names(params["Sampler"], params.get("Schedule type"))
+    params["Sampler"] = params.get("sdkit sampler", sampler)
+    own = params.get("sdkit schedule", schedule)
+    if own is not None:
+        params["Schedule type"] = own
 
 
 def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:

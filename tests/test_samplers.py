@@ -35,7 +35,11 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "LMS": ("LMSDiscreteScheduler", {}),
     "DDIM": ("DDIMScheduler", {"clip_sample": False}),
     "PLMS": ("PNDMScheduler", {"skip_prk_steps": True}),
-    "UniPC": ("UniPCMultistepScheduler", {}),
+    "UniPC": (
+        "UniPCMultistepScheduler",
+        {"solver_type": "bh1", "solver_order": 3, "final_sigmas_type": "sigma_min"},
+    ),
+    "UniPC bh2": ("UniPCMultistepScheduler", {"solver_type": "bh2", "solver_order": 2}),
     "LCM": ("LCMScheduler", {}),
     "DDPM": ("DDPMScheduler", {}),
     "DEIS": ("DEISMultistepScheduler", {}),
@@ -132,7 +136,11 @@ def test_every_spelling_resolves(spelling: str) -> None:
         ("euler_a", "Euler a"),
         ("Euler A", "Euler a"),
         ("k_dpm_2_a", "DPM2 a"),
-        ("uni_pc_bh2", "UniPC"),
+        ("uni_pc_bh2", "UniPC bh2"),
+        ("uni_pc", "UniPC"),
+        ("k_lcm", "LCM"),
+        ("k_dpmpp_2m_sde_heun", "DPM++ 2M SDE Heun"),
+        ("dpmpp_2m_sde_heun_gpu", "DPM++ 2M SDE Heun"),
     ],
 )
 def test_other_spellings(spelling: str, name: str) -> None:
@@ -226,7 +234,7 @@ def test_model_config_survives(name: str) -> None:
     _skip_unless_installed(name)
     base = {**SD15_SCHEDULER, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}
     base["beta_schedule"] = "linear"
-    config = make_scheduler(name, base).config
+    config = make_scheduler(name, base, "default").config  # the model's own spacing
     assert (config.prediction_type, config.beta_schedule) == ("v_prediction", "linear")
     assert config.beta_end == 0.012 and config.timestep_spacing == "trailing"
     if "karras" in SAMPLERS[name].schedules:
@@ -246,7 +254,7 @@ def test_a_sampler_sets_its_algorithm_over_another_samplers_config() -> None:
 
 def test_a_chosen_schedule_replaces_the_models_sigma_flags() -> None:
     base = {**SDXL_SCHEDULER, "use_karras_sigmas": True}
-    assert make_scheduler("Euler", base).config.use_karras_sigmas is True  # model's own
+    assert make_scheduler("Euler", base, "default").config.use_karras_sigmas is True  # model's
     exponential = make_scheduler("Euler", base, "exponential").config
     assert (exponential.use_karras_sigmas, exponential.use_exponential_sigmas) == (False, True)
     assert make_scheduler("Euler", base, "trailing").config.use_karras_sigmas is False
@@ -260,8 +268,9 @@ def test_resolved_sampler_as_data() -> None:
         "scheduler": "DPMSolverMultistepScheduler",
         "config": dict(resolved.config),
     }
-    assert resolve_sampler("Euler", "Automatic").schedule == "default"
-    assert resolve_sampler("Euler").config == {}
+    # Automatic is the sampler's own default (A1111's); "default" keeps the model's config
+    assert resolve_sampler("Euler", "Automatic").schedule == "linspace"
+    assert resolve_sampler("Euler", "default").config == {}
     with pytest.raises(TypeError):
         resolved.config["use_karras_sigmas"] = False  # type: ignore[index]
 
@@ -320,7 +329,7 @@ def test_suffix_and_schedule_must_agree() -> None:
 def test_missing_package_is_an_invalid_option_with_a_pip_hint(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(samplers, "_is_installed", lambda package: False)
+    monkeypatch.setattr(samplers.resolve, "_is_installed", lambda package: False)
     with pytest.raises(InvalidOptionError) as err:
         resolve_sampler("k_lms")
     assert err.value.option == "sampler" and "LMS" not in err.value.allowed
@@ -337,8 +346,9 @@ def test_non_string_name() -> None:
         resolve_sampler(3)  # type: ignore[arg-type]
 
 
-def test_docstring_examples() -> None:
-    assert doctest.testmod(samplers).failed == 0
+@pytest.mark.parametrize("module", [samplers, samplers.resolve, samplers.table, samplers.schedules])
+def test_docstring_examples(module: Any) -> None:
+    assert doctest.testmod(module).failed == 0
 
 
 # --- on a pipeline -----------------------------------------------------------------------
