@@ -265,3 +265,43 @@ def test_every_skip_gives_a_reason() -> None:
 
 def test_docs_have_runnable_blocks() -> None:
     assert sum(b.skip is None for b in BLOCKS) >= 6
+
+
+# -- lists in the docs that must follow the code ---------------------------------------------
+
+
+def _schedule_names() -> tuple[list[str], list[str]]:
+    """The schedule types ``sdkit.samplers`` accepts, and their other spellings."""
+    import sdkit.samplers as samplers
+
+    try:
+        from sdkit.samplers.schedules import SCHEDULE_ALIASES as aliases  # type: ignore
+    except ImportError:
+        aliases = vars(samplers).get("_SCHEDULE_ALIASES", {})
+    names = list(samplers.SCHEDULES)
+    return names, [a for a in aliases if a != "automatic"]  # "Automatic": A1111's `default`
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start : end if end != -1 else len(text)]
+
+
+def test_guide_lists_every_schedule_type() -> None:
+    names, aliases = _schedule_names()
+    section = _section((ROOT / "docs" / "guide.md").read_text(encoding="utf-8"), "## Samplers")
+    listed = set(re.findall(r"`([a-z_0-9]+)`", section))
+    assert not [n for n in names if n not in listed], "schedule types missing from docs/guide.md"
+    assert not [a for a in aliases if a not in listed], "schedule spellings missing from the guide"
+
+
+def test_cli_reference_lists_every_schedule_type() -> None:
+    names, _ = _schedule_names()
+    row = next(
+        line
+        for line in (ROOT / "docs" / "cli.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `--schedule")
+    )
+    listed = set(re.findall(r"[a-z_0-9]+", row.split("|")[3]))
+    assert not [n for n in names if n not in listed], "schedule types missing from docs/cli.md"
