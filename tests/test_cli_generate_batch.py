@@ -6,14 +6,20 @@ closed port on 127.0.0.1, so c2pa-python's own HTTP request fails.
 
 from __future__ import annotations
 
+import http.server
 import json
+import shutil
 import socket
+import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
+from provenance import verify
 from provenance.dev_credentials import DevelopmentCredentials, init_development_credentials
 from provenance.manifest import read_manifest
 from sdkit.batch import BatchPrompt, generate_many, output_paths
@@ -126,6 +132,100 @@ def test_password_is_asked_for_with_hidden_input_in_a_terminal(
 
 # -- the time-stamp authority --------------------------------------------------------------
 
+_TSA_CONFIG = """\
+[ tsa ]
+default_tsa = tsa_config
+[ tsa_config ]
+serial = ./serial
+signer_cert = ./tsa.pem
+certs = ./tsa-chain.pem
+signer_key = ./tsa.key
+signer_digest = sha256
+default_policy = 1.2.3.4.1
+digests = sha256, sha384, sha512
+accuracy = secs:1
+ordering = yes
+tsa_name = no
+ess_cert_id_chain = no
+ess_cert_id_alg = sha256
+"""
+_TSA_SETUP = """\
+set -e
+echo 01 > serial
+openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+openssl req -x509 -new -key ca.key -sha256 -days 30 -subj "/CN=Test TSA CA" \\
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \\
+  -addext "subjectKeyIdentifier=hash" -out ca.pem
+openssl ecparam -name prime256v1 -genkey -noout -out tsa.key
+openssl req -new -key tsa.key -subj "/CN=Test TSA" -out tsa.csr
+printf "basicConstraints=critical,CA:FALSE\\nkeyUsage=critical,digitalSignature\\nextendedKeyUsage=critical,timeStamping\\nsubjectKeyIdentifier=hash\\nauthorityKeyIdentifier=keyid\\n" > tsa.ext
+openssl x509 -req -in tsa.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 -sha256 \\
+  -extfile tsa.ext -out tsa.pem
+cat tsa.pem ca.pem > tsa-chain.pem
+"""
+
+
+@pytest.fixture(scope="module")
+def tsa_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real RFC 3161 time-stamp authority on 127.0.0.1: `openssl ts -reply` behind HTTP."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    folder = tmp_path_factory.mktemp("tsa")
+    (folder / "tsa.cnf").write_text(_TSA_CONFIG)
+    subprocess.run(["bash", "-c", _TSA_SETUP], cwd=folder, check=True, capture_output=True)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            query = self.rfile.read(int(self.headers["Content-Length"]))
+            reply = subprocess.run(
+                ["openssl", "ts", "-reply", "-config", "tsa.cnf", "-queryfile", "/dev/stdin",
+                 "-out", "/dev/stdout"],
+                cwd=folder, input=query, capture_output=True, check=True,
+            ).stdout  # fmt: skip
+            self.send_response(200)
+            self.send_header("Content-Type", "application/timestamp-reply")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/tsa"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("credentials", ["flags", "development"])
+def test_files_are_time_stamped_by_the_given_authority(
+    runner: CliRunner,
+    tiny_sd_path: Path,
+    tmp_path: Path,
+    locked: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tsa_url: str,
+    credentials: str,
+) -> None:
+    extra: list[str] = []
+    if credentials == "flags":
+        chain, key = locked
+        extra += ["--signing-cert", str(chain), "--signing-key", str(key)]
+        monkeypatch.setenv("SDKIT_SIGNING_KEY_PASSWORD", PASSWORD)
+        monkeypatch.setenv("SDKIT_TIMESTAMP_URL", tsa_url)
+    else:
+        extra += ["--timestamp-url", tsa_url]
+    stamped, plain = tmp_path / "stamped.png", tmp_path / "plain.png"
+    result = _generate(runner, tiny_sd_path, stamped, *extra)
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    assert verify(stamped).signed_at is not None  # the authority's time, in the signature
+    monkeypatch.delenv("SDKIT_TIMESTAMP_URL", raising=False)
+    without = [a for a in extra if a not in ("--timestamp-url", tsa_url)]
+    assert _generate(runner, tiny_sd_path, plain, *without).exit_code == 0  # type: ignore[attr-defined]
+    assert verify(plain).signed_at is None
+
 
 @pytest.mark.parametrize("source", ["flag", "environment"])
 @pytest.mark.parametrize("credentials", ["flags", "development"])
@@ -236,6 +336,8 @@ def test_prompts_file_names_files_predictably(
         (['{"prompt": "x", "width": 100}'], "line 1: invalid width=100"),
         (['{"prompt": "x", "seed": "five"}'], "line 1: invalid seed='five'"),
         (['{"prompt": "x", "init_image": "absent.png"}'], "line 1: invalid init_image"),
+        (['{"prompt": "x", "sampler": "Euler z"}'], "line 1: invalid sampler='Euler z'"),
+        (['{"prompt": "x", "schedule": "karras"}'], "line 1: invalid schedule='karras'"),
         (["", "  "], "holds no prompt"),
     ],
 )
@@ -307,3 +409,29 @@ def test_output_paths_follow_each_prompts_count_and_seed() -> None:
     prompts = [BatchPrompt("a", num_images=2), "b", BatchPrompt("c", seed=50)]
     names = [p.name for p in output_paths(prompts, "out", seed=9, fmt="jpeg")]
     assert names == ["00000-9.jpg", "00001-10.jpg", "00002-11.jpg", "00003-50.jpg"]
+
+
+def test_ctrl_c_in_a_batch_exits_130_naming_the_finished_files(
+    runner: CliRunner, tiny_sd_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sdkit.generator import Generator
+
+    denoise = Generator._denoise
+    calls: list[str] = []
+
+    def interrupted_on_the_second_prompt(self: Generator, prompt: str, options: object) -> object:
+        calls.append(prompt)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return denoise(self, prompt, options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Generator, "_denoise", interrupted_on_the_second_prompt)
+    prompts = _prompts(tmp_path, "a", "b", "c")
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["generate", "--prompts", str(prompts), "-m", str(tiny_sd_path), "--steps", "1"]
+    result = runner.invoke(cli, [*args, "--seed", "4", "-o", str(out), "-q"])
+    assert result.exit_code == 130, result.output
+    assert f"interrupted: kept {out / '00000-4.png'}" in result.output
+    assert [p.name for p in out.iterdir()] == ["00000-4.png"]  # whole and signed, nothing else
+    assert read_manifest((out / "00000-4.png").read_bytes(), "image/png").state == "valid"

@@ -136,6 +136,10 @@ def _job(path: Path, number: int, line: str, defaults: Mapping[str, Any]) -> Bat
         merged = {**defaults, **fields}
         if merged.get("schedule") is not None and merged.get("sampler") is None:
             raise InvalidOptionError("schedule", merged["schedule"], "a schedule with a sampler")
+        if {"sampler", "schedule"} & set(fields) and merged.get("sampler") is not None:
+            from .. import samplers  # the sampler table: torch-free, but only when a line names one
+
+            samplers.resolve_sampler(merged["sampler"], merged.get("schedule"))
         if merged.get("mask") is not None and merged.get("init_image") is None:
             raise InvalidOptionError("mask", merged["mask"], "a mask with an init_image")
     except InvalidOptionError as exc:
