@@ -3,7 +3,9 @@
 The commands are read from the doc (the first ```bash block under that heading) and run in an
 empty folder with the real ``openssl`` and the ``sdkit`` of this environment, so the doc and
 this test cannot drift: a CA, an encrypted key, a C2PA-profile certificate, a signed image
-that verifies as trusted with the CA as anchor.
+that verifies as trusted with the CA as anchor. Each command runs in a shell of its own, as
+tests/test_docs.py runs them (so no command may lean on another's variables), and the block
+as a whole must parse as a script, as a reader pastes it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,20 @@ def section_commands(text: str, heading: str = HEADING) -> str:
     return match.group(1)
 
 
+def commands_of(block: str) -> list[str]:
+    """The block's commands: ``\\``-continued lines joined, comment and blank lines out."""
+    commands, pending = [], ""
+    for raw in block.splitlines():
+        line = raw.rstrip()
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        if line.strip() and not line.lstrip().startswith("#"):
+            commands.append(line.strip())
+    return commands
+
+
 def test_the_section_holds_the_documented_steps() -> None:
     commands = section_commands(DOC.read_text(encoding="utf-8"))
     for step in ("openssl req -x509", "SDKIT_SIGNING_KEY_PASSWORD", "extendedKeyUsage"):
@@ -48,16 +64,21 @@ def test_own_certificate_commands_sign_a_trusted_file(tmp_path: Path) -> None:
     env.pop("SDKIT_TIMESTAMP_URL", None)
     env["SDKIT_CONFIG_DIR"] = str(tmp_path / "config")  # no development credentials used
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", commands],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "VERIFIED (trusted signer)" in result.stdout
+    parsed = subprocess.run(["bash", "-n", "-c", commands], capture_output=True, text=True)
+    assert parsed.returncode == 0, parsed.stderr
+    output = ""
+    for command in commands_of(commands):
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", command],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, f"$ {command}\n{result.stdout}{result.stderr}"
+        output = result.stdout
+    assert "VERIFIED (trusted signer)" in output  # the last command: verify
     # what the commands made is what the doc says: an encrypted key, a profile certificate
     assert b"ENCRYPTED PRIVATE KEY" in (tmp_path / "signer.key").read_bytes()
     signer = x509.load_pem_x509_certificate((tmp_path / "signer.pem").read_bytes())

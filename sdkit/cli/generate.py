@@ -232,17 +232,17 @@ def generate(
     no_watermark: bool,
     **options: Any,
 ) -> None:
-    """Generate images from PROMPT and write them, watermarked and C2PA-signed.
+    """Generate images from PROMPT (or each line of --prompts FILE), watermarked and signed.
 
     Each file carries its parameters (A1111-style infotext) and Content Credentials: a signed
     C2PA manifest with the Recipe, the watermark payload and a fingerprint of the pixels.
     Check one with `sdkit verify FILE`.
 
     \b
-    Exit code: 0 done, 2 invalid option, 4 an input missing or an output that cannot be
-    written, 5 signing credentials (or their password) or store unusable, or no time-stamp
-    from --timestamp-url, 6 model not loadable, 8 another
-    error, 130 interrupted or cancelled (the table: `sdkit --help`).
+    Exit code: 0 done, 2 invalid option (or line of --prompts), 4 an input missing or an
+    output that cannot be written, 5 signing credentials, their password, the time-stamp
+    authority or the store unusable, 6 model not loadable, 8 another error, 130
+    interrupted or cancelled (the table: `sdkit --help`).
     """
     if (signing_cert is None) != (signing_key is None):
         raise click.UsageError("--signing-cert and --signing-key go together")
