@@ -11,10 +11,10 @@ A block that cannot run offline on a CPU carries, on the line just before its op
 
 and is reported as skipped with that reason; there are no other skips.
 
-Shell blocks: each command (``\\``-continued lines joined; blank and comment lines left out) runs
-through ``bash`` with this environment's ``sdkit`` first on ``PATH``. It must exit 0, unless
-its trailing comment says otherwise (``sdkit verify x.png   # exit 3``), and never print a
-traceback. Blocks that only show output or a synopsis use ```text and are not run.
+Shell blocks: a block runs as one ``bash`` script (its exports and here-documents work) with this
+environment's ``sdkit`` first on ``PATH``; each command (``\\``-continued lines joined) must exit
+0, unless its trailing comment says otherwise (``sdkit verify x.png   # exit 3``), and nothing
+may print a traceback. Blocks that only show output or a synopsis use ```text and are not run.
 
 Isolation: a file's blocks get their own config folder (``SDKIT_CONFIG_DIR``), cache, ``HOME``
 and no ``SDKIT_STORE``, trust anchors or signing credentials from the environment; the hub is
@@ -42,6 +42,7 @@ LANGUAGES = (*SHELLS, "python", "py")
 
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>```+|~~~+)\s*(?P<lang>[\w+-]*)")
 _SKIP = re.compile(r"^\s*<!--\s*docs-test:\s*skip:\s*(?P<reason>.+?)\s*-->\s*$")
+_HEREDOC = re.compile(r"<<-?\s*['\"]?(?P<word>\w+)['\"]?")
 _EXIT = re.compile(r"#.*\bexit(?: code)?\s+(?P<code>\d+)")
 #: Environment variables that would carry a user's setup into the examples.
 _CLEARED = (
@@ -105,21 +106,46 @@ BLOCKS = [block for path in DOC_FILES for block in parse_blocks(path)]
 
 
 def shell_commands(source: str) -> list[str]:
-    """The commands of a shell block: continuations joined, comment-only and blank lines out."""
+    """The commands of a shell block, each whole: ``\\`` continuations joined, a here-document
+    kept with its command; comment-only and blank lines left out."""
     commands: list[str] = []
+    lines = source.splitlines()
     pending = ""
-    for raw in source.splitlines():
-        line = raw.rstrip()
+    i = 0
+    while i < len(lines):
+        line = lines[i].rstrip()
+        i += 1
         if line.endswith("\\"):
             pending += line[:-1] + " "
             continue
-        line = pending + line
+        command = (pending + line).strip()
         pending = ""
-        if line.strip() and not line.lstrip().startswith("#"):
-            commands.append(line.strip())
+        heredoc = _HEREDOC.search(command)
+        if heredoc:  # the body and its terminator belong to the command
+            while i < len(lines):
+                command += "\n" + lines[i]
+                i += 1
+                if lines[i - 1].strip() == heredoc["word"]:
+                    break
+        if command and not command.startswith("#"):
+            commands.append(command)
     if pending.strip():
         commands.append(pending.strip())
     return commands
+
+
+def shell_script(source: str) -> str:
+    """The block as one bash script (its exports and files carry from one command to the next)
+    that stops at the first command whose exit code is not the one the doc states."""
+    checked = []
+    for command in shell_commands(source):
+        want = expected_exit(command.split("\n")[0])
+        quoted = command.split("\n")[0].replace("'", "'\\''")
+        checked.append(
+            f"{command}\n__rc=$?; if [ $__rc -ne {want} ]; then "
+            f"echo 'docs-test: exit '$__rc', the doc says {want}: {quoted}' >&2; exit 99; fi"
+        )
+    return "\n".join(checked) + "\n"
 
 
 def expected_exit(command: str) -> int:
@@ -159,22 +185,18 @@ def doc_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, DocRun]:
 
 
 def _run_shell(block: Block, run: DocRun) -> None:
-    for command in shell_commands(block.source):
-        done = subprocess.run(
-            ["bash", "-c", command],
-            cwd=run.folder,
-            env=run.env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        output = (
-            f"$ {command}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
-        )
-        assert "Traceback (most recent call last)" not in done.stdout + done.stderr, output
-        want = expected_exit(command)
-        assert done.returncode == want, f"exit {done.returncode}, the doc says {want}\n{output}"
+    done = subprocess.run(
+        ["bash", "-c", shell_script(block.source)],
+        cwd=run.folder,
+        env=run.env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    output = f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
+    assert "Traceback (most recent call last)" not in done.stdout + done.stderr, output
+    assert done.returncode == 0, output
 
 
 def _run_python(block: Block, run: DocRun) -> None:
@@ -248,13 +270,32 @@ def test_parse_blocks_reads_fences_markers_and_indents(tmp_path: Path) -> None:
 
 
 def test_shell_commands_and_expected_exit_codes() -> None:
-    source = "# a comment\nsdkit generate 'a' \\\n    --seed 1\n\nsdkit verify x.png   # exit 3\n"
-    assert shell_commands(source) == [
+    source = (
+        "# a comment\nsdkit generate 'a' \\\n    --seed 1\n\nsdkit verify x.png   # exit 3\n"
+        "cat > a.ext <<'EXT'\nkeyUsage = x\nEXT\necho done\n"
+    )
+    commands = shell_commands(source)
+    assert commands == [
         "sdkit generate 'a'      --seed 1",
         "sdkit verify x.png   # exit 3",
+        "cat > a.ext <<'EXT'\nkeyUsage = x\nEXT",
+        "echo done",
     ]
-    assert [expected_exit(c) for c in shell_commands(source)] == [0, 3]
+    assert [expected_exit(c) for c in commands] == [0, 3, 0, 0]
     assert expected_exit("sdkit optout registry check c.jpg   # exit 1 on a match") == 1
+
+
+def test_shell_script_checks_each_exit_code_and_keeps_exports(tmp_path: Path) -> None:
+    def run(source: str) -> subprocess.CompletedProcess[str]:
+        script = shell_script(source)
+        return subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True)
+
+    ok = run('export A=1\ntest "$A" = 1\nfalse   # exit 1\ncat > f <<EOF\nx\nEOF\ngrep -q x f')
+    assert ok.returncode == 0, ok.stderr
+    bad = run("false\necho never")
+    assert bad.returncode == 99 and "the doc says 0: false" in bad.stderr and not bad.stdout
+    wrong = run("true   # exit 3")
+    assert wrong.returncode == 99 and "exit 0, the doc says 3" in wrong.stderr
 
 
 def test_every_skip_gives_a_reason() -> None:
