@@ -31,7 +31,7 @@ from provenance.stamp import Stamper, ingredient_from
 from provenance.store import ManifestStore, default_store_path
 from provenance.watermark import Payload
 
-from . import batch, models, prompts
+from . import batch, models, prompt_conditioning
 from ._recipes import library_versions, recipes_for, state_sha256
 from .errors import GenerationCancelled, InvalidOptionError, ModelLoadError
 from .feature_cache import FeatureCache
@@ -339,28 +339,29 @@ class Generator:
         pipe = self._pipeline(plan.mode)
         pipe.scheduler = plan.scheduler
         pipe.set_progress_bar_config(disable=not self.progress, leave=False)
-        # 3. Prompt embeddings (weighting, long prompts).
+        # 3. Prompt embeddings (weighting, long prompts; editing, alternation, AND per call).
         do_cfg = (
             plan.guidance_scale > 1
             and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None
         )
-        embeds = prompts.encode_prompts(
+        conditioning = prompt_conditioning.condition(
             pipe,
             prompt,
             options.negative_prompt,
+            steps=plan.steps,
             clip_skip=plan.clip_skip,
-            do_classifier_free_guidance=do_cfg,
+            guidance=do_cfg,
             device=self.device,
         )
         # 4. The pipeline's arguments: one CPU generator per image, the step callback.
-        kwargs = {**embeds.as_pipeline_kwargs(), **plan.pipeline_kwargs()}
+        kwargs = {**conditioning.embeds.as_pipeline_kwargs(), **plan.pipeline_kwargs()}
         if options.callback is not None:
             kwargs["callback_on_step_end"] = _step_hook(options.callback)
         # 5. Denoise and decode.
         interval = plan.feature_cache
         cache = FeatureCache(pipe.unet, interval) if interval else contextlib.nullcontext()
         try:
-            with cache:
+            with cache, conditioning:
                 output = pipe(**kwargs)
         except _Cancel as stop:
             raise GenerationCancelled(stop.step) from None

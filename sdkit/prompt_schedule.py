@@ -96,8 +96,9 @@ class _Fail(Exception):
 class _Parser:
     """Recursive descent over A1111's schedule grammar, memoised per bracket (linear)."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, option: str) -> None:
         self.text = text
+        self.option = option
         self.brackets: dict[int, tuple[_Node | _Seq, int] | None] = {}
         self.edits = 0
 
@@ -200,6 +201,12 @@ class _Parser:
 
     def _count(self, node: _Node) -> _Node:
         self.edits += 1  # counted in failed attempts too: a bound, not an exact count
+        if self.edits > MAX_EDITS:
+            raise InvalidOptionError(
+                self.option, f"<more than {MAX_EDITS} edits and alternations>",
+                f"at most {MAX_EDITS}",
+                hint="each [a:b:N] and [a|b] can change the text at every step; use fewer.",
+            )  # fmt: skip
         return node
 
 
@@ -281,16 +288,10 @@ def prompt_schedule(prompt: str, steps: int, option: str = "prompt") -> tuple[tu
             longer than :data:`~sdkit.prompts.MAX_PROMPT_CHARS`.
     """
     _check_length(prompt, option)
-    parser = _Parser(prompt)
     try:
-        tree = parser.parse()
+        tree = _Parser(prompt, option).parse()
     except _Fail:
         return ((steps, prompt),)
-    if parser.edits > MAX_EDITS:
-        raise InvalidOptionError(
-            option, f"<{parser.edits} edits and alternations>", f"at most {MAX_EDITS}",
-            hint="each [a:b:N] and [a|b] can change the text at every step; use fewer.",
-        )  # fmt: skip
     if all(isinstance(node, str) for node in tree):
         return ((steps, prompt),)
     ends = {steps}

@@ -65,6 +65,7 @@ __all__ = [
     "MAX_PROMPT_CHUNKS",
     "MAX_WEIGHT",
     "PromptEmbeddings",
+    "encode_prompt_texts",
     "encode_prompts",
     "parse_prompt_attention",
 ]
@@ -343,31 +344,88 @@ def encode_prompts(
         >>> embeds.negative_prompt_embeds.shape == embeds.prompt_embeds.shape
         True
     """
+    positives, negatives = encode_prompt_texts(
+        pipe,
+        [prompt],
+        [negative_prompt or ""],
+        clip_skip=clip_skip,
+        do_classifier_free_guidance=do_classifier_free_guidance,
+        device=device,
+        comma_backtrack=comma_backtrack,
+    )
+    prompt_embeds, pooled_embeds = positives[0]
+    negative_embeds, negative_pooled = negatives[0] if negatives else (None, None)
+    return PromptEmbeddings(prompt_embeds, negative_embeds, pooled_embeds, negative_pooled)
+
+
+_Encoded = tuple[torch.Tensor, torch.Tensor | None]
+
+
+@torch.no_grad()
+def encode_prompt_texts(
+    pipe: Any,
+    prompts: Sequence[str],
+    negative_prompts: Sequence[str],
+    *,
+    clip_skip: int | None = None,
+    do_classifier_free_guidance: bool = True,
+    device: torch.device | None = None,
+    comma_backtrack: int = COMMA_BACKTRACK,
+) -> tuple[list[_Encoded], list[_Encoded]]:
+    """Encode several prompts and negatives at once, all to the same number of chunks.
+
+    What :func:`encode_prompts` does for one pair, for the distinct texts of a prompt schedule
+    (:mod:`sdkit.prompt_schedule`): every result has the chunk count of the longest, so that
+    any positive and negative can share a UNet batch. Each chunk is encoded once per call.
+
+    Args:
+        pipe: as for :func:`encode_prompts`.
+        prompts: positive texts (A1111 attention syntax, no editing).
+        negative_prompts: negative texts; an empty one is zeros for SDXL with
+            ``force_zeros_for_empty_prompt``.
+        clip_skip: as for :func:`encode_prompts`.
+        do_classifier_free_guidance: whether to encode the negatives at all.
+        device: as for :func:`encode_prompts`.
+        comma_backtrack: as for :func:`encode_prompts`.
+
+    Returns:
+        ``(positives, negatives)``: ``(hidden, pooled)`` per text, in order (``pooled`` is
+        ``None`` except for SDXL); ``negatives`` is empty without guidance.
+
+    Raises:
+        InvalidOptionError: as :func:`encode_prompts`, before the text encoder runs.
+    """
     # 1. Check the inputs (syntax, length, weights) and pick the text encoders
-    positive_runs = _parse(prompt, "prompt")
-    negative_runs = _parse(negative_prompt or "", "negative_prompt")
+    positive_runs = [_parse(text, "prompt") for text in prompts]
+    negative_runs = [_parse(text, "negative_prompt") for text in negative_prompts]
     pairs = _text_encoders(pipe)
     skip = _check_clip_skip(clip_skip, pairs)
     device = device if device is not None else pipe._execution_device
     encoders = [_TextEncoder(pipe, pair, skip, device) for pair in pairs]
     xl = encoders[0].xl
     force_zeros = bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False))
-    zero_negative = xl and not negative_prompt and force_zeros
-    encode_negative = do_classifier_free_guidance and not zero_negative
+    zero = [xl and not text and force_zeros for text in negative_prompts]
+    encoded_negatives = [
+        runs
+        for runs, zeros in zip(negative_runs, zero, strict=True)
+        if do_classifier_free_guidance and not zeros
+    ]
 
     # 2. Tokenize and split into chunks; pad every list to the same number of chunks
-    positive = [e.chunks(positive_runs, comma_backtrack) for e in encoders]
-    negative = [e.chunks(negative_runs, comma_backtrack) for e in encoders if encode_negative]
-    for option, per_encoder in (("prompt", positive), ("negative_prompt", negative)):
-        _check_chunks(option, per_encoder)
-    count = max(len(chunks) for chunks in positive + negative)
-    for chunks in positive + negative:
+    positive = [[e.chunks(runs, comma_backtrack) for e in encoders] for runs in positive_runs]
+    negative = [[e.chunks(runs, comma_backtrack) for e in encoders] for runs in encoded_negatives]
+    for option, per_text in (("prompt", positive), ("negative_prompt", negative)):
+        for per_encoder in per_text:
+            _check_chunks(option, per_encoder)
+    every = [chunks for per_encoder in positive + negative for chunks in per_encoder]
+    count = max(len(chunks) for chunks in every)
+    for chunks in every:
         chunks.extend(([], []) for _ in range(count - len(chunks)))
 
     # 3. Encode chunk by chunk, join along the sequence (and, for SDXL, the feature) axis
     dtype = encoders[-1].model.dtype
 
-    def embed(per_encoder: list[list[_Chunk]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def embed(per_encoder: list[list[_Chunk]]) -> _Encoded:
         columns: list[torch.Tensor] = []
         pooled: torch.Tensor | None = None
         for encoder, chunks in zip(encoders, per_encoder, strict=True):
@@ -382,12 +440,11 @@ def encode_prompts(
             )
         return hidden, None if pooled is None else pooled.to(dtype=dtype, device=device)
 
-    prompt_embeds, pooled_embeds = embed(positive)
-    negative_embeds: torch.Tensor | None = None
-    negative_pooled: torch.Tensor | None = None
-    if encode_negative:
-        negative_embeds, negative_pooled = embed(negative)
-    elif do_classifier_free_guidance:  # SDXL, empty negative, force_zeros_for_empty_prompt
-        negative_embeds = torch.zeros_like(prompt_embeds)
-        negative_pooled = None if pooled_embeds is None else torch.zeros_like(pooled_embeds)
-    return PromptEmbeddings(prompt_embeds, negative_embeds, pooled_embeds, negative_pooled)
+    positives = [embed(per_encoder) for per_encoder in positive]
+    negatives: list[_Encoded] = []
+    if do_classifier_free_guidance:
+        encoded = iter([embed(per_encoder) for per_encoder in negative])
+        hidden, pooled = positives[0]
+        zeros = torch.zeros_like(hidden), None if pooled is None else torch.zeros_like(pooled)
+        negatives = [zeros if zeros_here else next(encoded) for zeros_here in zero]
+    return positives, negatives

@@ -9,9 +9,22 @@ the file (steps=100).
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pytest
+import torch
+from diffusers import (
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+)
+
+from sdkit import Generator
 from sdkit.errors import InvalidOptionError
+from sdkit.prompt_conditioning import condition
 from sdkit.prompt_schedule import (
     MAX_SUBPROMPTS,
     SubPrompt,
@@ -20,6 +33,7 @@ from sdkit.prompt_schedule import (
     split_and,
     text_at,
 )
+from sdkit.prompts import encode_prompt_texts
 
 _ALTERNATING = [[i, "a" if i % 2 else "(b:1.1)"] for i in range(1, 11)]
 A1111_SCHEDULES_10_STEPS: list[tuple[str, list[list[object]]]] = [
@@ -134,3 +148,161 @@ def test_a_plain_prompt_is_kept_as_given() -> None:
     plan = plan_prompts("a (red:1.3) barn BREAK [fog] ", "blurry", 20)
     assert plan.plain and plan.positives == ("a (red:1.3) barn BREAK [fog] ",)
     assert not plan_prompts("cat:1", "", 2).plain  # A1111 encodes "cat" at AND weight 1
+
+
+# -- per model call, on tiny pipelines ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sd(tiny_sd_path: Path) -> StableDiffusionPipeline:
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_path)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def sdxl(tiny_sdxl_path: Path) -> StableDiffusionXLPipeline:
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_path)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+class _Recorder:
+    """Records the UNet's inputs at each call, as the (wrapped) forward receives them."""
+
+    def __init__(self, unet: Any) -> None:
+        self.unet = unet
+        self.hidden: list[torch.Tensor] = []
+        self.pooled: list[torch.Tensor | None] = []
+
+    def __enter__(self) -> _Recorder:
+        forward = self.unet.forward
+
+        def record(sample: torch.Tensor, timestep: Any, *args: Any, **kwargs: Any) -> Any:
+            self.hidden.append(kwargs["encoder_hidden_states"].clone())
+            added = kwargs.get("added_cond_kwargs") or {}
+            text = added.get("text_embeds")
+            self.pooled.append(None if text is None else text.clone())
+            return forward(sample, timestep, *args, **kwargs)
+
+        self.unet.forward = record
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.unet.forward
+
+
+def _run(pipe: Any, prompt: str, negative: str, steps: int, scheduler: Any, **kw: Any) -> _Recorder:
+    pipe.scheduler = scheduler.from_config(pipe.scheduler.config)
+    cond = condition(pipe, prompt, negative, steps=steps, clip_skip=None, guidance=True)
+    with _Recorder(pipe.unet) as recorder, cond:
+        pipe(
+            **cond.embeds.as_pipeline_kwargs(), num_inference_steps=steps, guidance_scale=7.0,
+            height=64, width=64, output_type="latent", generator=torch.Generator().manual_seed(1),
+            **kw,
+        )  # fmt: skip
+    return recorder
+
+
+def _expected(pipe: Any, positive: str, negative: str, chunks_like: torch.Tensor) -> Any:
+    pos, neg = encode_prompt_texts(pipe, [positive], [negative])
+    assert pos[0][0].shape[1] == chunks_like.shape[1]  # same chunk count as the recorded
+    return torch.cat([neg[0][0], pos[0][0]]), (
+        None if pos[0][1] is None else torch.cat([neg[0][1], pos[0][1]])  # type: ignore[list-item]
+    )
+
+
+@pytest.mark.parametrize("xl", [False, True])
+def test_each_call_is_conditioned_on_the_text_a1111_uses_then(
+    xl: bool, sd: StableDiffusionPipeline, sdxl: StableDiffusionXLPipeline
+) -> None:
+    pipe: Any = sdxl if xl else sd
+    prompt = "a [cat:dog:0.5] BREAK (sky:1.2)"
+    recorder = _run(pipe, prompt, "[blur|noise]", 4, EulerDiscreteScheduler)
+    # A1111 at 4 steps: [cat:dog:0.5] switches after step 2 (calls 0-2 "cat", call 3 "dog");
+    # the negative alternates by schedule entry 1, 1, 2, 3 -> blur, blur, noise, blur.
+    texts = [("a cat BREAK (sky:1.2)", "blur"), ("a cat BREAK (sky:1.2)", "blur"),
+             ("a cat BREAK (sky:1.2)", "noise"), ("a dog BREAK (sky:1.2)", "blur")]  # fmt: skip
+    assert len(recorder.hidden) == 4
+    for call, (positive, negative) in enumerate(texts):
+        hidden, pooled = _expected(pipe, positive, negative, recorder.hidden[call])
+        assert torch.equal(recorder.hidden[call], hidden), call
+        if xl:
+            assert torch.equal(recorder.pooled[call], pooled), call
+
+
+def test_a_second_order_sampler_counts_model_calls_over_twice_the_steps(
+    sd: StableDiffusionPipeline,
+) -> None:
+    # Heun: 3 steps are 5 model calls over a schedule of 6 (A1111's total_steps = steps * 2).
+    recorder = _run(sd, "[cat:dog:3]", "", 3, HeunDiscreteScheduler)
+    assert len(recorder.hidden) == 5
+    cat, _ = _expected(sd, "cat", "", recorder.hidden[0])
+    dog, _ = _expected(sd, "dog", "", recorder.hidden[0])
+    assert [torch.equal(h, cat) for h in recorder.hidden] == [True] * 4 + [False]
+    assert torch.equal(recorder.hidden[4], dog)
+
+
+def test_each_distinct_text_is_encoded_once(sd: StableDiffusionPipeline) -> None:
+    passes = []
+    hook = sd.text_encoder.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        cond = condition(sd, "[a|b] AND c", "[x:y:0.5]", steps=20, clip_skip=None, guidance=True)
+    finally:
+        hook.remove()
+    assert cond.plan.positives == ("a", " c", "b") and cond.plan.negatives == ("x", "y")
+    assert len(passes) == 5  # one per distinct text, not one per step
+
+
+@pytest.mark.parametrize("guidance", [True, False])
+def test_and_combines_the_noise_predictions_as_composable_diffusion(
+    guidance: bool, sd: StableDiffusionPipeline
+) -> None:
+    cond = condition(sd, "a castle AND a dragon :0.8", "blur", steps=2, clip_skip=None,
+                     guidance=guidance)  # fmt: skip
+    castle, dragon = (emb for emb, _ in cond.positives)
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor(500)
+    with torch.no_grad():
+        uncond = (
+            sd.unet(latents, t, encoder_hidden_states=cond.negatives[0][0]).sample
+            if guidance
+            else None
+        )
+        c1 = sd.unet(latents, t, encoder_hidden_states=castle).sample
+        c2 = sd.unet(latents, t, encoder_hidden_states=dragon).sample
+        sample = torch.cat([latents, latents]) if guidance else latents
+        with cond:
+            out = sd.unet(sample, t, encoder_hidden_states=torch.zeros(1)).sample
+    # A1111 (combine_denoised): uncond + sum(w * (cond_i - uncond)) before the guidance scale;
+    # without an unconditional pass the first part stands in for it.
+    base = uncond if uncond is not None else c1
+    expected = base + (c1 - base) * 1.0 + (c2 - base) * 0.8
+    assert torch.allclose(out[-1:], expected, atol=1e-5)
+    if uncond is not None:
+        assert torch.allclose(out[:1], uncond, atol=1e-5)
+    assert cond.calls == 1
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_two_halves_of_one_prompt_make_that_prompt(
+    family: str, tiny_sd_path: Path, tiny_sdxl_path: Path
+) -> None:
+    # u + 0.5 (c - u) + 0.5 (c - u) == c: "a cat:0.5 AND a cat:0.5" draws "a cat".
+    gen = Generator.from_pretrained(tiny_sdxl_path if family == "sdxl" else tiny_sd_path,
+                                    device="cpu", progress=False)  # fmt: skip
+    options: dict[str, Any] = {"steps": 2, "seed": 5, "width": 64, "height": 64}
+    whole = np.asarray(gen("a red cat BREAK hat", **options).image.image, dtype=np.int16)
+    halves = np.asarray(
+        gen("a red cat BREAK hat:0.5 AND a red cat BREAK hat :0.5", **options).image.image,
+        dtype=np.int16,
+    )
+    assert np.abs(whole - halves).max() <= 1
+    edited = np.asarray(gen("a [red:blue:0.5] cat", sampler="Heun", **options).image.image)
+    assert edited.shape == (64, 64, 3)
+
+
+def test_too_many_edits_are_refused_early() -> None:
+    with pytest.raises(InvalidOptionError, match="edits and alternations"):
+        prompt_schedule("[a|b]" * 20_000, 1000)
+    assert len(prompt_schedule("[a|b]" * 256, 1000)) == 1000
