@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -167,6 +170,50 @@ def _weights_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def _plain_diffusers() -> Any:
+    """The shipped folder as plain diffusers loads it: no dtype, no sdkit code."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(DEFAULT_MODEL_DIR)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_plain_diffusers_loads_and_runs_it_on_a_cpu() -> None:
+    """Issue 20: the text encoder loaded as fp16 beside an fp32 UNet and the call failed."""
+    pipe = _plain_diffusers()
+    assert {p.dtype for p in pipe.components["text_encoder"].parameters()} == {torch.float32}
+    assert pipe.unet.dtype == pipe.vae.dtype == torch.float32 and pipe.device.type == "cpu"
+    prompt = "a small yellow star at the top left on a purple background"
+    seed = torch.Generator("cpu").manual_seed(3)
+    plain = pipe(prompt, num_inference_steps=2, height=64, width=64, guidance_scale=3.0, generator=seed, output_type="np").images[0]  # fmt: skip
+    assert plain.shape == (64, 64, 3) and np.isfinite(plain).all() and plain.std() > 0.05
+    # sdkit's own loading and call (the folder's scheduler, seed 3 on the CPU, CFG 3, "" as the
+    # negative prompt; a prompt without weights embeds as diffusers embeds it): the same pixels
+    ours = Generator(progress=False, watermark=False)
+    made = ours(prompt, seed=3, steps=2, width=64, height=64, guidance_scale=3.0).image
+    assert made.recipe.scheduler_config["use_karras_sigmas"] is pipe.scheduler.config.use_karras_sigmas is True  # fmt: skip
+    assert np.array_equal(np.asarray(made.image), pipe.numpy_to_pil(plain)[0])
+
+
+def test_the_model_cards_plain_diffusers_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    card = (DEFAULT_MODEL_DIR / "README.md").read_text()
+    # the builder copies its card into the folder it writes: the two must not drift
+    assert card == (ROOT / "tools" / "default_model_card.md").read_text()
+    blocks = re.findall(r"^ *```python\n(.*?)^ *```$", card, flags=re.S | re.M)
+    assert len(blocks) == 1 and '"sdkit/default_model"' in blocks[0]
+    code = textwrap.dedent(blocks[0]).replace('"sdkit/default_model"', repr(str(DEFAULT_MODEL_DIR)))
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, object] = {}
+    exec(code, scope)  # our own documentation
+    saved = np.asarray(Image.open(tmp_path / "star.png").convert("RGB"))
+    assert saved.shape == (256, 256, 3)
+    # what the card says: sdkit's defaults for this model give the same pixels
+    made = Generator(progress=False, watermark=False)("a small yellow star at the top left on a purple background", seed=3)  # fmt: skip
+    assert (made.image.recipe.steps, made.image.recipe.guidance_scale) == (25, 3.0)
+    assert np.array_equal(np.asarray(made.image.image), saved)
+
+
 @pytest.mark.slow
 def test_training_is_reproducible(tmp_path: Path) -> None:
     runs = []
@@ -199,6 +246,9 @@ def test_training_is_reproducible(tmp_path: Path) -> None:
     assert own != log["vae_scaling_factor"]  # larger small shapes: other latents
     assert (more / "text_encoder" / "model.safetensors").read_bytes() == (runs[0] / "text_encoder" / "model.safetensors").read_bytes()  # fmt: skip
     assert "_name_or_path" not in json.loads((more / "unet" / "config.json").read_text())
+    # fp16 on disk, but plain diffusers must load the text encoder as float32 (issue 20)
+    for run in (runs[0], more):
+        assert json.loads((run / "text_encoder" / "config.json").read_text())["dtype"] == "float32"
     assert _weights_digest(more / "unet") != _weights_digest(runs[0] / "unet")
     # a folder this script did not write is refused before the data are made
     done = subprocess.run([*train, "--init-from", str(tmp_path), "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=300)  # fmt: skip

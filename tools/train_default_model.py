@@ -65,6 +65,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -535,6 +536,20 @@ def load_base(folder: Path) -> tuple[CLIPTextModel, UNet2DConditionModel]:
     return text_encoder.eval(), unet
 
 
+def _edit_config(path: Path, edit: Callable[[dict[str, Any]], object]) -> None:
+    """Apply ``edit`` to the JSON config at ``path`` (written back as save_pretrained writes)."""
+    config = json.loads(path.read_text())
+    edit(config)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _load_as_float32(config: dict[str, Any]) -> None:
+    """Name float32 as a transformers config's dtype (``torch_dtype`` before transformers 4.56)."""
+    config["dtype"] = "float32"
+    if "torch_dtype" in config:
+        config["torch_dtype"] = "float32"
+
+
 def save_pipeline(
     unet: UNet2DConditionModel,
     vae: AutoencoderKL,
@@ -555,15 +570,13 @@ def save_pipeline(
         requires_safety_checker=False,
     )
     pipe.save_pretrained(out, safe_serialization=True)
-    config = out / "unet" / "config.json"  # a continuation's UNet names its base's folder
-    config.write_text(
-        json.dumps(
-            {k: v for k, v in json.loads(config.read_text()).items() if k != "_name_or_path"},
-            indent=2,
-            sort_keys=True,
-        )
-        + "\n"
-    )
+    # a continuation's UNet names its base's folder
+    _edit_config(out / "unet" / "config.json", lambda c: c.pop("_name_or_path", None))
+    # transformers 5 loads a model in the dtype its config names unless told otherwise, and
+    # diffusers loads its own models as float32: plain StableDiffusionPipeline.from_pretrained
+    # would pair an fp16 text encoder with an fp32 UNet ("mat1 and mat2 must have the same
+    # dtype"). The weights stay fp16 on disk (half the size); the config asks for float32.
+    _edit_config(out / "text_encoder" / "config.json", _load_as_float32)
     (out / "sdkit.json").write_text(json.dumps({"defaults": GENERATION_DEFAULTS}, indent=1) + "\n")
 
 
