@@ -3,10 +3,14 @@
 Rules:
     * A path that exists is loaded from disk; a folder must be in diffusers format
       (``model_index.json``), a file must be a single-file checkpoint.
+    * A name that can only be a path (``./m``, ``~/m``, ``a/b/c``, ``m.safetensors``) and does
+      not exist is a :class:`~sdkit.errors.ModelNotFoundError` naming where it was looked for,
+      never sent to the hub; so is ``models/typo`` beside a ``models`` folder.
     * Anything else that looks like ``owner/name`` is a Hugging Face hub id. Offline
       (``local_files_only=True`` or ``HF_HUB_OFFLINE=1``) it is read from the local cache only,
       and a missing model is a :class:`~sdkit.errors.ModelNotFoundError` naming the id and the
-      cache folder.
+      cache folder. Online, a repository the hub does not know is one too ("no such folder or
+      hub model"); either hint says where a local folder of that name was looked for.
     * Pickle weights (``.ckpt``, ``.pt``, ``.bin`` …) can run code when loaded: they are refused
       unless the caller passes ``allow_pickle=True``. Safetensors always work. In a folder with
       both (common on the hub) the safetensors are loaded and the pickle files ignored, never
@@ -80,6 +84,15 @@ class ModelSource:
 def resolve_source(model: str | os.PathLike[str] | None) -> ModelSource:
     """Tell what ``model`` names, without loading anything.
 
+    A path that exists is a folder or a file. A name that can only be a path (it starts with
+    ``.``, ``/`` or ``~``, has a backslash or more than one ``/``, or ends in a weights suffix)
+    and does not exist is a :class:`~sdkit.errors.ModelNotFoundError`, and so is
+    ``"models/typo"`` when a folder ``models`` is in the current one. Any other ``owner/name``
+    is a hub id; whether the hub has it is found out when it loads.
+
+    Raises:
+        ModelNotFoundError: a path that does not exist, naming where it was looked for.
+
     Example:
         >>> resolve_source("stabilityai/sdxl-turbo").kind
         'hub'
@@ -100,11 +113,32 @@ def resolve_source(model: str | os.PathLike[str] | None) -> ModelSource:
     )
     if looks_like_path or not _HUB_ID.match(text):
         raise ModelNotFoundError(
-            f"no model file or folder at {text!r}",
+            f"no model file or folder at {text!r}{_where(path)}",
             source=text,
             hint="check the path; a hub id has the form 'owner/name'.",
         )
+    parent = Path(text).parent
+    if parent != Path(".") and parent.is_dir():  # "models/typo" beside a models/ folder
+        raise ModelNotFoundError(
+            f"no such folder: {text!r}{_where(path)}: {parent} exists but holds no {path.name!r}",
+            source=text,
+            hint=f"check the name (`sdkit models {parent}` lists the models there). A hub id "
+            f"'owner/name' is taken for a folder when a folder '{parent}' is in the current one.",
+        )
     return ModelSource("hub", text, text)
+
+
+def _where(path: Path) -> str:
+    """Where a relative path was looked for (`` (looked for /abs/path)``), for error messages."""
+    return "" if path.is_absolute() else f" (looked for {path.absolute()})"
+
+
+def _no_such_folder(source: ModelSource) -> str:
+    """The hint half that speaks to a caller who meant a local folder by a hub-shaped name."""
+    return (
+        f"If you meant a local folder: there is no {source.location!r} in {Path.cwd()}; check "
+        "the path (a relative one starts from the current folder)."
+    )
 
 
 def is_offline(local_files_only: bool | None = None) -> bool:
@@ -201,6 +235,9 @@ def _read_defaults(path: Path, source: ModelSource) -> ModelDefaults:
     given = data.get("defaults") if isinstance(data, dict) else None
     if not isinstance(given, dict):
         raise bad('no "defaults" object')
+    extra = sorted(set(data) - {"defaults"})  # a misspelt key must not be silently ignored
+    if extra:
+        raise bad(f'unknown top-level key {extra[0]!r} (the only one is "defaults")')
     unknown = sorted(set(given) - {"steps", "guidance_scale"})
     if unknown:
         raise bad(f"unknown key {unknown[0]!r}")
@@ -374,22 +411,35 @@ def _load_hub(
             source=source.name,
             hint=(
                 f"download it where there is network (`hf download {source.location}`) and copy "
-                "the cache here, set HF_HUB_CACHE to the cache that holds it, or pass a local folder."
+                "the cache here, set HF_HUB_CACHE to the cache that holds it, or pass a local "
+                f"folder. {_no_such_folder(source)}"
             ),
         )
     if isinstance(cached, str):
         # the snapshot is on disk: refuse pickle-only weights before diffusers looks at them
         _check_folder(Path(cached).parent, source, allow_pickle=allow_pickle)
-    pipe = _from_pretrained(
-        source.location,
-        source,
-        torch_dtype=torch_dtype,
-        allow_pickle=allow_pickle,
-        variant=variant,
-        revision=revision,
-        cache_dir=str(cache),
-        local_files_only=offline,
-    )
+    try:
+        pipe = _from_pretrained(
+            source.location,
+            source,
+            torch_dtype=torch_dtype,
+            allow_pickle=allow_pickle,
+            variant=variant,
+            revision=revision,
+            cache_dir=str(cache),
+            local_files_only=offline,
+        )
+    except ModelLoadError as exc:
+        if isinstance(cached, str) or type(exc) is not ModelLoadError:
+            raise
+        if _repository_not_found(exc):
+            raise ModelNotFoundError(
+                f"no such folder or hub model: {source.location!r}",
+                source=source.name,
+                hint=f"{_no_such_folder(source)} A hub id is 'owner/name' as on huggingface.co; "
+                "a private one needs `hf auth login`.",
+            ) from exc
+        raise ModelLoadError(exc.message, source=source.name, hint=_no_such_folder(source)) from exc
     try:
         folder = Path(
             snapshot_download(
@@ -399,6 +449,20 @@ def _load_hub(
     except (LocalEntryNotFoundError, OSError):
         return pipe, []
     return pipe, _weight_files(folder, allow_pickle=allow_pickle)
+
+
+def _repository_not_found(exc: BaseException) -> bool:
+    """Whether the hub answered that no such repository exists (not: it is gated, or no network)."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, RepositoryNotFoundError) and not isinstance(cause, GatedRepoError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _weight_listing(folder: Path, depth: int | None = None) -> list[Path]:

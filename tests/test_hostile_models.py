@@ -249,6 +249,7 @@ BAD_DEFAULTS: list[tuple[str, bytes, str]] = [
     ("guidance-infinity", b'{"defaults": {"guidance_scale": Infinity}}', "guidance_scale"),
     ("guidance-a-list", b'{"defaults": {"guidance_scale": [1]}}', "guidance_scale"),
     ("unknown-key", b'{"defaults": {"stepz": 5}}', "stepz"),
+    ("unknown-top-level-key", b'{"defaults": {}, "stpes": 5}', "'stpes'"),
 ]
 
 

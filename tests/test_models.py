@@ -14,6 +14,7 @@ from sdkit import Generator, ModelLoadError, ModelNotFoundError, UnsafeCheckpoin
 from sdkit.local_models import list_local_models
 from sdkit.models import (
     ModelDefaults,
+    ModelSource,
     model_defaults,
     resolve_source,
     weights_sha256,
@@ -69,13 +70,83 @@ def test_paths_that_do_not_exist_are_not_taken_for_hub_ids(tmp_path: Path) -> No
     assert resolve_source("stabilityai/stable-diffusion-xl-base-1.0").kind == "hub"
 
 
+def test_a_missing_folder_with_a_hub_shaped_name_says_no_such_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 25: ``models/my-folder`` that does not exist is not a raw hub error."""
+    monkeypatch.chdir(tmp_path)
+    # beside a models/ folder the name can only mean a folder: refused before any loading
+    (tmp_path / "models").mkdir()
+    with pytest.raises(ModelNotFoundError) as info:
+        Generator.from_pretrained("models/my-folder")
+    assert "no such folder" in info.value.message and "models/my-folder" in info.value.message
+    assert str(tmp_path / "models" / "my-folder") in info.value.message
+    assert info.value.hint and "sdkit models models" in info.value.hint
+    # names that can only be paths never reach the hub, wherever they are
+    for name in ("./models/x", "../x", "~/no-such-model", "a/b/c", "my-model.safetensors"):
+        with pytest.raises(ModelNotFoundError) as info:
+            resolve_source(name)
+        assert "no model file or folder" in info.value.message and name in info.value.message
+    # real hub ids (and 'owner/name' with no such local folder) are still hub ids
+    for hub_id in ("stabilityai/sdxl-turbo", "runwayml/stable-diffusion-v1-5", "gpt2", "x/m.v2"):
+        assert resolve_source(hub_id) == ModelSource("hub", hub_id, hub_id)
+    # offline and not cached: the offline error, whose hint also says no folder was found
+    with pytest.raises(ModelNotFoundError) as info:
+        Generator.from_pretrained(
+            "acme/my-folder", cache_dir=tmp_path / "hub", local_files_only=True
+        )
+    assert "not in the local Hugging Face cache" in info.value.message
+    assert info.value.hint and "hf download acme/my-folder" in info.value.hint
+    assert f"no 'acme/my-folder' in {tmp_path}" in info.value.hint
+
+
+def _hub_answers(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    """Make diffusers' metadata request to the hub fail with ``error`` (no network is used)."""
+    import diffusers.pipelines.pipeline_utils as pipeline_utils
+
+    def model_info(*args: object, **kwargs: object) -> object:
+        raise error
+
+    monkeypatch.setattr(pipeline_utils, "model_info", model_info)
+
+
+def test_online_a_name_the_hub_does_not_know_is_no_such_folder_or_hub_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub.errors import RepositoryNotFoundError
+    from huggingface_hub.utils import httpx  # the HTTP client huggingface_hub uses
+
+    monkeypatch.chdir(tmp_path)
+    request = httpx.Request("GET", "https://huggingface.co/api/models/acme/my-folder")
+    _hub_answers(
+        monkeypatch,
+        RepositoryNotFoundError(
+            "404 Repository Not Found", response=httpx.Response(404, request=request)
+        ),
+    )
+    with pytest.raises(ModelNotFoundError) as info:
+        Generator.from_pretrained(
+            "acme/my-folder", cache_dir=tmp_path / "hub", local_files_only=False
+        )
+    assert info.value.message == "no such folder or hub model: 'acme/my-folder'"
+    assert info.value.hint and f"no 'acme/my-folder' in {tmp_path}" in info.value.hint
+    # no network is another failure: a load error, still hinting at the folder
+    _hub_answers(monkeypatch, httpx.ConnectError("no route to host"))
+    with pytest.raises(ModelLoadError) as load:
+        Generator.from_pretrained(
+            "acme/my-folder", cache_dir=tmp_path / "hub", local_files_only=False
+        )
+    assert type(load.value) is ModelLoadError and "acme/my-folder" in load.value.message
+    assert load.value.hint and f"no 'acme/my-folder' in {tmp_path}" in load.value.hint
+
+
 def test_folder_without_model_index(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError) as info:
         Generator.from_pretrained(tmp_path)
     assert "model_index.json" in str(info.value)
 
 
-@pytest.mark.parametrize("suffix", [".ckpt", ".pt", ".bin"])
+@pytest.mark.parametrize("suffix", [".ckpt", ".pt", ".bin", ".pth", ".pkl", ".pickle"])
 def test_pickle_checkpoints_refused_by_default(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"model{suffix}"
     path.write_bytes(b"\x80\x04not really a pickle")
@@ -187,6 +258,9 @@ def test_only_what_the_file_gives_changes(tiny_sd_path: Path, tmp_path: Path) ->
         ('{"defaults": {"guidance_scale": "7"}}', "guidance_scale='7'"),
         ('{"defaults": {"guidance_scale": 101}}', "guidance_scale=101"),
         ('{"defaults": {"cfg": 4}}', "unknown key 'cfg'"),
+        # a misspelt top-level key is refused, not ignored (docs/guide.md, Model defaults)
+        ('{"defaults": {"steps": 4}, "stpes": 8}', "unknown top-level key 'stpes'"),
+        ('{"defaults": {}, "version": 2}', "unknown top-level key 'version'"),
     ],
 )
 def test_a_bad_defaults_file_is_a_load_error(
