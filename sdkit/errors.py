@@ -7,7 +7,8 @@ type. Each carries the context a user needs (the option and the value, or the pa
     SdkitError
     ├── InvalidOptionError      a generation option is out of range or unknown (before any work)
     ├── ModelLoadError          weights could not be found, read, or recognised
-    │   ├── ModelNotFoundError  a hub id not in the local cache while offline, or a missing path
+    │   ├── ModelNotFoundError  a missing path, a hub id not cached while offline, or one the
+    │   │                       hub does not have
     │   └── UnsafeCheckpointError  a pickle checkpoint without ``allow_pickle=True``
     ├── GenerationCancelled     a step callback asked to stop
     ├── OutputError             an image could not be written (exists, unwritable, bad format)
@@ -96,11 +97,12 @@ class ModelLoadError(SdkitError):
 
 
 class ModelNotFoundError(ModelLoadError):
-    """The model is neither on disk nor in the local Hugging Face cache (and we are offline)."""
+    """No such model: a path that does not exist, a hub id that is not in the local cache while
+    offline, or one the hub says does not exist."""
 
 
 class UnsafeCheckpointError(ModelLoadError):
-    """A pickle checkpoint (``.ckpt``, ``.pt``, ``.bin``) was refused: loading it can run code."""
+    """A pickle checkpoint (``.ckpt``, ``.pt``, ``.pth``, ``.bin``, ``.pkl``, ``.pickle``) was refused: loading it can run code."""
 
 
 class GenerationCancelled(SdkitError):
