@@ -350,7 +350,8 @@ class PromptPlan:
     Attributes:
         positives: the distinct positive texts (``AND`` parts at some step), each encoded once.
         negatives: the distinct negative texts.
-        calls: per model call ``i``: ``(positive index, weight)`` per ``AND`` part.
+        calls: per model call ``i`` (0 to the schedule's length): ``(positive index, weight)``
+            per ``AND`` part. A later call takes entry 0, as A1111 does.
         negative_calls: per model call ``i``: the negative index.
         plain: no editing, alternation or ``AND`` weight: the prompt is used as it is.
     """
@@ -380,7 +381,7 @@ def plan_prompts(prompt: str, negative_prompt: str, total_steps: int) -> PromptP
     positives: dict[str, int] = {}
     negatives: dict[str, int] = {}
     calls, negative_calls = [], []
-    for call in range(total_steps):
+    for call in range(total_steps + 1):  # call total_steps still has an entry (PLMS makes it)
         calls.append(
             tuple(
                 (positives.setdefault(text_at(schedule, call), len(positives)), sub.weight)

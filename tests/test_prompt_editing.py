@@ -18,9 +18,11 @@ import torch
 from diffusers import (
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
+    PNDMScheduler,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
 )
+from PIL import Image
 
 from sdkit import Generator
 from sdkit.errors import InvalidOptionError
@@ -140,7 +142,7 @@ def test_plan_encodes_each_distinct_text_once() -> None:
     assert plan.positives == ("cat", " sky", "dog")
     assert plan.negatives == ("blur", "noise")
     assert plan.calls[0] == ((0, 1.0), (1, 0.5)) and plan.calls[5] == ((2, 1.0), (1, 0.5))
-    assert plan.negative_calls == (0, 0, 1, 0, 1, 0)
+    assert plan.negative_calls == (0, 0, 1, 0, 1, 0, 1)  # calls 0 to 6 (PLMS makes 7)
     assert not plan.plain
 
 
@@ -243,6 +245,16 @@ def test_a_second_order_sampler_counts_model_calls_over_twice_the_steps(
     assert torch.equal(recorder.hidden[4], dog)
 
 
+def test_plms_extra_call_takes_the_last_entry(sd: StableDiffusionPipeline) -> None:
+    # PNDM/PLMS makes steps + 1 model calls; call number `steps` still ends at `steps` (A1111).
+    recorder = _run(sd, "[cat:dog:2]", "", 3, PNDMScheduler)
+    assert len(recorder.hidden) == 4
+    cat, _ = _expected(sd, "cat", "", recorder.hidden[0])
+    dog, _ = _expected(sd, "dog", "", recorder.hidden[0])
+    assert [torch.equal(h, cat) for h in recorder.hidden] == [True] * 3 + [False]
+    assert torch.equal(recorder.hidden[3], dog)
+
+
 def test_each_distinct_text_is_encoded_once(sd: StableDiffusionPipeline) -> None:
     passes = []
     hook = sd.text_encoder.register_forward_hook(lambda *_: passes.append(1))
@@ -306,3 +318,37 @@ def test_too_many_edits_are_refused_early() -> None:
     with pytest.raises(InvalidOptionError, match="edits and alternations"):
         prompt_schedule("[a|b]" * 20_000, 1000)
     assert len(prompt_schedule("[a|b]" * 256, 1000)) == 1000
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_every_mode_batch_and_guidance_setting_runs_with_the_new_syntax(
+    family: str, tiny_sd_path: Path, tiny_sdxl_path: Path
+) -> None:
+    gen = Generator.from_pretrained(tiny_sdxl_path if family == "sdxl" else tiny_sd_path,
+                                    device="cpu", progress=False)  # fmt: skip
+    init = Image.new("RGB", (64, 64), (120, 90, 60))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    prompt = "a [red:blue:0.5] (barn:1.2) BREAK [fog|rain] AND a castle :0.7"
+    negative = "[blur::2] " + "ugly, " * 40  # a long negative: two chunks
+    calls: list[dict[str, Any]] = [
+        {},
+        {"guidance_scale": 1.0},  # no unconditional pass
+        {"num_images": 2, "sampler": "DPM2"},
+        {"init_image": init, "strength": 0.6},
+        {"init_image": init, "mask": mask, "strength": 1.0},
+    ]
+    for extra in calls:
+        options = {"steps": 3, "seed": 2, "width": 64, "height": 64, **extra}
+        result = gen(prompt, negative_prompt=negative, **options)
+        assert len(result.images) == options.get("num_images", 1)
+        assert result.image.recipe.prompt == prompt  # replay re-parses the prompt as given
+        pixels = np.asarray(result.image.image)
+        assert np.isfinite(pixels).all() and pixels.std() > 0
+    again = gen(prompt, negative_prompt=negative, steps=3, seed=2, width=64, height=64)
+    assert np.array_equal(
+        np.asarray(again.image.image),
+        np.asarray(
+            gen(prompt, negative_prompt=negative, steps=3, seed=2, width=64, height=64).image.image
+        ),
+    )

@@ -84,7 +84,7 @@ def _check_plan(prompt: str, steps: int) -> None:
     plan = bounded(plan_prompts, prompt, prompt[:50], steps, seconds=5.0, megabytes=256)
     if isinstance(plan, BaseException):
         return  # a typed error (InvalidOptionError) is an answer
-    assert len(plan.calls) == steps and len(plan.negative_calls) == steps
+    assert len(plan.calls) == steps + 1 and len(plan.negative_calls) == steps + 1
     assert len(plan.positives) + len(plan.negatives) <= MAX_DISTINCT_PROMPTS
     for parts in plan.calls:
         assert parts and all(0 <= i < len(plan.positives) for i, _ in parts)
