@@ -3,9 +3,9 @@
 The commands are read from the doc (the first ```bash block under that heading) and run in an
 empty folder with the real ``openssl`` and the ``sdkit`` of this environment, so the doc and
 this test cannot drift: a CA, an encrypted key, a C2PA-profile certificate, a signed image
-that verifies as trusted with the CA as anchor. Each command runs in a shell of its own, as
-tests/test_docs.py runs them (so no command may lean on another's variables), and the block
-as a whole must parse as a script, as a reader pastes it.
+that verifies as trusted with the CA as anchor. Each command runs in a shell of its own (so
+a reader may run the steps one at a time: no step leans on another's variables), and the block
+as a whole must parse as a script (tests/test_docs.py runs it whole, as a reader pastes it).
 """
 
 from __future__ import annotations
