@@ -226,7 +226,7 @@ class GenerationOptions:
             )  # fmt: skip
         seeds = [first + i for i in range(int(self.num_images))]
         scheduler = samplers.fresh_scheduler(
-            facts.scheduler_class, facts.scheduler_config, resolved, seeds
+            facts.scheduler_class, facts.scheduler_config, resolved, seeds, facts.family
         )
         samplers.check_steps(scheduler, int(steps), resolved)
         # numpy scalars and the like pass validation; the Plan holds plain Python numbers

@@ -23,8 +23,10 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "Euler": ("EulerDiscreteScheduler", {}),
     "Euler a": ("EulerAncestralDiscreteScheduler", {}),
     "Heun": ("HeunDiscreteScheduler", {}),
-    "DPM2": ("KDPM2DiscreteScheduler", {}),
-    "DPM2 a": ("KDPM2AncestralDiscreteScheduler", {}),
+    # A1111's Automatic for DPM2 is Karras, with the next-to-last sigma discarded (discard.py)
+    "DPM2": ("DiscardingKDPM2Scheduler", {}),
+    "DPM2 a": ("DiscardingKDPM2AncestralScheduler", {}),
+    "DPM++ 2S a": ("DPMPP2SAncestralScheduler", {"sigma_schedule": "karras"}),
     "DPM++ 2M": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
     "DPM++ 2M SDE": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
     "DPM++ 2M SDE Heun": (
@@ -84,9 +86,11 @@ def _sd15_config() -> dict[str, Any]:
 
 def test_table_lists_the_expected_samplers_in_order() -> None:
     assert list(SAMPLERS) == list(EXPECTED)
-    assert not {"DPM++ 2S a", "DPM++ 3M SDE"} & set(SAMPLERS)  # no faithful diffusers equivalent
+    assert "DPM++ 3M SDE" not in SAMPLERS  # no faithful equivalent (DPM++ 2S a is sdkit's own)
     for name, spec in SAMPLERS.items():
-        assert spec.name == name and spec.schedules[0] == "default"
+        # sdkit's own k-diffusion schedulers have no model config spacing to keep: no "default"
+        own = spec.scheduler_class.__module__.startswith("sdkit.")
+        assert spec.name == name and (spec.schedules[0] == "default") != own
         assert set(spec.schedules) <= set(SCHEDULES) and "\n" not in spec.description
     assert next(iter(SCHEDULES)) == "default" and SCHEDULES["default"][0] == {}
 
@@ -98,6 +102,8 @@ def test_every_override_is_an_init_argument_of_the_class(name: str) -> None:
     cls: Any = spec.scheduler_class
     accepted = set(inspect.signature(cls.__init__).parameters)
     keys = set(spec.config).union(*(SCHEDULES[schedule][0] for schedule in spec.schedules))
+    if spec.scheduler_class.__module__.startswith("sdkit."):  # takes what resolve passes on
+        keys = set().union(*(resolve_sampler(name, s).config for s in spec.schedules))
     assert keys <= accepted
 
 
@@ -234,6 +240,11 @@ def test_model_config_survives(name: str) -> None:
     _skip_unless_installed(name)
     base = {**SD15_SCHEDULER, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}
     base["beta_schedule"] = "linear"
+    if SAMPLERS[name].schedules[0] != "default":  # sdkit's own: k-diffusion sigma lists only
+        config = make_scheduler(name, base, "karras").config
+        assert (config.prediction_type, config.beta_schedule) == ("v_prediction", "linear")
+        assert config.sigma_schedule == "karras" and config.beta_end == 0.012
+        return
     config = make_scheduler(name, base, "default").config  # the model's own spacing
     assert (config.prediction_type, config.beta_schedule) == ("v_prediction", "linear")
     assert config.beta_end == 0.012 and config.timestep_spacing == "trailing"

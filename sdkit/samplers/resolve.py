@@ -28,10 +28,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from diffusers import SchedulerMixin
+from diffusers import EulerDiscreteScheduler, SchedulerMixin
 
 from sdkit.errors import InvalidOptionError
 
+from .discard import DISCARDING
+from .k_samplers import DPMPP2SAncestralScheduler, ExplicitSigmasEulerScheduler
 from .schedules import (
     A1111_LABELS,
     REFUSED_SCHEDULES,
@@ -40,6 +42,7 @@ from .schedules import (
     SIGMA_FLAGS,
     SUFFIX_ALIASES,
 )
+from .sigmas import AYS_SIGMAS, EXPLICIT_SCHEDULES
 from .table import NEEDS, REFUSED, SAMPLERS, SamplerSpec
 
 __all__ = [
@@ -133,9 +136,6 @@ _REFUSED_INDEX: Mapping[str, tuple[str, str, str]] = {
 }  # reversed: where spellings fold together, the first (A1111's) names the error
 _REFUSED_SCHEDULE_INDEX: Mapping[str, tuple[str, str, str]] = {
     _key(name): (name, nearest, why) for name, (nearest, why) in REFUSED_SCHEDULES.items()
-} | {
-    _key("KL Optimal"): ("KL Optimal", *REFUSED_SCHEDULES["kl_optimal"]),
-    _key("Align Your Steps"): ("Align Your Steps", *REFUSED_SCHEDULES["align_your_steps"]),
 }
 _AUTOMATIC = _key("automatic")
 
@@ -234,16 +234,20 @@ def resolve_sampler(name: str, schedule: str | None = None) -> ResolvedSampler:
     _require(spec.name, "sampler", name, _available(SAMPLERS))
     schedules = _available(spec.schedules)
     _require(effective, option, value, schedules if option == "schedule" else sampler_names())
-    overrides = {**spec.config, **SCHEDULES[effective][0]}
+    accepted = inspect.signature(spec.scheduler_class).parameters
+    # sdkit's own schedulers take the schedule by name, not diffusers' flags
+    overrides = {
+        k: v for k, v in {**spec.config, **SCHEDULES[effective][0]}.items() if k in accepted
+    }
     if effective != "default":  # the chosen schedule, not the model's config, sets the sigmas
         for sigma_schedule, flag in SIGMA_FLAGS.items():
-            if sigma_schedule in spec.schedules:
+            if sigma_schedule in spec.schedules and flag in accepted:
                 overrides.setdefault(flag, False)
     return ResolvedSampler(spec, effective, MappingProxyType(overrides))
 
 
 def make_scheduler(
-    name: str, base_config: Mapping[str, Any], schedule: str | None = None
+    name: str, base_config: Mapping[str, Any], schedule: str | None = None, family: str = "sd1"
 ) -> SchedulerMixin:
     """Build the scheduler for a sampler on top of the model's scheduler config.
 
@@ -258,6 +262,7 @@ def make_scheduler(
         base_config: the model's ``pipe.scheduler.config``. For reproducible "DPM++ SDE" noise
             include ``noise_sampler_seed``: its Brownian tree ignores the pipeline's generator.
         schedule: the schedule, as for :func:`resolve_sampler`.
+        family: the model family ("sd1", "sdxl"…): Align Your Steps picks its table by it.
 
     Returns:
         A new scheduler, for ``pipe.scheduler = ...``.
@@ -272,7 +277,21 @@ def make_scheduler(
     """
     resolved = resolve_sampler(name, schedule)
     cls: Any = resolved.spec.scheduler_class
+    explicit = resolved.schedule in EXPLICIT_SCHEDULES
+    if explicit and cls is EulerDiscreteScheduler:
+        cls = ExplicitSigmasEulerScheduler
+    if resolved.schedule in SIGMA_FLAGS and cls in DISCARDING:  # DPM2's, as A1111's
+        cls = DISCARDING[cls]
+    if explicit and resolved.schedule == "align_your_steps" and family not in AYS_SIGMAS:
+        raise InvalidOptionError(
+            "schedule", schedule, [s for s in resolved.spec.schedules if s != "align_your_steps"],
+            hint=f"Align Your Steps has tables for {' and '.join(AYS_SIGMAS)} models, not "
+            f"{family}; 'karras' is the nearest.",
+        )  # fmt: skip
     scheduler: SchedulerMixin = cls.from_config(dict(base_config), **resolved.config)
+    if cls in (ExplicitSigmasEulerScheduler, DPMPP2SAncestralScheduler):
+        # recorded in the config, so a Recipe's scheduler_config says which sigmas ran
+        scheduler.register_to_config(sigma_schedule=resolved.schedule, model_family=family)
     return scheduler
 
 
@@ -281,6 +300,7 @@ def fresh_scheduler(
     model_config: Mapping[str, Any],
     resolved: ResolvedSampler | None,
     seeds: list[int],
+    family: str = "sd1",
 ) -> Any:
     """A fresh scheduler for one call: the sampler's on the model's config, else the model's own.
 
@@ -289,6 +309,7 @@ def fresh_scheduler(
         model_config: the model's scheduler config.
         resolved: the sampler asked for, from :func:`resolve_sampler`, or ``None``.
         seeds: the call's seeds, one per image (DPM++ SDE seeds its noise with them).
+        family: the model family, as for :func:`make_scheduler`.
     """
     base = {k: v for k, v in model_config.items() if k != "_use_default_values"}
     cls = resolved.spec.scheduler_class if resolved else model_class
@@ -298,7 +319,7 @@ def fresh_scheduler(
         base["noise_sampler_seed"] = seeds[0] if len(seeds) == 1 else list(seeds)
     if resolved is None:
         return model_class.from_config(base)
-    return make_scheduler(resolved.spec.name, base, resolved.schedule)
+    return make_scheduler(resolved.spec.name, base, resolved.schedule, family)
 
 
 def check_steps(scheduler: Any, steps: int, resolved: ResolvedSampler | None) -> None:

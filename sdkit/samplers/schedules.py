@@ -65,6 +65,10 @@ SCHEDULES: Mapping[str, tuple[Mapping[str, Any], str]] = MappingProxyType(
             {"timestep_spacing": "leading", "steps_offset": 1},
             "A1111's DDIM / ComfyUI's ddim_uniform: timesteps 1 + k*(1000//n)",
         ),
+        # Explicit sigma lists (sigmas.py), for samplers whose scheduler takes ``sigmas=``.
+        "kl_optimal": ({}, "KL-optimal: evenly spaced in arctan(sigma) (arXiv:2404.14507)"),
+        "align_your_steps": ({}, "NVIDIA's Align Your Steps (SD 1.5 / SDXL tables)"),
+        "linear_quadratic": ({}, "ComfyUI's linear_quadratic (Mochi): linear, then quadratic"),
     }
 )
 #: Other spellings of a schedule: A1111's labels and names, ComfyUI's ids.
@@ -91,15 +95,14 @@ A1111_LABELS: Mapping[str, str] = MappingProxyType(
         "simple": "Simple",
         "sgm_uniform": "SGM Uniform",
         "ddim": "DDIM",
+        "kl_optimal": "KL Optimal",
+        "align_your_steps": "Align Your Steps",
     }
 )
 
 #: Schedules users name that sdkit does not build, with the nearest one it does.
 REFUSED_SCHEDULES: Mapping[str, tuple[str, str]] = MappingProxyType(
     {
-        "kl_optimal": ("karras", "KL-optimal sigmas (arXiv:2404.14507) need custom sigmas"),
-        "align_your_steps": ("karras", "Align Your Steps needs NVIDIA's per-model sigma tables"),
-        "linear_quadratic": ("normal", "ComfyUI's linear_quadratic needs custom sigmas"),
         "karras_exponential": ("karras", "a blend of Karras and exponential sigmas"),
     }
 )

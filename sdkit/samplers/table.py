@@ -15,8 +15,8 @@ they disagree the table follows what the code does; each such row says why.
 :data:`REFUSED` lists the names users type that have no faithful equivalent here, each with
 the nearest sampler sdkit does have:
 
-- "DPM++ 2S a" (``sample_dpmpp_2s_ancestral``): N/A in diffusers' table, whose nearest
-  scheduler, DPMSolverSinglestepScheduler, is deterministic, not ancestral.
+- "DPM++ 2S a" is sdkit's own scheduler (``k_samplers.py``): diffusers' table has none, and
+  its nearest, DPMSolverSinglestepScheduler, is deterministic, not ancestral.
 - "DPM++ 3M SDE": ``DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++",
   solver_order=3)`` is not ``sample_dpmpp_3m_sde``: its second-difference term has the
   opposite sign on the 0.5 in phi_3, a coefficient of -1 + O(h) where k-diffusion's is h/3.
@@ -47,6 +47,9 @@ from diffusers import (
     TCDScheduler,
     UniPCMultistepScheduler,
 )
+
+from .k_samplers import DPMPP2SAncestralScheduler
+from .sigmas import EXPLICIT_SCHEDULES
 
 __all__ = ["NEEDS", "REFUSED", "SAMPLERS", "SamplerSpec"]
 
@@ -82,6 +85,9 @@ class SamplerSpec:
 
 _SPACED = ("default", "linspace", "leading", "trailing", "normal", "simple", "sgm_uniform", "ddim")
 _ALL = ("default", "karras", "exponential", "beta", *_SPACED[1:])
+# Samplers whose scheduler takes explicit sigmas (k_samplers.py) also run sigmas.py's lists.
+_EULER = (*_ALL, *EXPLICIT_SCHEDULES)
+_K = ("karras", "exponential", "linspace", *EXPLICIT_SCHEDULES)
 
 _DPMPP = DPMSolverMultistepScheduler
 _2M = {"algorithm_type": "dpmsolver++", "solver_order": 2, "solver_type": "midpoint"}
@@ -93,7 +99,7 @@ _2M_SDE_HEUN = {**_2M_SDE, "solver_type": "heun"}
 # order.
 # fmt: off
 _TABLE = (
-    SamplerSpec("Euler", EulerDiscreteScheduler, {}, ("euler", "k_euler"), _ALL,
+    SamplerSpec("Euler", EulerDiscreteScheduler, {}, ("euler", "k_euler"), _EULER,
                 "Euler's method (Karras et al. 2022, Algorithm 2); deterministic", "linspace"),
     SamplerSpec("Euler a", EulerAncestralDiscreteScheduler, {},
                 ("euler_ancestral", "k_euler_a", "k_euler_ancestral"), _SPACED,
@@ -105,6 +111,11 @@ _TABLE = (
                 "DPM-Solver-2 (Karras et al. form); two model calls a step", "karras"),
     SamplerSpec("DPM2 a", KDPM2AncestralDiscreteScheduler, {}, ("dpm_2_ancestral", "k_dpm_2_a"),
                 _ALL, "DPM-Solver-2 with ancestral noise", "karras"),
+    # k-diffusion's sample_dpmpp_2s_ancestral (Lu et al. 2022, arXiv:2211.01095), written out
+    # in k_samplers.py; its schedules are k-diffusion's sigma lists ("linspace": A1111's Uniform).
+    SamplerSpec("DPM++ 2S a", DPMPP2SAncestralScheduler, {},
+                ("dpmpp_2s_ancestral", "k_dpmpp_2s_a"), _K,
+                "DPM-Solver++(2S) with ancestral noise; two model calls a step", "karras"),
     # Set in full, so that a model shipping a 2M SDE or order-3 config still gets plain 2M.
     SamplerSpec("DPM++ 2M", _DPMPP, _2M, ("dpmpp_2m", "k_dpmpp_2m"), _ALL,
                 "DPM-Solver++(2M), multistep; a good default", "karras"),
@@ -165,9 +176,6 @@ NEEDS: Mapping[str, str] = MappingProxyType(
 #: Spellings fold as sampler names do; a ``_gpu`` or ``_cfg_pp`` suffix folds onto its base.
 REFUSED: Mapping[str, tuple[str, str]] = MappingProxyType(
     {
-        "DPM++ 2S a": ("DPM++ SDE", "no ancestral single-step DPM-Solver++(2S) in diffusers"),
-        "dpmpp_2s_ancestral": ("DPM++ SDE", "no ancestral single-step DPM-Solver++(2S) here"),
-        "k_dpmpp_2s_a": ("DPM++ SDE", "no ancestral single-step DPM-Solver++(2S) here"),
         "DPM++ 3M SDE": ("DPM++ 2M SDE", "diffusers' order-3 SDE solver is not k-diffusion's"),
         "dpmpp_3m_sde": ("DPM++ 2M SDE", "diffusers' order-3 SDE solver is not k-diffusion's"),
         "k_dpmpp_3m_sde": ("DPM++ 2M SDE", "diffusers' order-3 SDE solver is not k-diffusion's"),
@@ -183,7 +191,7 @@ REFUSED: Mapping[str, tuple[str, str]] = MappingProxyType(
         "euler_cfg_pp": ("Euler", "CFG++ (arXiv:2406.08070) changes guidance, not the sampler"),
         "euler_ancestral_cfg_pp": ("Euler a", "CFG++ changes guidance, not the sampler"),
         "dpmpp_2m_cfg_pp": ("DPM++ 2M", "CFG++ changes guidance, not the sampler"),
-        "dpmpp_2s_ancestral_cfg_pp": ("DPM++ SDE", "CFG++ changes guidance, not the sampler"),
+        "dpmpp_2s_ancestral_cfg_pp": ("DPM++ 2S a", "CFG++ changes guidance, not the sampler"),
         "res_multistep_cfg_pp": ("DPM++ 2M", "CFG++ changes guidance, not the sampler"),
         "gradient_estimation": ("Euler", "gradient estimation is not in diffusers"),
     }
