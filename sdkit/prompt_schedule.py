@@ -390,6 +390,13 @@ def plan_prompts(prompt: str, negative_prompt: str, total_steps: int) -> PromptP
         )
         negative_calls.append(negatives.setdefault(text_at(negative, call), len(negatives)))
     count = len(positives) + len(negatives)
+    characters = sum(map(len, positives)) + sum(map(len, negatives))
+    if characters > 4 * MAX_PROMPT_CHARS:  # before any tokenizer reads them
+        raise InvalidOptionError(
+            "prompt", f"<{characters} characters over {count} distinct prompts>",
+            f"at most {4 * MAX_PROMPT_CHARS} in all",
+            hint="shorten the prompt, or use fewer edits and alternations of a long one.",
+        )  # fmt: skip
     if count > MAX_DISTINCT_PROMPTS:
         raise InvalidOptionError(
             "prompt", f"<{count} distinct prompts over {total_steps} steps>",

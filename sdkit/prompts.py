@@ -75,6 +75,7 @@ COMMA_BACKTRACK = 20
 MAX_PROMPT_CHUNKS = 64
 """Most 75-token chunks per prompt (4,800 tokens; A1111 prompts rarely pass 10): each one adds a
 text-encoder pass and 77 positions to every cross-attention of every UNet step."""
+_MAX_CALL_CHUNKS = 4 * MAX_PROMPT_CHUNKS  # all distinct texts of one call together
 
 # One chunk: up to 75 token ids and their weights (no BOS/EOS).
 _Chunk = tuple[list[int], list[float]]
@@ -417,6 +418,13 @@ def encode_prompt_texts(
     for option, per_text in (("prompt", positive), ("negative_prompt", negative)):
         for per_encoder in per_text:
             _check_chunks(option, per_encoder)
+    total = sum(max(len(chunks) for chunks in per_encoder) for per_encoder in positive + negative)
+    if total > _MAX_CALL_CHUNKS:  # many distinct texts (a prompt schedule), each one long
+        raise InvalidOptionError(
+            "prompt", f"<{total} chunks over {len(positive) + len(negative)} distinct texts>",
+            f"at most {_MAX_CALL_CHUNKS} chunks of 75 tokens in all",
+            hint="shorten the prompt, or use fewer edits and alternations of a long one.",
+        )  # fmt: skip
     every = [chunks for per_encoder in positive + negative for chunks in per_encoder]
     count = max(len(chunks) for chunks in every)
     for chunks in every:

@@ -352,3 +352,24 @@ def test_every_mode_batch_and_guidance_setting_runs_with_the_new_syntax(
             gen(prompt, negative_prompt=negative, steps=3, seed=2, width=64, height=64).image.image
         ),
     )
+
+
+def test_the_negative_prompt_has_no_and() -> None:
+    plan = plan_prompts("x", "a AND b:0.5", 2)
+    assert plan.negatives == ("a AND b:0.5",) and plan.plain
+
+
+def test_many_long_distinct_texts_are_refused_before_encoding(sd: StableDiffusionPipeline) -> None:
+    long = "word, " * 12_000  # 72,000 characters, about 24,000 tokens
+    with pytest.raises(InvalidOptionError, match="distinct prompts"):
+        plan_prompts(f"{long} [a|b|c|d|e|f]", "", 10)  # six texts of 72,000 characters
+    passes = []
+    hook = sd.text_encoder.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        with pytest.raises(InvalidOptionError, match="chunks"):
+            # 6 distinct texts of 50 chunks each: under the per-prompt cap, over the call's
+            condition(sd, "[" + "|".join(f"{i} " + "cat " * 3700 for i in range(6)) + "]", "",
+                      steps=6, clip_skip=None, guidance=False)  # fmt: skip
+    finally:
+        hook.remove()
+    assert passes == []
