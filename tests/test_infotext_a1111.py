@@ -69,6 +69,8 @@ A1111_TO_SDKIT = {
     "normal": "normal",
     "ddim": "ddim",
     "beta": "beta",
+    "kl_optimal": "kl_optimal",
+    "align_your_steps": "align_your_steps",
 }
 
 
@@ -150,7 +152,9 @@ A1111_RUNS = [
     for name, spec in SAMPLERS.items()
     if spec.in_a1111 and name != "LCM"
     for schedule in (None, *spec.schedules)
-    if schedule not in ("default", "leading", "linspace", "trailing", "normal", "simple")
+    # linear_quadratic is ComfyUI's only: A1111 has no name for it
+    if schedule
+    not in ("default", "leading", "linspace", "trailing", "normal", "simple", "linear_quadratic")
     or schedule is None
 ]
 

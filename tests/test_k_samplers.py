@@ -1,5 +1,8 @@
 """sdkit's own k-diffusion-style samplers against their update rules, written out here.
 
+DPM++ 3M SDE: k-diffusion's ``sample_dpmpp_3m_sde`` (eta 1, s_noise 1), with A1111's
+``discard_next_to_last_sigma`` for it (``modules/sd_samplers_kdiffusion.py``).
+
 DPM++ 2S a: crowsonkb/k-diffusion ``k_diffusion/sampling.py`` ``sample_dpmpp_2s_ancestral``
 (Lu et al. 2022, "DPM-Solver++", arXiv:2211.01095, DPM-Solver++(2S) at r = 1/2, with
 k-diffusion's ``get_ancestral_step`` noise). The reference below works in t = -log(sigma), as
@@ -20,7 +23,11 @@ from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from tiny_models import SD15_SCHEDULER
 
 from sdkit.samplers import make_scheduler
-from sdkit.samplers.k_samplers import DPMPP2SAncestralScheduler, dpmpp_2s_ancestral_step
+from sdkit.samplers.k_samplers import (
+    DPMPP2SAncestralScheduler,
+    dpmpp_2s_ancestral_step,
+    k_sigmas,
+)
 
 MU, S = 0.3, 0.7
 
@@ -141,4 +148,66 @@ def test_runs_in_the_sd_pipelines(tiny_sd_path: Path) -> None:
     img2img.scheduler = make_scheduler("DPM++ 2S a", base, "Align Your Steps")
     out = img2img("a red cube", image=images[0], strength=0.5, num_inference_steps=4,
                   generator=torch.Generator("cpu").manual_seed(0), output_type="np")  # fmt: skip
+    assert out.images.shape == (1, 64, 64, 3) and np.isfinite(out.images).all()
+
+
+def _reference_3m(sigmas: list[float], x: torch.Tensor, noises: list[torch.Tensor]) -> torch.Tensor:
+    """k-diffusion's sample_dpmpp_3m_sde at eta = 1, s_noise = 1, written out in t = -log sigma."""
+    noises = list(noises)
+    eta = 1.0
+    denoised_1 = denoised_2 = None
+    h = h_1 = h_2 = None
+    for i in range(len(sigmas) - 1):
+        denoised = _denoise(x, sigmas[i])
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            t, s = -math.log(sigmas[i]), -math.log(sigmas[i + 1])
+            h = s - t
+            h_eta = h * (eta + 1)
+            x = math.exp(-h_eta) * x + (-math.expm1(-h_eta)) * denoised
+            if h_2 is not None:
+                r0, r1 = h_1 / h, h_2 / h  # type: ignore[operator]
+                d1_0 = (denoised - denoised_1) / r0
+                d1_1 = (denoised_1 - denoised_2) / r1
+                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                phi_2 = math.expm1(-h_eta) / h_eta + 1
+                phi_3 = phi_2 / h_eta - 0.5
+                x = x + phi_2 * d1 - phi_3 * d2
+            elif h_1 is not None:
+                r = h_1 / h
+                d = (denoised - denoised_1) / r
+                phi_2 = math.expm1(-h_eta) / h_eta + 1
+                x = x + phi_2 * d
+            x = x + noises.pop(0) * sigmas[i + 1] * math.sqrt(-math.expm1(-2 * h * eta))
+        denoised_1, denoised_2 = denoised, denoised_1
+        h_1, h_2 = h, h_1
+    return x
+
+
+@pytest.mark.parametrize("schedule", ["exponential", "karras", "linspace", "align_your_steps"])
+@pytest.mark.parametrize("n", [1, 2, 3, 6])
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_dpmpp_3m_sde_matches_k_diffusions_rule(schedule: str, n: int, prediction: str) -> None:
+    config = {**SD15_SCHEDULER, "prediction_type": prediction}
+    scheduler = make_scheduler("DPM++ 3M SDE", config, schedule)
+    got = _drive(scheduler, n, seed=5, prediction=prediction)
+    sigmas = [float(s) for s in scheduler.sigmas]
+    # A1111's discard_next_to_last_sigma: the list for n + 1 steps without its next-to-last
+    full = k_sigmas(schedule, n + 1, scheduler.alphas_cumprod.numpy())
+    np.testing.assert_allclose(sigmas, [*full[:-2], full[-1]], rtol=1e-6)
+    generator = torch.Generator().manual_seed(5)
+    start = torch.randn((1, 4, 3, 3), generator=generator)
+    noises = [torch.randn((1, 4, 3, 3), generator=generator) for _ in range(n - 1)]
+    want = _reference_3m(sigmas, start * sigmas[0], noises)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert len(scheduler.timesteps) == n
+
+
+def test_dpmpp_3m_sde_runs_in_the_sd_pipeline(tiny_sd_path: Path) -> None:
+    pipe = _pipe(tiny_sd_path, StableDiffusionPipeline)
+    pipe.scheduler = make_scheduler("dpmpp_3m_sde_gpu", dict(pipe.scheduler.config))
+    out = pipe("a red cube", num_inference_steps=4, height=64, width=64,
+               generator=torch.Generator("cpu").manual_seed(0), output_type="np")  # fmt: skip
     assert out.images.shape == (1, 64, 64, 3) and np.isfinite(out.images).all()

@@ -27,6 +27,7 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "DPM2": ("DiscardingKDPM2Scheduler", {}),
     "DPM2 a": ("DiscardingKDPM2AncestralScheduler", {}),
     "DPM++ 2S a": ("DPMPP2SAncestralScheduler", {"sigma_schedule": "karras"}),
+    "DPM++ 3M SDE": ("DPMPP3MSDEScheduler", {"sigma_schedule": "exponential"}),
     "DPM++ 2M": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
     "DPM++ 2M SDE": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
     "DPM++ 2M SDE Heun": (
@@ -86,7 +87,7 @@ def _sd15_config() -> dict[str, Any]:
 
 def test_table_lists_the_expected_samplers_in_order() -> None:
     assert list(SAMPLERS) == list(EXPECTED)
-    assert "DPM++ 3M SDE" not in SAMPLERS  # no faithful equivalent (DPM++ 2S a is sdkit's own)
+    assert "Restart" not in SAMPLERS  # refused (DPM++ 2S a and 3M SDE are sdkit's own)
     for name, spec in SAMPLERS.items():
         # sdkit's own k-diffusion schedulers have no model config spacing to keep: no "default"
         own = spec.scheduler_class.__module__.startswith("sdkit.")

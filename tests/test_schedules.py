@@ -145,8 +145,10 @@ def test_align_your_steps_follows_the_model_family() -> None:
     xl = make_scheduler("Euler", dict(SD15_SCHEDULER), "Align Your Steps", family="sdxl")
     xl.set_timesteps(11)
     np.testing.assert_allclose(xl.sigmas.numpy()[:-1], AYS_SIGMAS["sdxl"], rtol=1e-6)
-    with pytest.raises(InvalidOptionError, match="karras"):
-        make_scheduler("Euler", dict(SD15_SCHEDULER), "align_your_steps", family="sd2")
+    # A1111: SDXL's table for SDXL, SD 1.5's for every other model
+    sd = make_scheduler("Euler", dict(SD15_SCHEDULER), "align_your_steps", family="sd")
+    sd.set_timesteps(11)
+    np.testing.assert_allclose(sd.sigmas.numpy()[:-1], AYS_SIGMAS["sd1"], rtol=1e-6)
 
 
 @pytest.mark.parametrize("spelling", ["KL Optimal", "kl_optimal", "Align Your Steps"])
@@ -160,7 +162,7 @@ def test_a1111_and_comfyui_spellings(spelling: str) -> None:
 def test_samplers_without_explicit_sigmas_refuse_them_naming_who_takes_them(name: str) -> None:
     with pytest.raises(InvalidOptionError) as caught:
         resolve_sampler(name, "kl_optimal")
-    assert "Euler, DPM++ 2S a" in str(caught.value)
+    assert "Euler, DPM++ 2S a, DPM++ 3M SDE" in str(caught.value)
 
 
 @pytest.mark.parametrize("name", ["DPM2", "DPM2 a"])

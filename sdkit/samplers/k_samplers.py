@@ -25,9 +25,12 @@ from .sigmas import EXPLICIT_SCHEDULES, explicit_sigmas, model_sigmas
 
 __all__ = [
     "DPMPP2SAncestralScheduler",
+    "DPMPP3MSDEScheduler",
     "ExplicitSigmasEulerScheduler",
+    "KDiffusionScheduler",
     "ancestral_step",
     "dpmpp_2s_ancestral_step",
+    "dpmpp_3m_sde_step",
     "k_sigmas",
 ]
 
@@ -45,7 +48,7 @@ class ExplicitSigmasEulerScheduler(EulerDiscreteScheduler):  # type: ignore[misc
         """As Euler's; with only a step count, the sigmas come from ``sigma_schedule``."""
         schedule = self.config.get("sigma_schedule")
         if sigmas is None and timesteps is None and num_inference_steps and schedule:
-            family = str(self.config.get("model_family", "sd1"))
+            family = str(self.config.get("model_family", "sd"))
             sigmas = explicit_sigmas(schedule, num_inference_steps, self.alphas_cumprod, family)
             super().set_timesteps(device=device, sigmas=sigmas)
         else:
@@ -102,7 +105,7 @@ def dpmpp_2s_ancestral_step(
     return x
 
 
-def k_sigmas(schedule: str, n: int, alphas_cumprod: Any, family: str = "sd1") -> list[float]:
+def k_sigmas(schedule: str, n: int, alphas_cumprod: Any, family: str = "sd") -> list[float]:
     """The ``n + 1`` sigmas of a schedule, as k-diffusion/A1111 build them.
 
     "karras": Karras et al. 2022 eq. 5 at rho 7 over the model's range; "exponential":
@@ -127,17 +130,20 @@ def k_sigmas(schedule: str, n: int, alphas_cumprod: Any, family: str = "sd1") ->
     raise KeyError(schedule)
 
 
-class DPMPP2SAncestralScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
-    """A1111's "DPM++ 2S a" / ComfyUI's ``dpmpp_2s_ancestral`` as a diffusers scheduler.
+class KDiffusionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
+    """A k-diffusion sampler loop as a diffusers scheduler: the machinery its samplers share.
 
-    Each step but a final one to sigma 0 calls the model twice: at sigma_i, then at the
-    midpoint sigma_s of :func:`dpmpp_2s_ancestral_step`; ``timesteps`` lists every call.
-    Noise comes from the pipeline's generator(s), one draw per step. The sample starts at
-    ``noise * sigma_max`` as in k-diffusion.
+    ``set_timesteps`` builds k-diffusion's sigma list and the model calls (``timesteps``);
+    ``scale_model_input`` and ``step`` work in k-diffusion's terms (x = x0 + sigma * eps, the
+    sample starting at ``noise * sigma_max``); noise comes from the pipeline's generator(s).
+    Subclasses say which calls a step makes (:meth:`_calls_for`) and what a call does
+    (:meth:`_advance`).
     """
 
-    order = 2
+    order = 1
     _compatibles: ClassVar[list[str]] = []
+    #: A1111's option: build the list for steps + 1 and drop its next-to-last level.
+    discard_next_to_last_sigma = False
 
     @register_to_config  # type: ignore[untyped-decorator]
     def __init__(
@@ -149,7 +155,7 @@ class DPMPP2SAncestralScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[mi
         trained_betas: Any = None,
         prediction_type: str = "epsilon",
         sigma_schedule: str = "karras",
-        model_family: str = "sd1",
+        model_family: str = "sd",
         eta: float = 1.0,
     ) -> None:
         if trained_betas is not None:
@@ -177,29 +183,37 @@ class DPMPP2SAncestralScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[mi
     ) -> None:
         """Plan the model calls of ``num_inference_steps`` steps."""
         self.num_inference_steps = num_inference_steps
+        discard = self.discard_next_to_last_sigma
         sigmas = k_sigmas(
             str(self.config.sigma_schedule),
-            num_inference_steps,
+            num_inference_steps + 1 if discard else num_inference_steps,
             self.alphas_cumprod.numpy(),
             str(self.config.model_family),
         )
+        if discard:  # A1111: cat([sigmas[:-2], sigmas[-1:]])
+            sigmas = [*sigmas[:-2], sigmas[-1]]
         self.sigmas = torch.tensor(sigmas, dtype=torch.float32)
-        calls: list[float] = []
-        plan: list[int] = []  # the step each call belongs to
-        for i in range(num_inference_steps):
-            calls.append(sigmas[i])
-            plan.append(i)
-            down, _ = ancestral_step(sigmas[i], sigmas[i + 1], float(self.config.eta))
-            if down > 0:
-                calls.append(math.sqrt(sigmas[i] * down))  # sigma_s: t + h/2 in t = -log sigma
-                plan.append(i)
+        calls, plan = self._calls_for(sigmas)
         self.timesteps = torch.tensor([self._t(s) for s in calls], dtype=torch.float32).to(device)
         self._calls = [float(s) for s in calls]
         self._sigma_list = [float(s) for s in sigmas]
         self._plan = plan
         self._step_index: int | None = None
         self._begin_index: int | None = None
-        self._state: tuple[torch.Tensor, float, float, float] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget the state kept between calls (a new run)."""
+
+    def _calls_for(self, sigmas: list[float]) -> tuple[list[float], list[int]]:
+        """The sigma of each model call, and the step each call belongs to: one call a step."""
+        return sigmas[:-1], list(range(len(sigmas) - 1))
+
+    def _advance(
+        self, index: int, sigma: float, x_in: torch.Tensor, denoised: torch.Tensor, generator: Any
+    ) -> torch.Tensor:
+        """The sample after model call ``index`` at ``sigma``, given its denoised estimate."""
+        raise NotImplementedError
 
     @property
     def init_noise_sigma(self) -> float:
@@ -254,21 +268,7 @@ class DPMPP2SAncestralScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[mi
         index = self._current(timestep)
         sigma = self._calls[index]
         denoised = self._denoised(model_output.float(), sample.float(), sigma)
-        x_in = sample.float()
-        if self._state is None:  # first call of a step, at sigma_i
-            sigma_next = self._sigma_list[self._plan[index] + 1]
-            down, up = ancestral_step(sigma, sigma_next, float(self.config.eta))
-            if down == 0.0:  # the last step, to 0: Euler
-                x = self._noised(denoised + (x_in - denoised) * (down / sigma), up, generator)
-            else:
-                mid = self._calls[index + 1]
-                x = (mid / sigma) * x_in - math.expm1(-math.log(sigma / down) / 2) * denoised
-                self._state = (x_in, sigma, down, up)
-        else:  # second call, at the midpoint
-            x0, sigma_i, down, up = self._state
-            x = (down / sigma_i) * x0 - math.expm1(-math.log(sigma_i / down)) * denoised
-            x = self._noised(x, up, generator)
-            self._state = None
+        x = self._advance(index, sigma, sample.float(), denoised, generator)
         self._step_index = index + 1
         out = x.to(sample.dtype)
         return SchedulerOutput(prev_sample=out) if return_dict else (out,)
@@ -297,3 +297,128 @@ class DPMPP2SAncestralScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[mi
 
     def __len__(self) -> int:
         return int(self.config.num_train_timesteps)
+
+
+class DPMPP2SAncestralScheduler(KDiffusionScheduler):
+    """A1111's "DPM++ 2S a" / ComfyUI's ``dpmpp_2s_ancestral``: :func:`dpmpp_2s_ancestral_step`.
+
+    Each step but a final one to sigma 0 calls the model twice: at sigma_i, then at the
+    midpoint sigma_s; ``timesteps`` lists every call, as HeunDiscreteScheduler's do. One noise
+    draw a step.
+    """
+
+    order = 2
+
+    def _reset(self) -> None:
+        self._state: tuple[torch.Tensor, float, float, float] | None = None
+
+    def _calls_for(self, sigmas: list[float]) -> tuple[list[float], list[int]]:
+        calls: list[float] = []
+        plan: list[int] = []  # the step each call belongs to
+        for i in range(len(sigmas) - 1):
+            calls.append(sigmas[i])
+            plan.append(i)
+            down, _ = ancestral_step(sigmas[i], sigmas[i + 1], float(self.config.eta))
+            if down > 0:
+                calls.append(math.sqrt(sigmas[i] * down))  # sigma_s: t + h/2 in t = -log sigma
+                plan.append(i)
+        return calls, plan
+
+    def _advance(
+        self, index: int, sigma: float, x_in: torch.Tensor, denoised: torch.Tensor, generator: Any
+    ) -> torch.Tensor:
+        if self._state is None:  # first call of a step, at sigma_i
+            sigma_next = self._sigma_list[self._plan[index] + 1]
+            down, up = ancestral_step(sigma, sigma_next, float(self.config.eta))
+            if down == 0.0:  # the last step, to 0: Euler
+                x = self._noised(denoised + (x_in - denoised) * (down / sigma), up, generator)
+            else:
+                mid = self._calls[index + 1]
+                x = (mid / sigma) * x_in - math.expm1(-math.log(sigma / down) / 2) * denoised
+                self._state = (x_in, sigma, down, up)
+        else:  # second call, at the midpoint
+            x0, sigma_i, down, up = self._state
+            x = (down / sigma_i) * x0 - math.expm1(-math.log(sigma_i / down)) * denoised
+            x = self._noised(x, up, generator)
+            self._state = None
+        return x
+
+
+class DPMPP3MSDEScheduler(KDiffusionScheduler):
+    """A1111's "DPM++ 3M SDE" / ComfyUI's ``dpmpp_3m_sde``: :func:`dpmpp_3m_sde_step`.
+
+    One model call a step; the last two denoised estimates and step sizes carry over. As A1111
+    (``discard_next_to_last_sigma``) the list is built for ``steps + 1`` and its next-to-last
+    level dropped. k-diffusion draws the SDE noise from a Brownian tree; here each step's
+    standard normal draw comes from the pipeline's generator (the same law, other numbers).
+    """
+
+    discard_next_to_last_sigma = True
+
+    def _reset(self) -> None:
+        self._history: list[tuple[torch.Tensor, float]] = []  # (denoised, h), newest first
+
+    def _advance(
+        self, index: int, sigma: float, x_in: torch.Tensor, denoised: torch.Tensor, generator: Any
+    ) -> torch.Tensor:
+        sigma_next = self._sigma_list[self._plan[index] + 1]
+        noise = None
+        if sigma_next > 0 and float(self.config.eta):
+            noise = randn_tensor(
+                x_in.shape, generator=generator, device=x_in.device, dtype=x_in.dtype
+            )
+        x = dpmpp_3m_sde_step(
+            x_in, sigma, sigma_next, denoised, self._history, noise, float(self.config.eta)
+        )
+        if sigma_next > 0:
+            self._history = [(denoised, math.log(sigma / sigma_next)), *self._history[:1]]
+        return x
+
+
+def dpmpp_3m_sde_step(
+    x: torch.Tensor,
+    sigma: float,
+    sigma_next: float,
+    denoised: torch.Tensor,
+    history: list[tuple[torch.Tensor, float]],
+    noise: torch.Tensor | None,
+    eta: float = 1.0,
+) -> torch.Tensor:
+    """One DPM-Solver++(3M) SDE step (k-diffusion's ``sample_dpmpp_3m_sde``; Lu et al. 2022).
+
+    With h = log(sigma / sigma_next) and h_eta = (1 + eta) h:
+    x' = e^{-h_eta} x + (1 - e^{-h_eta}) D, plus phi_2 * d (one earlier estimate) or
+    phi_2 * d1 - phi_3 * d2 (two), with phi_2 = expm1(-h_eta)/h_eta + 1 and
+    phi_3 = phi_2/h_eta - 1/2 and d, d1, d2 the divided differences of the estimates over
+    the step-size ratios r = h_k / h; then + sigma_next sqrt(1 - e^{-2 eta h}) * noise.
+    A step to 0 returns D.
+
+    Args:
+        x: the sample at ``sigma``.
+        sigma: the current level.
+        sigma_next: the next level.
+        denoised: the model's estimate D(x, sigma).
+        history: the earlier estimates and their step sizes h, newest first (at most two used).
+        noise: standard normal noise shaped like ``x`` (``None``: no noise).
+        eta: the SDE's noise scale (1 in A1111 and ComfyUI).
+    """
+    if sigma_next == 0:
+        return denoised
+    h = math.log(sigma / sigma_next)
+    h_eta = h * (eta + 1)
+    x = math.exp(-h_eta) * x - math.expm1(-h_eta) * denoised
+    phi_2 = math.expm1(-h_eta) / h_eta + 1
+    if len(history) >= 2:
+        (d_1, h_1), (d_2, h_2) = history[0], history[1]
+        r0, r1 = h_1 / h, h_2 / h
+        d1_0 = (denoised - d_1) / r0
+        d1_1 = (d_1 - d_2) / r1
+        d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+        d2 = (d1_0 - d1_1) / (r0 + r1)
+        x = x + phi_2 * d1 - (phi_2 / h_eta - 0.5) * d2
+    elif history:
+        d_1, h_1 = history[0]
+        x = x + phi_2 * (denoised - d_1) / (h_1 / h)
+    if noise is not None and eta:
+        x = x + noise * sigma_next * math.sqrt(-math.expm1(-2 * h * eta))
+    return x

@@ -33,7 +33,7 @@ from diffusers import EulerDiscreteScheduler, SchedulerMixin
 from sdkit.errors import InvalidOptionError
 
 from .discard import DISCARDING
-from .k_samplers import DPMPP2SAncestralScheduler, ExplicitSigmasEulerScheduler
+from .k_samplers import ExplicitSigmasEulerScheduler, KDiffusionScheduler
 from .schedules import (
     A1111_LABELS,
     REFUSED_SCHEDULES,
@@ -42,7 +42,7 @@ from .schedules import (
     SIGMA_FLAGS,
     SUFFIX_ALIASES,
 )
-from .sigmas import AYS_SIGMAS, EXPLICIT_SCHEDULES
+from .sigmas import EXPLICIT_SCHEDULES
 from .table import NEEDS, REFUSED, SAMPLERS, SamplerSpec
 
 __all__ = [
@@ -141,7 +141,7 @@ _AUTOMATIC = _key("automatic")
 
 
 def _refused_hint(key: str) -> str | None:
-    """The hint for a sampler name sdkit knows but does not run ("DPM++ 3M SDE Karras" too)."""
+    """The hint for a sampler name sdkit knows but does not run ("DPM fast Karras" too)."""
     for candidate in (key, key.removesuffix("gpu")):
         if candidate in _REFUSED_INDEX:
             name, nearest, why = _REFUSED_INDEX[candidate]
@@ -247,7 +247,7 @@ def resolve_sampler(name: str, schedule: str | None = None) -> ResolvedSampler:
 
 
 def make_scheduler(
-    name: str, base_config: Mapping[str, Any], schedule: str | None = None, family: str = "sd1"
+    name: str, base_config: Mapping[str, Any], schedule: str | None = None, family: str = "sd"
 ) -> SchedulerMixin:
     """Build the scheduler for a sampler on top of the model's scheduler config.
 
@@ -262,7 +262,8 @@ def make_scheduler(
         base_config: the model's ``pipe.scheduler.config``. For reproducible "DPM++ SDE" noise
             include ``noise_sampler_seed``: its Brownian tree ignores the pipeline's generator.
         schedule: the schedule, as for :func:`resolve_sampler`.
-        family: the model family ("sd1", "sdxl"…): Align Your Steps picks its table by it.
+        family: the model family ("sd", "sdxl"): Align Your Steps takes SDXL's table for
+            "sdxl" and SD 1.5's for any other, as A1111 does.
 
     Returns:
         A new scheduler, for ``pipe.scheduler = ...``.
@@ -282,14 +283,8 @@ def make_scheduler(
         cls = ExplicitSigmasEulerScheduler
     if resolved.schedule in SIGMA_FLAGS and cls in DISCARDING:  # DPM2's, as A1111's
         cls = DISCARDING[cls]
-    if explicit and resolved.schedule == "align_your_steps" and family not in AYS_SIGMAS:
-        raise InvalidOptionError(
-            "schedule", schedule, [s for s in resolved.spec.schedules if s != "align_your_steps"],
-            hint=f"Align Your Steps has tables for {' and '.join(AYS_SIGMAS)} models, not "
-            f"{family}; 'karras' is the nearest.",
-        )  # fmt: skip
     scheduler: SchedulerMixin = cls.from_config(dict(base_config), **resolved.config)
-    if cls in (ExplicitSigmasEulerScheduler, DPMPP2SAncestralScheduler):
+    if cls is ExplicitSigmasEulerScheduler or issubclass(cls, KDiffusionScheduler):
         # recorded in the config, so a Recipe's scheduler_config says which sigmas ran
         scheduler.register_to_config(sigma_schedule=resolved.schedule, model_family=family)
     return scheduler
@@ -300,7 +295,7 @@ def fresh_scheduler(
     model_config: Mapping[str, Any],
     resolved: ResolvedSampler | None,
     seeds: list[int],
-    family: str = "sd1",
+    family: str = "sd",
 ) -> Any:
     """A fresh scheduler for one call: the sampler's on the model's config, else the model's own.
 

@@ -3,7 +3,7 @@
 Each function returns ``n + 1`` descending noise levels, the last one 0: the schedule of an
 ``n``-step k-diffusion-style sampler. :func:`explicit_sigmas` computes the one a schedule name
 selects for a model's noise table; schedulers that take ``sigmas=`` in ``set_timesteps``
-(diffusers' Euler, sdkit's own DPM++ 2S a) run them.
+(diffusers' Euler, sdkit's own DPM++ 2S a and 3M SDE) run them.
 
 Sources, one per function: AUTOMATIC1111/stable-diffusion-webui ``modules/sd_schedulers.py``
 (commit 02b0092d5a8450b282bd7d9c2d84fdfed0f3c6db) and comfyanonymous/ComfyUI
@@ -59,13 +59,14 @@ def kl_optimal(n: int, sigma_min: float, sigma_max: float) -> list[float]:
 
 
 def align_your_steps(n: int, family: str) -> list[float]:
-    """NVIDIA's Align Your Steps levels for ``family`` ("sd1" or "sdxl"), then 0.
+    """NVIDIA's Align Your Steps levels for ``family``, then 0: SDXL's table for "sdxl", SD
+    1.5's for any other family (A1111 defaults to it likewise).
 
     As A1111's ``get_align_your_steps_sigmas``: with ``n`` other than the table's length (11)
     the table is resampled to ``n`` levels by linear interpolation of log sigma over an even
     grid (NVIDIA's howto), keeping its first and last level.
     """
-    table = AYS_SIGMAS[family]
+    table = AYS_SIGMAS["sdxl" if family == "sdxl" else "sd1"]
     if n == len(table):
         return [*table, 0.0]
     grid = np.linspace(0.0, 1.0, len(table))
@@ -106,10 +107,10 @@ def explicit_sigmas(
         schedule: one of :data:`EXPLICIT_SCHEDULES`.
         n: the step count.
         alphas_cumprod: the model's cumulative alphas (its scheduler's ``alphas_cumprod``).
-        family: the model family ("sd1", "sdxl"…); Align Your Steps has tables for two.
+        family: the model family ("sd", "sdxl"): Align Your Steps' table follows it.
 
     Raises:
-        KeyError: for another schedule, or Align Your Steps on a family without a table.
+        KeyError: for another schedule.
     """
     sigmas = model_sigmas(alphas_cumprod)
     lo, hi = float(sigmas[0]), float(sigmas[-1])

@@ -17,9 +17,9 @@ the nearest sampler sdkit does have:
 
 - "DPM++ 2S a" is sdkit's own scheduler (``k_samplers.py``): diffusers' table has none, and
   its nearest, DPMSolverSinglestepScheduler, is deterministic, not ancestral.
-- "DPM++ 3M SDE": ``DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++",
-  solver_order=3)`` is not ``sample_dpmpp_3m_sde``: its second-difference term has the
-  opposite sign on the 0.5 in phi_3, a coefficient of -1 + O(h) where k-diffusion's is h/3.
+- "DPM++ 3M SDE" is sdkit's own scheduler too: ``DPMSolverMultistepScheduler(algorithm_type=
+  "sde-dpmsolver++", solver_order=3)`` is not ``sample_dpmpp_3m_sde`` (its second-difference
+  term has the opposite sign on the 0.5 in phi_3).
 - "DPM fast", "DPM adaptive", "Restart", the CFG++ variants, ComfyUI's ipndm, heunpp2, res_*.
 """
 
@@ -48,7 +48,7 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
-from .k_samplers import DPMPP2SAncestralScheduler
+from .k_samplers import DPMPP2SAncestralScheduler, DPMPP3MSDEScheduler
 from .sigmas import EXPLICIT_SCHEDULES
 
 __all__ = ["NEEDS", "REFUSED", "SAMPLERS", "SamplerSpec"]
@@ -116,6 +116,11 @@ _TABLE = (
     SamplerSpec("DPM++ 2S a", DPMPP2SAncestralScheduler, {},
                 ("dpmpp_2s_ancestral", "k_dpmpp_2s_a"), _K,
                 "DPM-Solver++(2S) with ancestral noise; two model calls a step", "karras"),
+    # k-diffusion's sample_dpmpp_3m_sde, written out in k_samplers.py; A1111 discards the
+    # next-to-last sigma and gives it Exponential.
+    SamplerSpec("DPM++ 3M SDE", DPMPP3MSDEScheduler, {},
+                ("dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "k_dpmpp_3m_sde"), _K,
+                "DPM-Solver++(3M) SDE; stochastic, one model call a step", "exponential"),
     # Set in full, so that a model shipping a 2M SDE or order-3 config still gets plain 2M.
     SamplerSpec("DPM++ 2M", _DPMPP, _2M, ("dpmpp_2m", "k_dpmpp_2m"), _ALL,
                 "DPM-Solver++(2M), multistep; a good default", "karras"),
@@ -176,9 +181,6 @@ NEEDS: Mapping[str, str] = MappingProxyType(
 #: Spellings fold as sampler names do; a ``_gpu`` or ``_cfg_pp`` suffix folds onto its base.
 REFUSED: Mapping[str, tuple[str, str]] = MappingProxyType(
     {
-        "DPM++ 3M SDE": ("DPM++ 2M SDE", "diffusers' order-3 SDE solver is not k-diffusion's"),
-        "dpmpp_3m_sde": ("DPM++ 2M SDE", "diffusers' order-3 SDE solver is not k-diffusion's"),
-        "k_dpmpp_3m_sde": ("DPM++ 2M SDE", "diffusers' order-3 SDE solver is not k-diffusion's"),
         "DPM fast": ("DPM++ 2M", "DPM-Solver fast is not in diffusers"),
         "DPM adaptive": ("DPM++ 2M", "adaptive step size does not fit a fixed step count"),
         "k_dpm_ad": ("DPM++ 2M", "adaptive step size does not fit a fixed step count"),
