@@ -23,15 +23,24 @@ from tiny_models import build_tiny_sd
 from sdkit import GenerationCancelled, Generator, InvalidOptionError, Recipe
 
 # Sampler name -> the scheduler a diffusers user would set by hand (from diffusers' docs table
-# of A1111 equivalents), written out here independently of sdkit's own table.
+# of A1111 equivalents), written out here independently of sdkit's own table. A sampler named
+# without a schedule means A1111's "Automatic": for Euler, Euler a and UniPC that is "Uniform",
+# k-diffusion's get_sigmas(n) over the model's 1000 steps, i.e. diffusers' linspace spacing
+# (AUTOMATIC1111/stable-diffusion-webui modules/sd_schedulers.py `uniform`); A1111's UniPC is
+# the bh1 variant at order 3 (its uni_pc_variant / uni_pc_order defaults), stopping at the
+# model's smallest sigma as UniPC's time-uniform steps do.
+_UNIFORM = {"timestep_spacing": "linspace", "use_karras_sigmas": False}
 HAND_SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
-    "Euler": (EulerDiscreteScheduler, {}),
-    "Euler a": (EulerAncestralDiscreteScheduler, {}),
+    "Euler": (EulerDiscreteScheduler, _UNIFORM),
+    "Euler a": (EulerAncestralDiscreteScheduler, {"timestep_spacing": "linspace"}),
     "DPM++ 2M Karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
     # SD's own DDIM config has clip_sample=False (latents are not in [-1, 1]); SDXL's Euler
     # config lacks the key, and DDIM's class default (True) would clip.
     "DDIM": (DDIMScheduler, {"clip_sample": False}),
-    "UniPC": (UniPCMultistepScheduler, {}),
+    "UniPC": (
+        UniPCMultistepScheduler,
+        {**_UNIFORM, "solver_type": "bh1", "solver_order": 3, "final_sigmas_type": "sigma_min"},
+    ),
 }
 
 
