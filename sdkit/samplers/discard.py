@@ -18,49 +18,32 @@ from diffusers import KDPM2AncestralDiscreteScheduler, KDPM2DiscreteScheduler
 __all__ = ["DISCARDING", "DiscardingKDPM2AncestralScheduler", "DiscardingKDPM2Scheduler"]
 
 
-def _discard(levels: Any, n: int) -> Any:
-    """The first ``n`` of ``n + 1`` levels: with the 0 appended later, A1111's list."""
-    return levels[:n]
+class _DiscardNextToLast:
+    """The three sigma-schedule hooks of diffusers' KDPM2 schedulers, each built for
+    ``steps + 1`` and cut to its first ``steps`` levels (the 0 is appended later): A1111's
+    ``cat([sigmas[:-2], sigmas[-1:]])``. Mixed in before the diffusers class."""
+
+    def _convert_to_karras(self, in_sigmas: Any, num_inference_steps: int) -> Any:
+        full = super()._convert_to_karras(in_sigmas, num_inference_steps + 1)  # type: ignore[misc]
+        return full[:num_inference_steps]
+
+    def _convert_to_exponential(self, in_sigmas: Any, num_inference_steps: int) -> Any:
+        full = super()._convert_to_exponential(in_sigmas, num_inference_steps + 1)  # type: ignore[misc]
+        return full[:num_inference_steps]
+
+    def _convert_to_beta(
+        self, in_sigmas: Any, num_inference_steps: int, *args: Any, **kwargs: Any
+    ) -> Any:
+        full = super()._convert_to_beta(in_sigmas, num_inference_steps + 1, *args, **kwargs)  # type: ignore[misc]
+        return full[:num_inference_steps]
 
 
-class DiscardingKDPM2Scheduler(KDPM2DiscreteScheduler):  # type: ignore[misc]
+class DiscardingKDPM2Scheduler(_DiscardNextToLast, KDPM2DiscreteScheduler):  # type: ignore[misc]
     """diffusers' DPM2 whose sigma schedules drop the next-to-last level, as A1111's."""
 
-    def _convert_to_karras(self, in_sigmas: Any, num_inference_steps: int) -> Any:
-        return _discard(
-            super()._convert_to_karras(in_sigmas, num_inference_steps + 1), num_inference_steps
-        )
 
-    def _convert_to_exponential(self, in_sigmas: Any, num_inference_steps: int) -> Any:
-        return _discard(
-            super()._convert_to_exponential(in_sigmas, num_inference_steps + 1), num_inference_steps
-        )
-
-    def _convert_to_beta(
-        self, in_sigmas: Any, num_inference_steps: int, *args: Any, **kwargs: Any
-    ) -> Any:
-        full = super()._convert_to_beta(in_sigmas, num_inference_steps + 1, *args, **kwargs)
-        return _discard(full, num_inference_steps)
-
-
-class DiscardingKDPM2AncestralScheduler(KDPM2AncestralDiscreteScheduler):  # type: ignore[misc]
+class DiscardingKDPM2AncestralScheduler(_DiscardNextToLast, KDPM2AncestralDiscreteScheduler):  # type: ignore[misc]
     """diffusers' DPM2 a whose sigma schedules drop the next-to-last level, as A1111's."""
-
-    def _convert_to_karras(self, in_sigmas: Any, num_inference_steps: int) -> Any:
-        return _discard(
-            super()._convert_to_karras(in_sigmas, num_inference_steps + 1), num_inference_steps
-        )
-
-    def _convert_to_exponential(self, in_sigmas: Any, num_inference_steps: int) -> Any:
-        return _discard(
-            super()._convert_to_exponential(in_sigmas, num_inference_steps + 1), num_inference_steps
-        )
-
-    def _convert_to_beta(
-        self, in_sigmas: Any, num_inference_steps: int, *args: Any, **kwargs: Any
-    ) -> Any:
-        full = super()._convert_to_beta(in_sigmas, num_inference_steps + 1, *args, **kwargs)
-        return _discard(full, num_inference_steps)
 
 
 #: diffusers' class -> the discarding one that runs in its place under a sigma schedule.
