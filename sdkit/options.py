@@ -178,14 +178,44 @@ class GenerationOptions:
         """The options as keyword arguments of ``Generator.__call__`` (a shallow copy)."""
         return cast(CallOptions, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
-    def check(self, facts: ModelFacts) -> Plan:
-        """Validate every option against the model's facts and resolve them into a Plan.
+    def check_alone(self) -> None:
+        """The checks that need no model: types, ranges, the sampler's name, seeds, sizes.
+
+        ``sdkit generate --prompts`` runs them on every line before it loads a model;
+        :meth:`check` runs them first, then those that need the model's facts.
 
         Raises:
             InvalidOptionError: the first invalid option, with what is allowed and a hint.
         """
         if not isinstance(self.negative_prompt, str):
             raise InvalidOptionError("negative_prompt", self.negative_prompt, "a string")
+        if self.steps is not None:
+            check_int("steps", self.steps, 1, 1000)
+        check_int("num_images", self.num_images, 1, 64)
+        if self.guidance_scale is not None:
+            check_float("guidance_scale", self.guidance_scale, 0.0, 100.0)
+        check_float("guidance_rescale", self.guidance_rescale, 0.0, 1.0)
+        if self.clip_skip is not None:
+            check_int("clip_skip", self.clip_skip, 1, None)
+        self._sampler()
+        if self.seed is not None:
+            first_seed(self.seed, int(self.num_images))
+        for name, side in (("width", self.width), ("height", self.height)):
+            if side is not None:
+                _check_side(name, side, resizes=self.init_image is not None)
+        if self.strength is not None:
+            check_float("strength", self.strength, 0.0, 1.0)
+        check_interval(self.feature_cache)
+        if self.mask is not None and self.init_image is None:
+            raise _mask_without_init()
+
+    def check(self, facts: ModelFacts) -> Plan:
+        """Validate every option against the model's facts and resolve them into a Plan.
+
+        Raises:
+            InvalidOptionError: the first invalid option, with what is allowed and a hint.
+        """
+        self.check_alone()
         # 1. The model's defaults where the caller said nothing.
         steps = facts.default_steps if self.steps is None else self.steps
         guidance = (
@@ -264,9 +294,7 @@ class GenerationOptions:
     ) -> tuple[Mode, float | None]:
         """The mode the images imply, and the strength it uses (``None`` for txt2img)."""
         if mask is not None and init is None:
-            raise InvalidOptionError(
-                "mask", "given", "a mask only with init_image", hint="pass init_image=... as well."
-            )
+            raise _mask_without_init()
         if init is None:
             if self.strength is not None:
                 raise InvalidOptionError(
@@ -483,17 +511,27 @@ def _size(init: Image.Image | None, facts: ModelFacts, width: Any, height: Any) 
     width = default_w if width is None else width
     height = default_h if height is None else height
     for name, value in (("width", width), ("height", height)):
-        check_int(name, value, 8, 16384)
-        if value % 8:
-            raise InvalidOptionError(
-                name,
-                value,
-                "a multiple of 8",
-                hint=f"try {value - value % 8} or {value - value % 8 + 8}"
-                + (" (or pass width/height to resize the init image)" if init is not None else "")
-                + ".",
-            )
+        _check_side(name, value, resizes=init is not None)
     return int(width), int(height)
+
+
+def _check_side(name: str, value: Any, *, resizes: bool) -> None:
+    check_int(name, value, 8, 16384)
+    if value % 8:
+        raise InvalidOptionError(
+            name,
+            value,
+            "a multiple of 8",
+            hint=f"try {value - value % 8} or {value - value % 8 + 8}"
+            + (" (or pass width/height to resize the init image)" if resizes else "")
+            + ".",
+        )
+
+
+def _mask_without_init() -> InvalidOptionError:
+    return InvalidOptionError(
+        "mask", "given", "a mask only with init_image", hint="pass init_image=... as well."
+    )
 
 
 def _load_image(

@@ -220,3 +220,31 @@ def test_a_recipes_options_make_the_same_pixels(tiny_sd_path: Path) -> None:
         again = gen(recipe.prompt, **options.as_kwargs()).image
         assert again.recipe == recipe
         assert np.array_equal(np.asarray(again.image), np.asarray(first.image.image))
+
+
+@pytest.mark.parametrize(
+    ("options", "option"),
+    [
+        ({"width": 100}, "width"),
+        ({"steps": 0}, "steps"),
+        ({"sampler": "Nope"}, "sampler"),
+        ({"schedule": "karras"}, "schedule"),
+        ({"mask": "m.png"}, "mask"),
+        ({"seed": 2**32 - 1, "num_images": 2}, "seed"),
+        ({"feature_cache": 1}, "feature_cache"),
+        ({"strength": 1.5}, "strength"),
+    ],
+)
+def test_the_checks_that_need_no_model_run_alone(options: dict[str, Any], option: str) -> None:
+    with pytest.raises(InvalidOptionError) as caught:
+        GenerationOptions(**options).check_alone()
+    assert caught.value.option == option
+    GenerationOptions(steps=4, width=64, sampler="Euler", schedule="karras").check_alone()
+
+
+def test_a_prompts_file_takes_exactly_the_options_a_call_takes() -> None:
+    # the CLI's prompts file follows the dataclass: a new option needs no second list
+    from sdkit.cli.batch import JSON_KEYS
+
+    fields = {f.name for f in dataclasses.fields(GenerationOptions)}
+    assert set(JSON_KEYS) == {"prompt"} | fields - {"callback", "watermark_payloads"}

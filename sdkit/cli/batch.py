@@ -10,8 +10,9 @@ naming its line. The images are made by :func:`sdkit.batch.generate_many`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from provenance.cli._common import CliError, ExitCode
 
 from ..batch import BatchPrompt
 from ..errors import InvalidOptionError
-from ..options import MAX_SEED, check_float, check_int
+from ..options import GenerationOptions
 
 __all__ = ["JSON_KEYS", "read_prompts"]
 
@@ -27,51 +28,21 @@ __all__ = ["JSON_KEYS", "read_prompts"]
 MAX_BYTES = 64 * 1024 * 1024
 
 
-def _text(name: str, value: Any) -> None:
-    if not isinstance(value, str):
-        raise InvalidOptionError(name, value, "a string")
-
-
-def _optional(check: Callable[[str, Any], None]) -> Callable[[str, Any], None]:
-    def checked(name: str, value: Any) -> None:
-        if value is not None:
-            check(name, value)
-
-    return checked
-
-
-def _size(name: str, value: Any) -> None:
-    check_int(name, value, 8, 16384)
-    if value % 8:
-        raise InvalidOptionError(name, value, "a multiple of 8")
-
-
 def _existing_file(name: str, value: Any) -> None:
-    _text(name, value)
-    if not Path(value).is_file():
+    if not isinstance(value, str) or not Path(value).is_file():
         raise InvalidOptionError(name, value, "the path of an image file")
 
 
-#: The JSON keys of a line and the model-free check of each (the rest is checked by
-#: ``generate_many`` once the model has loaded, still before any denoising).
-JSON_KEYS: Mapping[str, Callable[[str, Any], None]] = {
-    "prompt": _text,
-    "negative_prompt": _text,
-    "sampler": _optional(_text),
-    "schedule": _optional(_text),
-    "steps": _optional(lambda n, v: check_int(n, v, 1, 1000)),
-    "guidance_scale": _optional(lambda n, v: check_float(n, v, 0.0, 100.0)),
-    "guidance_rescale": lambda n, v: check_float(n, v, 0.0, 1.0),
-    "clip_skip": _optional(lambda n, v: check_int(n, v, 1, None)),
-    "width": _optional(_size),
-    "height": _optional(_size),
-    "strength": _optional(lambda n, v: check_float(n, v, 0.0, 1.0)),
-    "feature_cache": _optional(lambda n, v: check_int(n, v, 2, 50)),
-    "init_image": _optional(_existing_file),
-    "mask": _optional(_existing_file),
-    "seed": _optional(lambda n, v: check_int(n, v, 0, MAX_SEED)),
-    "num_images": _optional(lambda n, v: check_int(n, v, 1, 64)),
-}
+#: The keys a JSON line may hold: ``prompt`` and the options of ``Generator.__call__`` that a
+#: file can state (:class:`~sdkit.options.GenerationOptions` declares and checks them).
+JSON_KEYS: tuple[str, ...] = (
+    "prompt",
+    *(
+        f.name
+        for f in dataclasses.fields(GenerationOptions)
+        if f.name not in ("callback", "watermark_payloads")
+    ),
+)
 
 
 def read_prompts(path: Path, defaults: Mapping[str, Any]) -> list[BatchPrompt]:
@@ -131,17 +102,15 @@ def _job(path: Path, number: int, line: str, defaults: Mapping[str, Any]) -> Bat
     if "prompt" not in fields:
         raise _line_error(path, number, "has no 'prompt'", _JSON_HINT)
     try:
-        for key, value in fields.items():
-            JSON_KEYS[key](key, value)
+        if not isinstance(fields["prompt"], str):
+            raise InvalidOptionError("prompt", fields["prompt"], "a string")
+        for key in ("init_image", "mask"):
+            if fields.get(key) is not None:
+                _existing_file(key, fields[key])
         merged = {**defaults, **fields}
-        if merged.get("schedule") is not None and merged.get("sampler") is None:
-            raise InvalidOptionError("schedule", merged["schedule"], "a schedule with a sampler")
-        if {"sampler", "schedule"} & set(fields) and merged.get("sampler") is not None:
-            from .. import samplers  # the sampler table: torch-free, but only when a line names one
-
-            samplers.resolve_sampler(merged["sampler"], merged.get("schedule"))
-        if merged.get("mask") is not None and merged.get("init_image") is None:
-            raise InvalidOptionError("mask", merged["mask"], "a mask with an init_image")
+        stated = {k: v for k, v in merged.items() if k in JSON_KEYS and k != "prompt"}
+        # every check that needs no model, the same ones a call runs (GenerationOptions)
+        GenerationOptions.from_kwargs(stated).check_alone()
     except InvalidOptionError as exc:
         raise _line_error(path, number, exc.message, exc.hint or _JSON_HINT) from None
     options = {k: v for k, v in fields.items() if k not in ("prompt", "num_images", "seed")}
