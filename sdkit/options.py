@@ -30,12 +30,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import numbers
-import os
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypedDict, cast
+from typing import Any, Protocol, TypedDict, cast
 
 import torch
 from PIL import Image
@@ -43,6 +40,17 @@ from PIL import Image
 from provenance.watermark import Payload
 
 from . import samplers
+from ._option_values import (
+    MAX_SEED,
+    ImageInput,
+    check_float,
+    check_int,
+    check_side,
+    first_seed,
+    load_image,
+    mask_without_init,
+    size_for,
+)
 from .errors import InvalidOptionError
 from .feature_cache import check_interval
 from .modes import Mode
@@ -67,8 +75,6 @@ __all__ = [
 #: ``callback(step, timestep, latents)``; return ``False`` (or raise GenerationCancelled) to stop.
 StepCallback = Callable[[int, int, torch.Tensor], bool | None]
 #: What a call makes (a Recipe records it): decided by ``init_image`` and ``mask``.
-ImageInput = Image.Image | str | os.PathLike[str]
-MAX_SEED = 2**32 - 1
 DEFAULT_STRENGTH = 0.75
 
 
@@ -202,12 +208,12 @@ class GenerationOptions:
             first_seed(self.seed, int(self.num_images))
         for name, side in (("width", self.width), ("height", self.height)):
             if side is not None:
-                _check_side(name, side, resizes=self.init_image is not None)
+                check_side(name, side, resizes=self.init_image is not None)
         if self.strength is not None:
             check_float("strength", self.strength, 0.0, 1.0)
         check_interval(self.feature_cache)
         if self.mask is not None and self.init_image is None:
-            raise _mask_without_init()
+            raise mask_without_init()
 
     def check(self, facts: ModelFacts) -> Plan:
         """Validate every option against the model's facts and resolve them into a Plan.
@@ -231,10 +237,10 @@ class GenerationOptions:
         resolved = self._sampler()
         first = first_seed(self.seed, self.num_images)
         # 3. Mode, images and size.
-        init = _load_image("init_image", self.init_image, "RGB")
-        mask = _load_image("mask", self.mask, "L")
+        init = load_image("init_image", self.init_image, "RGB")
+        mask = load_image("mask", self.mask, "L")
         mode, strength = self._mode(facts, init, mask, int(steps))
-        width, height = _size(init, facts, self.width, self.height)
+        width, height = size_for(init, facts.native_size, self.width, self.height)
         if init is not None and init.size != (width, height):
             init = init.resize((width, height), Image.Resampling.LANCZOS)
             if mask is not None:
@@ -294,7 +300,7 @@ class GenerationOptions:
     ) -> tuple[Mode, float | None]:
         """The mode the images imply, and the strength it uses (``None`` for txt2img)."""
         if mask is not None and init is None:
-            raise _mask_without_init()
+            raise mask_without_init()
         if init is None:
             if self.strength is not None:
                 raise InvalidOptionError(
@@ -472,81 +478,3 @@ class RecipeFields(Protocol):
     def strength(self) -> float | None: ...
     @property
     def feature_cache(self) -> int | None: ...
-
-
-# -- checks ---------------------------------------------------------------------------------
-
-
-def first_seed(seed: Any, count: int) -> int:
-    """The first of ``count`` consecutive seeds: ``seed`` checked, or drawn when ``None``.
-
-    Every seed of the run, ``first .. first + count - 1``, stays within ``0 .. MAX_SEED``.
-    """
-    first = secrets.randbelow(MAX_SEED - count + 2) if seed is None else seed
-    check_int("seed", first, 0, MAX_SEED - count + 1)
-    return int(first)
-
-
-def check_int(name: str, value: Any, low: int, high: int | None) -> None:
-    """Refuse anything but an integer (``bool`` excluded) in ``low..high``."""
-    allowed = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InvalidOptionError(name, value, allowed)
-    value = int(value)
-    if value < low or (high is not None and value > high):
-        raise InvalidOptionError(name, value, allowed)
-
-
-def check_float(name: str, value: Any, low: float, high: float) -> None:
-    """Refuse anything but a real number (``bool`` excluded) in ``low..high``."""
-    allowed = f"a number in {low:g}..{high:g}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InvalidOptionError(name, value, allowed)
-    if not low <= float(value) <= high:
-        raise InvalidOptionError(name, value, allowed)
-
-
-def _size(init: Image.Image | None, facts: ModelFacts, width: Any, height: Any) -> tuple[int, int]:
-    default_w, default_h = init.size if init is not None else facts.native_size
-    width = default_w if width is None else width
-    height = default_h if height is None else height
-    for name, value in (("width", width), ("height", height)):
-        _check_side(name, value, resizes=init is not None)
-    return int(width), int(height)
-
-
-def _check_side(name: str, value: Any, *, resizes: bool) -> None:
-    check_int(name, value, 8, 16384)
-    if value % 8:
-        raise InvalidOptionError(
-            name,
-            value,
-            "a multiple of 8",
-            hint=f"try {value - value % 8} or {value - value % 8 + 8}"
-            + (" (or pass width/height to resize the init image)" if resizes else "")
-            + ".",
-        )
-
-
-def _mask_without_init() -> InvalidOptionError:
-    return InvalidOptionError(
-        "mask", "given", "a mask only with init_image", hint="pass init_image=... as well."
-    )
-
-
-def _load_image(
-    name: str, value: ImageInput | None, mode: Literal["RGB", "L"]
-) -> Image.Image | None:
-    if value is None:
-        return None
-    if isinstance(value, Image.Image):
-        return value.convert(mode)
-    if isinstance(value, (str, os.PathLike)):
-        try:
-            with Image.open(value) as im:
-                return im.convert(mode)
-        except (OSError, ValueError) as exc:
-            raise InvalidOptionError(
-                name, os.fspath(value), "a readable image file", hint=str(exc)
-            ) from exc
-    raise InvalidOptionError(name, type(value).__name__, "a PIL image or an image path")
