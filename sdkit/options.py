@@ -193,6 +193,12 @@ class GenerationOptions:
         Raises:
             InvalidOptionError: the first invalid option, with what is allowed and a hint.
         """
+        self._check_values(clip_skip_max=None)
+
+    def _check_values(
+        self, *, clip_skip_max: int | None
+    ) -> tuple[samplers.ResolvedSampler | None, int | None]:
+        """:meth:`check_alone`'s checks; the resolved sampler and feature-cache interval."""
         if not isinstance(self.negative_prompt, str):
             raise InvalidOptionError("negative_prompt", self.negative_prompt, "a string")
         if self.steps is not None:
@@ -202,8 +208,8 @@ class GenerationOptions:
             check_float("guidance_scale", self.guidance_scale, 0.0, 100.0)
         check_float("guidance_rescale", self.guidance_rescale, 0.0, 1.0)
         if self.clip_skip is not None:
-            check_int("clip_skip", self.clip_skip, 1, None)
-        self._sampler()
+            check_int("clip_skip", self.clip_skip, 1, clip_skip_max)
+        resolved = self._sampler()
         if self.seed is not None:
             first_seed(self.seed, int(self.num_images))
         for name, side in (("width", self.width), ("height", self.height)):
@@ -211,9 +217,10 @@ class GenerationOptions:
                 check_side(name, side, resizes=self.init_image is not None)
         if self.strength is not None:
             check_float("strength", self.strength, 0.0, 1.0)
-        check_interval(self.feature_cache)
+        interval = check_interval(self.feature_cache)
         if self.mask is not None and self.init_image is None:
             raise mask_without_init()
+        return resolved, interval
 
     def check(self, facts: ModelFacts) -> Plan:
         """Validate every option against the model's facts and resolve them into a Plan.
@@ -221,20 +228,15 @@ class GenerationOptions:
         Raises:
             InvalidOptionError: the first invalid option, with what is allowed and a hint.
         """
-        self.check_alone()
-        # 1. The model's defaults where the caller said nothing.
+        # 1. The model's defaults where the caller said nothing, then every check that needs
+        # no model (check_alone's), with clip skip bounded by the text encoder's layers.
         steps = facts.default_steps if self.steps is None else self.steps
         guidance = (
             facts.default_guidance_scale if self.guidance_scale is None else self.guidance_scale
         )
-        check_int("steps", steps, 1, 1000)
-        check_int("num_images", self.num_images, 1, 64)
-        check_float("guidance_scale", guidance, 0.0, 100.0)
-        check_float("guidance_rescale", self.guidance_rescale, 0.0, 1.0)
-        if self.clip_skip is not None:
-            check_int("clip_skip", self.clip_skip, 1, facts.text_layers)
-        # 2. Sampler and seeds.
-        resolved = self._sampler()
+        filled = dataclasses.replace(self, steps=steps, guidance_scale=guidance)
+        resolved, interval = filled._check_values(clip_skip_max=facts.text_layers)
+        # 2. Seeds.
         first = first_seed(self.seed, self.num_images)
         # 3. Mode, images and size.
         init = load_image("init_image", self.init_image, "RGB")
@@ -251,7 +253,6 @@ class GenerationOptions:
                 "watermark_payloads", len(payloads), f"{self.num_images} payloads"
             )
         # 4. What this runtime and this scheduler can do.
-        interval = check_interval(self.feature_cache)
         if interval and facts.optimize == "max":
             # the whole UNet is one compiled graph (CUDA graphs on CUDA), traced through the
             # blocks' own forwards; the cache swaps them and keeps their outputs across calls,
@@ -311,8 +312,7 @@ class GenerationOptions:
                 )
             return "txt2img", None
         mode: Mode = "inpaint" if mask is not None else "img2img"
-        strength = DEFAULT_STRENGTH if self.strength is None else self.strength
-        check_float("strength", strength, 0.0, 1.0)
+        strength = DEFAULT_STRENGTH if self.strength is None else self.strength  # in range
         if int(steps * strength) < 1:
             raise InvalidOptionError(
                 "strength",
