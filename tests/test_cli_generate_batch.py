@@ -435,3 +435,38 @@ def test_ctrl_c_in_a_batch_exits_130_naming_the_finished_files(
     assert f"interrupted: kept {out / '00000-4.png'}" in result.output
     assert [p.name for p in out.iterdir()] == ["00000-4.png"]  # whole and signed, nothing else
     assert read_manifest((out / "00000-4.png").read_bytes(), "image/png").state == "valid"
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"ok\n\xff\xfe bad bytes\n", "line 2: is not UTF-8 text"),
+        (b'{"prompt": "x", "a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", "line 1:"),
+        (b'{"prompt": "x", "steps": ' + b"9" * 5000 + b"}\n", "line 1: is not valid JSON"),
+        (b'{"prompt": "x", "guidance_scale": NaN}\n', "line 1: invalid guidance_scale=nan"),
+        (b'{"prompt": ["a cat"]}\n', "line 1: invalid prompt=['a cat']"),
+        (b'{"prompt": "x", "num_images": 100000}\n', "line 1: invalid num_images=100000"),
+    ],
+)
+def test_a_hostile_prompts_file_is_a_usage_error_naming_the_line(
+    runner: CliRunner, tmp_path: Path, data: bytes, problem: str
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_bytes(data)
+    args = ["generate", "--prompts", str(prompts), "-m", "acme/absent", "-o", str(tmp_path)]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert problem in result.output and "Traceback" not in result.output
+
+
+def test_a_prompts_file_over_the_cap_is_refused_unread(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sdkit.cli.batch
+
+    monkeypatch.setattr(sdkit.cli.batch, "MAX_BYTES", 1024)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n" * 1000)
+    args = ["generate", "--prompts", str(prompts), "-m", "acme/absent", "-o", str(tmp_path)]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 2 and "is over" in result.output, result.output
