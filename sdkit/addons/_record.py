@@ -52,11 +52,6 @@ class AddonRecord:
     source: str = ""
     settings: Mapping[str, SettingValue] = field(default_factory=dict)
 
-    @property
-    def short_hash(self) -> str:
-        """The first 10 hex digits, as A1111 writes them in ``Lora hashes`` / ``TI hashes``."""
-        return self.sha256[:10]
-
     def to_dict(self) -> dict[str, object]:
         """JSON form, as stored in a Recipe."""
         return {
