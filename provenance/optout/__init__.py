@@ -13,7 +13,8 @@ Example:
     >>> decision.verdict, decision.allowed, decision.signals
     ('allowed', True, ())
 
-See docs/optout.md for each signal's source, precedence and the SSRF policy.
+See docs/optout.md for each signal's source, precedence and the SSRF policy, and
+docs/scale-out.md for :func:`check_dataset_ray` (the same checks on a Ray cluster).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 from .checker import DEFAULT_USER_AGENT, OptOutChecker, Target
 from .dataset import DatasetSummary, check_dataset
 from .decision import RULES, Decision, Rule, Signal, decide
+from .distributed import RayOptions, check_dataset_ray
 from .embedded import DEFAULT_USES
 from .markup import AI_TRAINING_AGENTS
 from .registry import MATCH_DISTANCE, OptOutRegistry, RegistryEntry, RegistryMatch
@@ -35,11 +37,13 @@ __all__ = [
     "Decision",
     "OptOutChecker",
     "OptOutRegistry",
+    "RayOptions",
     "RegistryEntry",
     "RegistryMatch",
     "Rule",
     "Signal",
     "Target",
     "check_dataset",
+    "check_dataset_ray",
     "decide",
 ]
