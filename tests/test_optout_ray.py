@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -202,6 +203,24 @@ def test_a_failing_shard_fails_the_run_then_resume_redoes_only_it(
     assert (work / "_SUCCESS").exists()
     check_dataset(source, tmp_path / "one.jsonl", _factory()())
     assert _read(tmp_path / "one.jsonl") == out
+
+
+def test_a_frozen_shard_is_stopped_not_waited_for(
+    cluster: None, works: list[str], tmp_path: Path
+) -> None:
+    source = tmp_path / "in.jsonl"
+    _write(source, [{"id": "0", "url": works[9]}])  # the server answers after 30 s
+    slow_checker = functools.partial(OptOutChecker, allow_private=True, timeout=120.0)
+    options = RayOptions(actors=1, retries=0, shard_timeout=3.0, start_timeout=60)
+    started = time.monotonic()
+    with pytest.raises(OptOutError) as caught:
+        check_dataset_ray(source, tmp_path / "out.jsonl", slow_checker, options=options)
+    assert time.monotonic() - started < 25
+    assert (
+        "1 of 1 shards did not finish: shard-00000 (took longer than 3 s)" in caught.value.message
+    )
+    assert not (tmp_path / "out.jsonl").exists()
+    assert not (tmp_path / "out.jsonl.shards" / "_SUCCESS").exists()
 
 
 def test_without_ray_a_typed_error_names_the_extra(
