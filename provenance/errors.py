@@ -9,6 +9,7 @@
     ├── WatermarkError     a watermark could not be embedded or read
     ├── OptOutError        an opt-out check could not be made
     └── DetectorError      the AI-image detector could not be loaded or run
+        └── MissingWeightsError  the CLIP weights are not in the cache and cannot be fetched
 
 Every error carries the context (``path``) and a ``hint`` that says how to fix the problem.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 __all__ = [
     "DetectorError",
     "ManifestError",
+    "MissingWeightsError",
     "OptOutError",
     "ProvenanceError",
     "SigningError",
@@ -63,3 +65,8 @@ class OptOutError(ProvenanceError):
 
 class DetectorError(ProvenanceError):
     """The AI-image detector could not be loaded or run."""
+
+
+class MissingWeightsError(DetectorError):
+    """The CLIP backbone's weights are not in the Hugging Face cache and cannot be fetched
+    (offline, ``HF_HUB_OFFLINE=1``); the hint names the command that fetches them."""

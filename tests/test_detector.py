@@ -311,7 +311,9 @@ def test_cli_train_eval_score_and_verify(tiny_checkpoints: dict[str, Path], tmp_
     )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.output.splitlines()]
-    assert [r["path"] for r in rows] == files and all(0 <= r["score"] <= 1 for r in rows)
+    summary = rows.pop()["summary"]
+    assert [r["path"] for r in rows] == files and all(0 <= r["probe_score"] <= 1 for r in rows)
+    assert summary["files"]["total"] == len(files) and summary["by_evidence"]["probe"] == len(files)
 
     tiny = tmp_path / "tiny.png"
     Image.new("RGB", (100, 100)).save(tiny)

@@ -11,6 +11,7 @@ import click
 
 from ..errors import ProvenanceError
 from ._common import CliError, ExistingPath, ExitCode, Group, cli_error, list_images
+from .detect_check import check_command
 
 if TYPE_CHECKING:
     from ..detector.backbone import SmallPolicy
@@ -18,12 +19,12 @@ if TYPE_CHECKING:
 __all__ = ["backbone_options", "detect_group", "with_backbone_options", "work_error"]
 
 
-class _DefaultToScore(Group):
-    """``sdkit detect FILE...`` means ``sdkit detect score FILE...``."""
+class _DefaultToCheck(Group):
+    """``sdkit detect FILE...`` means ``sdkit detect check FILE...`` (all the evidence)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
-            args = ["score", *args]
+            args = ["check", *args]
         return super().parse_args(ctx, args)
 
 
@@ -91,13 +92,34 @@ def with_backbone_options(fn: Any) -> Any:
     return fn
 
 
-@click.group("detect", cls=_DefaultToScore)
+@click.group("detect", cls=_DefaultToCheck)
 def detect_group() -> None:
-    """Score how likely images are AI-generated (CLIP features + linear probe).
+    """Is this image AI-generated? All the evidence: declarations, watermarks, pixel probe.
 
-    `sdkit detect FILE... --probe P` scores files; the subcommands train and evaluate probes.
-    Scores are calibrated probabilities; see docs/detector.md for what they can and cannot tell.
+    `sdkit detect FILE_OR_FOLDER...` (short for `detect check`) reports C2PA / XMP / generation
+    parameter declarations, known watermarks and the pixel probe (UnivFD's head on CLIP
+    ViT-L/14 by default; `detect fetch-weights` downloads the CLIP weights). `detect score`
+    runs a probe alone; the other subcommands train and evaluate probes. See docs/detector.md
+    for what each kind of evidence can and cannot tell.
     """
+
+
+detect_group.add_command(check_command)
+
+
+@detect_group.command("fetch-weights")
+def fetch_weights_command() -> None:
+    """Download the default detector's CLIP ViT-L/14 (OpenAI) weights into the HF cache.
+
+    Exit code: 0 done (or already cached), 6 they cannot be fetched (offline).
+    """
+    from ..detector.default import fetch_weights
+
+    try:
+        path = fetch_weights()
+    except ProvenanceError as exc:
+        raise cli_error(exc, ExitCode.MODEL) from None
+    click.echo(f"CLIP ViT-L/14 (OpenAI) weights in the Hugging Face cache: {path}")
 
 
 @detect_group.command("score")

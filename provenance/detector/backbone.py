@@ -18,9 +18,11 @@ than the crop is never silently zero-padded: ``small="error"`` (default) refuses
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,9 +31,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import DetectorError
+from ..errors import DetectorError, MissingWeightsError
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "Backbone", "ImageLike", "load_image", "preprocess"]
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "Backbone",
+    "ImageLike",
+    "load_image",
+    "preprocess",
+    "quiet_open_clip",
+]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -164,8 +174,16 @@ class Backbone:
                 f"unknown open_clip model {model!r}",
                 hint="see open_clip.list_models(), e.g. 'ViT-L-14' or 'ViT-B-32'.",
             )
+        # OpenAI's weights (and some others) were trained with QuickGELU: open_clip's tag
+        # says so, but create_model keeps the architecture's plain GELU unless told (it only
+        # warns), and the features would then be wrong.
+        tag_cfg = open_clip.get_pretrained_cfg(model, pretrained) if pretrained else {}
+        quick_gelu = bool((tag_cfg or {}).get("quick_gelu", False))
         try:
-            clip = open_clip.create_model(model, pretrained=source, device=self.device)
+            with quiet_open_clip():
+                clip = open_clip.create_model(
+                    model, pretrained=source, device=self.device, force_quick_gelu=quick_gelu
+                )
         except Exception as exc:  # open_clip raises many types for missing/bad weights
             raise _weights_error(model, pretrained, checkpoint, exc) from exc
         self.visual = clip.visual.eval().requires_grad_(False)
@@ -245,6 +263,38 @@ class Backbone:
         return torch.cat(out).numpy()
 
 
+@contextlib.contextmanager
+def quiet_open_clip() -> Iterator[list[logging.LogRecord]]:
+    """Keep open_clip's log lines (``ERROR:root:Failed to download…``, ``WARNING:root:No
+    pretrained weights loaded…``) out of the user's terminal while it builds a model.
+
+    open_clip logs through the root logger with ``logging.error``, which calls
+    ``logging.basicConfig()`` when the root logger has no handler: that prints the line and
+    leaves a handler behind. Here the root logger gets a filter that keeps open_clip's records
+    (collected in the yielded list; sdkit's errors say the same in words) and, for the
+    duration, a do-nothing handler so that ``basicConfig`` does not run. Records from other
+    loggers pass as before.
+    """
+    root = logging.getLogger()
+    kept: list[logging.LogRecord] = []
+    marker = f"{os.sep}open_clip{os.sep}"
+
+    def drop_open_clip(record: logging.LogRecord) -> bool:
+        if marker in record.pathname:
+            kept.append(record)
+            return False
+        return True
+
+    placeholder = logging.NullHandler()
+    root.addFilter(drop_open_clip)
+    root.addHandler(placeholder)
+    try:
+        yield kept
+    finally:
+        root.removeHandler(placeholder)
+        root.removeFilter(drop_open_clip)
+
+
 def _image_size(visual: Any) -> int:
     size = getattr(visual, "image_size", 224)
     return int(size[0] if isinstance(size, (tuple, list)) else size)
@@ -276,7 +326,7 @@ def _weights_error(
     cfg = open_clip.get_pretrained_cfg(model, pretrained or "") or {}
     hub = str(cfg.get("hf_hub", "")).rstrip("/")
     where = f"`hf download {hub}`" if hub else "open_clip with network access"
-    return DetectorError(
+    return MissingWeightsError(
         f"weights {model}/{pretrained} are not available offline: {exc}",
         hint=f"fetch them once where there is network ({where}) and copy the Hugging Face cache "
         "here, or pass checkpoint=PATH to a local weights file.",

@@ -12,7 +12,7 @@ import io
 import os
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-from ..errors import DetectorError
+from ..errors import DetectorError, MissingWeightsError
 from .backbone import Backbone, ImageLike, SmallPolicy, load_image
+from .default import CLIP_HUB_REPO, FETCH_COMMAND, default_probe, univfd_probe
 from .probe import LinearProbe
 
 __all__ = ["Augmentation", "Detector", "DetectorMetrics", "SourceMetrics"]
@@ -182,22 +183,7 @@ class Detector:
         are not in the Hugging Face cache; ``backbone`` overrides the backbone altogether (its
         projected features must be 768-d).
         """
-        path = Path(fc_weights)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several types for bad files
-            raise DetectorError(
-                f"cannot read {path} as UnivFD weights: {exc}", path=str(path)
-            ) from exc
-        if isinstance(state, Mapping) and "weight" not in state:
-            state = {k.split(".")[-1]: v for k, v in state.items()}
-        weight = state.get("weight") if isinstance(state, Mapping) else None
-        bias = state.get("bias") if isinstance(state, Mapping) else None
-        if weight is None or bias is None or tuple(weight.shape) != (1, 768):
-            raise DetectorError(
-                f"{path} is not UnivFD's fc layer (expected weight (1, 768) and bias (1,))",
-                path=str(path),
-            )
+        probe = univfd_probe(fc_weights)
         if backbone is None:
             backbone = Backbone(
                 "ViT-L-14",
@@ -213,13 +199,61 @@ class Detector:
                 f"UnivFD's layer reads 768 features; {backbone.id.describe()} gives {dim}",
                 hint="use CLIP ViT-L/14 with feature='projected'.",
             )
-        probe = LinearProbe(
-            weight=weight[0].double().numpy(),
-            bias=float(bias.reshape(-1)[0]),
-            mean=np.zeros(dim),
-            scale=np.ones(dim),
-            metadata={"backbone": backbone.id.to_dict(), "source": "UnivFD fc_weights.pth"},
-        )
+        meta = {**probe.metadata, "backbone": backbone.id.to_dict()}
+        return cls(backbone, replace(probe, metadata=meta))
+
+    @classmethod
+    def default(
+        cls,
+        *,
+        checkpoint: str | os.PathLike[str] | None = None,
+        device: str | torch.device | None = None,
+        small: SmallPolicy = "error",
+        progress: bool = True,
+        backbone: Backbone | None = None,
+    ) -> Detector:
+        """The detector sdkit ships: UnivFD's published head on CLIP ViT-L/14 (OpenAI).
+
+        The head is read from the package (:data:`provenance.detector.default.DEFAULT_HEAD`,
+        safetensors); the CLIP weights from the Hugging Face cache, downloaded there on first
+        use when there is network (a progress bar on stderr). Scores are UnivFD's
+        ``sigmoid(w · f + b)``, threshold 0.5 (not calibrated by sdkit).
+
+        Args:
+            checkpoint: a local copy of OpenAI's ViT-L/14 weights instead of the cache.
+            backbone: an already-built backbone (768-d projected features).
+
+        Raises:
+            MissingWeightsError: the weights are not cached and cannot be fetched (offline);
+                the hint names ``sdkit detect fetch-weights``.
+        """
+        probe = default_probe()
+        if backbone is None:
+            try:
+                backbone = Backbone(
+                    "ViT-L-14",
+                    "openai",
+                    checkpoint=checkpoint,
+                    feature="projected",
+                    device=device,
+                    small=small,
+                    progress=progress,
+                )
+            except MissingWeightsError as exc:
+                raise MissingWeightsError(
+                    "the default detector's CLIP ViT-L/14 (OpenAI) weights are not in the "
+                    f"Hugging Face cache and cannot be fetched here ({CLIP_HUB_REPO})",
+                    hint=f"run `{FETCH_COMMAND}` once where there is network (about 1.7 GB "
+                    "into the Hugging Face cache), or pass checkpoint=PATH (CLI: --checkpoint) "
+                    "to a local copy of OpenAI's ViT-L/14 weights.",
+                ) from exc
+        elif backbone.dim != 768:
+            raise DetectorError(
+                f"UnivFD's layer reads 768 features; {backbone.id.describe()} gives {backbone.dim}",
+                hint="use CLIP ViT-L/14 with feature='projected'.",
+            )
+        else:  # a stand-in backbone (tests, a local copy): the head follows it
+            probe = replace(probe, metadata={**probe.metadata, "backbone": backbone.id.to_dict()})
         return cls(backbone, probe)
 
     # -- use --------------------------------------------------------------------------------

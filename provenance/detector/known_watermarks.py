@@ -1,0 +1,115 @@
+"""Public invisible watermarks that generators add by default, read back by exact match.
+
+Each row of :data:`KNOWN_MARKS` is a fixed message that a public generator embeds with the
+invisible-watermark package (``imwatermark``), method ``dwtDct``:
+
+=====================  =========================================================================
+name                   message and source
+=====================  =========================================================================
+``diffusers-sdxl``     48 bits ``0b101100111110110010010000011110111011000110011110``:
+                       ``WATERMARK_MESSAGE`` in huggingface/diffusers
+                       ``src/diffusers/pipelines/stable_diffusion_xl/watermark.py`` (itself
+                       "copied from" Stability-AI/generative-models
+                       ``scripts/demo/streamlit_helpers.py``), added by every SDXL pipeline
+                       unless ``add_watermarker=False``
+``sd1-script``         the bytes of ``"StableDiffusionV1"`` (136 bits): ``wm = "StableDiffusionV1"``
+                       and ``set_watermark('bytes', wm.encode('utf-8'))`` in
+                       CompVis/stable-diffusion ``scripts/txt2img.py``
+``sd2-script``         the bytes of ``"SDV2"`` (32 bits): ``wm = "SDV2"`` in
+                       Stability-AI/stablediffusion ``scripts/txt2img.py``
+=====================  =========================================================================
+
+The package has no notion of "no mark": it returns bits from any image. A mark is therefore
+accepted only when **every** bit equals the known message. On unmarked photos the decoded bits
+are not uniform random (flat regions bias them), so the false-positive rate was measured rather
+than assumed: ``benchmarks/known_watermarks_false_positives.py`` (0 of 1,000 unmarked photos
+and JPEG re-encodings for each mark; docs/detector.md). An absent mark proves nothing: the
+marks do not survive resizing or cropping, and JPEG re-encoding often erases them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from ..watermark.baselines import MIN_SIDE, extract_baseline
+
+__all__ = ["KNOWN_MARKS", "KnownMark", "find_known_marks"]
+
+
+def _bits_of_int(value: int) -> tuple[int, ...]:
+    return tuple(int(b) for b in bin(value)[2:])
+
+
+def _bits_of_bytes(text: str) -> tuple[int, ...]:
+    # imwatermark's 'bytes' mode: each byte most significant bit first (np.unpackbits)
+    return tuple(int(b) for b in np.unpackbits(np.frombuffer(text.encode(), np.uint8)))
+
+
+@dataclass(frozen=True)
+class KnownMark:
+    """One public watermark.
+
+    Attributes:
+        name: sdkit's name for it.
+        made_by: who embeds it, in words.
+        bits: the message, as the decoder returns it.
+        source: where the message is defined (repository and file).
+    """
+
+    name: str
+    made_by: str
+    bits: tuple[int, ...]
+    source: str
+
+    def to_dict(self) -> dict[str, str | int]:
+        return {
+            "name": self.name,
+            "made_by": self.made_by,
+            "bits": len(self.bits),
+            "source": self.source,
+        }
+
+
+KNOWN_MARKS: tuple[KnownMark, ...] = (
+    KnownMark(
+        "diffusers-sdxl",
+        "diffusers' Stable Diffusion XL pipelines (default watermark)",
+        _bits_of_int(0b101100111110110010010000011110111011000110011110),
+        "huggingface/diffusers src/diffusers/pipelines/stable_diffusion_xl/watermark.py "
+        "(WATERMARK_MESSAGE)",
+    ),
+    KnownMark(
+        "sd1-script",
+        'Stable Diffusion 1 reference script ("StableDiffusionV1")',
+        _bits_of_bytes("StableDiffusionV1"),
+        "CompVis/stable-diffusion scripts/txt2img.py (wm = 'StableDiffusionV1')",
+    ),
+    KnownMark(
+        "sd2-script",
+        'Stable Diffusion 2 reference script ("SDV2")',
+        _bits_of_bytes("SDV2"),
+        "Stability-AI/stablediffusion scripts/txt2img.py (wm = 'SDV2')",
+    ),
+)
+
+
+def find_known_marks(image: Image.Image) -> tuple[KnownMark, ...]:
+    """The known marks whose every bit decodes from ``image`` (dwtDct, invisible-watermark).
+
+    Images under 256 px on a side cannot carry these marks (the package refuses them): none.
+    """
+    if min(image.size) < MIN_SIDE:
+        return ()
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    decoded: dict[int, tuple[int, ...]] = {}
+    found = []
+    for mark in KNOWN_MARKS:
+        n = len(mark.bits)
+        if n not in decoded:
+            decoded[n] = tuple(int(b) for b in extract_baseline(rgb, n, "dwtDct"))
+        if decoded[n] == mark.bits:
+            found.append(mark)
+    return tuple(found)
