@@ -205,7 +205,13 @@ def _watermark_line(report: VerificationReport) -> str:
     if report.watermark is None:
         return "none found" if report.pixels_checked else "not searched"
     payload: dict[str, Any] = report.watermark["payload"]
-    text = f"found (issuer {payload['issuer_id']}, content id {payload['hex']})"
+    text = f"found (issuer {payload['issuer_id']}, content id {payload['hex']}"
+    text += f", method {report.watermark.get('method', 'sdkit-ss1')}"
+    region = report.watermark.get("region")
+    if region is not None:  # sdkit-ss2 says where: box (left, top, right, bottom), agreeing share
+        left, top, right, bottom = region["box"]
+        text += f", in ({left}, {top})-({right}, {bottom}), {region['share']:.0%} of blocks agree"
+    text += ")"
     if report.watermark_matches_manifest is True:
         text += ", matches the manifest"
     elif report.watermark_matches_manifest is False:

@@ -30,8 +30,7 @@ from . import fingerprint as fp
 from .errors import ManifestError
 from .manifest import MIME_TYPES, Ingredient, build_definition, sign_asset, training_mining_entries
 from .store import ManifestStore
-from .watermark import MIN_SIDE, Payload, embed
-from .watermark.spread import METHOD
+from .watermark import DEFAULT_METHOD, MIN_SIDE, Payload, embed
 
 if TYPE_CHECKING:
     from .credentials import Credentials
@@ -52,7 +51,7 @@ class WatermarkRecord:
 
     Attributes:
         embedded: whether the pixels carry a watermark.
-        method: the watermark method (``sdkit-ss1``), when embedded.
+        method: the watermark method (``sdkit-ss2``; older files ``sdkit-ss1``), when embedded.
         payload: the payload embedded (its content id keys the manifest store).
         reason: why no watermark was embedded, in words.
     """
@@ -173,7 +172,7 @@ class Stamper:
             )
             return image, WatermarkRecord(False, reason=reason)
         payload = payload or Payload.random(issuer_id=self.issuer_id)
-        return embed(image, payload), WatermarkRecord(True, METHOD, payload)
+        return embed(image, payload), WatermarkRecord(True, DEFAULT_METHOD, payload)
 
     def sign(
         self,

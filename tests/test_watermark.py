@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from provenance.watermark import Detection, Payload, WatermarkError, embed, extract
+from provenance.watermark import Detection, Payload, WatermarkError, embed, extract, ss2
 from provenance.watermark.spread import soft_candidates
 
 
@@ -18,11 +18,11 @@ def photo() -> Image.Image:
 
 def test_round_trip_and_report(photo: Image.Image) -> None:
     payload = Payload(content_id=0xABCDEF012345, issuer_id=0x0102)
-    marked = embed(photo, payload)
+    marked = embed(photo, payload, method="sdkit-ss1")  # the first layout is still written
     assert marked.size == photo.size and marked.mode == "RGB"
-    found = extract(marked)
+    found = extract(marked)  # ... and read
     assert isinstance(found, Detection)
-    assert found.payload == payload and found.method == "sdkit-ss1"
+    assert found.payload == payload and found.method == "sdkit-ss1" and found.region is None
     assert found.bits_corrected <= 10 and 0.5 < found.confidence <= 1.0 and found.sync_z >= 5
     # the change is small: PSNR >= 38 dB, no pixel moved by more than a few levels
     diff = np.asarray(marked, np.float64) - np.asarray(photo, np.float64)
@@ -64,13 +64,17 @@ def test_alpha_and_non_square_images(photo: Image.Image) -> None:
     assert found is not None and found.payload == payload
 
 
-def test_crop_is_resynchronised(photo: Image.Image) -> None:
+@pytest.mark.parametrize("method", ["sdkit-ss1", "sdkit-ss2"])
+def test_crop_is_resynchronised(photo: Image.Image, method: str) -> None:
     payload = Payload(content_id=0x42)
-    marked = embed(photo, payload)
+    marked = embed(photo, payload, method=method)
     cropped = marked.crop((37, 21, 37 + 460, 21 + 470))  # arbitrary offset, not chip-aligned
-    assert soft_candidates(cropped, 160)  # the pilot finds the grid
+    if method == "sdkit-ss1":
+        assert soft_candidates(cropped, 160)  # the pilot finds the grid
+    else:
+        assert next(ss2.candidates(cropped, 160)).z >= ss2.SYNC_Z
     found = extract(cropped)
-    assert found is not None and found.payload == payload
+    assert found is not None and found.payload == payload and found.method == method
 
 
 def test_unknown_method() -> None:

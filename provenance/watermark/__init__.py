@@ -1,10 +1,13 @@
 """Invisible watermarks whose payload links an image to its C2PA manifest.
 
-``embed(image, payload)`` marks an image with sdkit's method (``sdkit-ss1``, see
-:mod:`provenance.watermark.spread`); ``extract(image)`` finds a payload or returns ``None``. A
+``embed(image, payload)`` marks an image with sdkit's method (``sdkit-ss2``, see
+:mod:`provenance.watermark.ss2`; ``method="sdkit-ss1"`` still writes the first layout,
+:mod:`provenance.watermark.spread`); ``extract(image)`` finds a payload of either method, or
+returns ``None``, and says which method carried it and (``sdkit-ss2``) where it was found. A
 payload is accepted only when the pilot synchronises, the BCH code decodes, the CRC-16 matches
-and the version is known, so unmarked images do not produce payloads (the false-accept
-probability per decode attempt is below 1e-12, see :mod:`provenance.watermark.payload`).
+and the version is known, so unmarked images do not produce payloads: the false-accept
+probability per decode attempt is below 1e-12 (:mod:`provenance.watermark.payload`), and
+``extract`` makes at most ``ss2.MAX_DECODES + 3`` attempts per image (union bound 4.2e-11).
 invisible-watermark's methods stay available as baselines in
 :mod:`provenance.watermark.baselines`.
 
@@ -16,8 +19,8 @@ Example:
     >>> photo = Image.fromarray(np.clip(ramp, 0, 255).astype(np.uint8))
     >>> payload = Payload(content_id=0x0123456789AB, issuer_id=7)
     >>> found = extract(embed(photo, payload))
-    >>> found.payload == payload, found.method
-    (True, 'sdkit-ss1')
+    >>> found.payload == payload, found.method, found.region.share
+    (True, 'sdkit-ss2', 1.0)
     >>> extract(photo) is None
     True
 """
@@ -34,21 +37,26 @@ from PIL import Image
 from ..errors import WatermarkError
 from . import payload as _payload
 from . import spread as _ss1
+from . import ss2 as _ss2
 from .payload import Payload
 from .spread import MIN_SIDE
+from .ss2 import Region
 
 __all__ = [
+    "DEFAULT_METHOD",
     "METHODS",
     "MIN_SIDE",
     "SEARCH_PIXELS",
     "Detection",
     "Payload",
+    "Region",
     "WatermarkError",
     "embed",
     "extract",
 ]
 
-METHODS = (_ss1.METHOD,)
+METHODS = (_ss2.METHOD, _ss1.METHOD)
+DEFAULT_METHOD = _ss2.METHOD
 # The search runs on at most about this many pixels: a larger image is first reduced by a whole
 # factor (box average). The chip grid is relative to the image (160 chips along the long edge),
 # so the reduced copy carries the same grid, with chips of 6.4 px or more (as a 1024 px image,
@@ -67,6 +75,8 @@ class Detection:
             decoded codeword, 0.5 (chance) .. 1.0 (every bit agrees).
         bits_corrected: codeword bits the error correction had to fix.
         sync_z: z-score of the pilot's correlation peak (how sure the alignment is).
+        region: where the payload was found (``sdkit-ss2``): the agreeing blocks' bounding box
+            in the image's pixels and their share of the blocks; ``None`` for ``sdkit-ss1``.
     """
 
     payload: Payload
@@ -74,6 +84,7 @@ class Detection:
     confidence: float
     bits_corrected: int
     sync_z: float
+    region: Region | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,18 +93,27 @@ class Detection:
             "confidence": self.confidence,
             "bits_corrected": self.bits_corrected,
             "sync_z": self.sync_z,
+            "region": None if self.region is None else self.region.to_dict(),
         }
 
 
-def embed(image: Image.Image, payload: Payload, *, method: str = _ss1.METHOD) -> Image.Image:
+def embed(image: Image.Image, payload: Payload, *, method: str = DEFAULT_METHOD) -> Image.Image:
     """Return a copy of ``image`` carrying ``payload``.
+
+    Args:
+        image: the pixels to mark (at least 256 px on each side).
+        payload: what to carry.
+        method: ``"sdkit-ss2"`` (default) or ``"sdkit-ss1"`` (the first layout).
 
     Raises:
         WatermarkError: the image is smaller than 256 px on a side, or the method is unknown.
     """
-    if method != _ss1.METHOD:
+    if method not in METHODS:
         raise WatermarkError(f"unknown watermark method {method!r}", hint=f"use one of {METHODS}.")
-    return _ss1.embed_bits(image, _payload.encode_payload(payload))
+    bits = _payload.encode_payload(payload)
+    if method == _ss1.METHOD:
+        return _ss1.embed_bits(image, bits)
+    return _ss2.embed_bits(image, bits)
 
 
 def extract(image: Image.Image, *, max_pixels: int = SEARCH_PIXELS) -> Detection | None:
@@ -106,16 +126,41 @@ def extract(image: Image.Image, *, max_pixels: int = SEARCH_PIXELS) -> Detection
     """
     if min(image.size) < MIN_SIDE // 2:
         return None
-    for cand in _ss1.soft_candidates(_search_copy(image, max_pixels), _payload.CODEWORD_BITS):
-        decoded = _payload.decode_payload(cand.soft)
+    searched = _search_copy(image, max_pixels)
+    scale = image.width / searched.width
+    decodes = 0
+    for cand in _ss2.candidates(searched, _payload.CODEWORD_BITS):
+        if decodes >= _ss2.MAX_DECODES:
+            break
+        decodes += 1
+        decoded = _payload.decode_payload(cand.soft, chase_bits=_ss2.CHASE_BITS)
         if decoded is None:
             continue
         payload, corrected = decoded
-        codeword = _payload.encode_payload(payload).astype(np.float64) * 2 - 1
-        agree = float(np.sum(np.abs(cand.soft) * (np.sign(cand.soft) == codeword)))
-        total = float(np.sum(np.abs(cand.soft))) or 1.0
-        return Detection(payload, _ss1.METHOD, agree / total, corrected, cand.z)
+        codeword = _payload.encode_payload(payload)
+        region = _ss2.locate(cand, codeword, searched.size)
+        box = tuple(
+            min(round(v * scale), side) for v, side in zip(region.box, image.size * 2, strict=True)
+        )
+        region = Region((box[0], box[1], box[2], box[3]), region.share)
+        return Detection(
+            payload, _ss2.METHOD, _confidence(cand.soft, codeword), corrected, cand.z, region
+        )
+    for old in _ss1.soft_candidates(searched, _payload.CODEWORD_BITS):
+        decoded = _payload.decode_payload(old.soft)
+        if decoded is None:
+            continue
+        payload, corrected = decoded
+        codeword = _payload.encode_payload(payload)
+        return Detection(payload, _ss1.METHOD, _confidence(old.soft, codeword), corrected, old.z)
     return None
+
+
+def _confidence(soft: np.ndarray, codeword: np.ndarray) -> float:
+    """Share of the soft evidence (summed reliabilities) that agrees with the codeword."""
+    signs = codeword.astype(np.float64) * 2 - 1
+    agree = float(np.sum(np.abs(soft) * (np.sign(soft) == signs)))
+    return agree / (float(np.sum(np.abs(soft))) or 1.0)
 
 
 def _search_copy(image: Image.Image, max_pixels: int) -> Image.Image:
