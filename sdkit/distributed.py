@@ -54,7 +54,13 @@ from .errors import InvalidOptionError, OutputError
 from .images import FORMATS
 from .options import BatchOptions, GenerationOptions, check_int, first_seed
 
-__all__ = ["CredentialsRef", "RayGenerationPool", "generate_many_ray", "require_ray"]
+__all__ = [
+    "CredentialsRef",
+    "RayGenerationPool",
+    "default_credentials_ref",
+    "generate_many_ray",
+    "require_ray",
+]
 
 #: The folder (inside the output folder) that holds the run's ledger shards.
 LEDGER_DIR = ".sdkit-run"

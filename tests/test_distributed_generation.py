@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import ray
+from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from PIL import Image
 
@@ -27,6 +28,7 @@ from provenance.watermark import Payload
 from sdkit import Generator
 from sdkit import distributed as dist
 from sdkit.batch import BatchPrompt
+from sdkit.cli import cli
 from sdkit.distributed import CredentialsRef, RayGenerationPool
 from sdkit.errors import InvalidOptionError, OutputError
 
@@ -186,3 +188,34 @@ def test_a_bad_option_stops_the_run_before_any_work(
     with pytest.raises(InvalidOptionError, match="clip_skip"):  # needs the model: on an actor
         pool.generate_many(["a"], tmp_path / "o", seed=1, clip_skip=40, **SMALL)
     assert not (tmp_path / "o").exists() and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["a cat", "--engine", "ray"], "--engine ray goes with --prompts FILE"),
+        (["--prompts", "PROMPTS", "--address", "auto"], "--address and --resume go with"),
+        (["--prompts", "PROMPTS", "--resume"], "--address and --resume go with"),
+    ],
+)
+def test_cli_engine_flags_are_checked_before_any_work(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n")
+    args = [str(prompts) if a == "PROMPTS" else a for a in args]
+    result = CliRunner().invoke(cli, ["generate", *args, "-o", str(tmp_path)])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_cli_without_ray_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n")
+    result = CliRunner().invoke(
+        cli, ["generate", "--prompts", str(prompts), "--engine", "ray", "-o", str(tmp_path)]
+    )
+    assert result.exit_code == 2, result.output
+    assert 'pip install "sdkit[ray]"' in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.txt"]

@@ -126,6 +126,26 @@ __all__ = ["generate"]
     help="JPEG / WebP quality (ignored for PNG).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing files.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="With --prompts: where the images are made. ray: on a Ray cluster, one actor per GPU "
+    '(pip install "sdkit[ray]"; docs/scale-out.md). Same files either way.',
+)
+@click.option(
+    "--address",
+    default=None,
+    metavar="ADDR",
+    help="With --engine ray: an existing cluster (ray://HOST:10001, auto). Default: a local one.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="With --engine ray: skip the files an interrupted run of the same command wrote "
+    "(each checked against the run's ledger in -o/.sdkit-run).",
+)
 @click.option("--device", default=None, help="cpu, cuda, cuda:N, mps. Default: the best present.")
 @click.option(
     "--dtype", default=None, help="float32, float16 or bfloat16. Default: fp16 on GPU, fp32 on CPU."
@@ -250,6 +270,11 @@ def generate(
         raise click.UsageError("give a PROMPT or --prompts FILE (one of the two)")
     if fmt is not None and prompts_file is None:
         raise click.UsageError("--format goes with --prompts; otherwise -o's suffix names it")
+    engine, address, resume = options.pop("engine"), options.pop("address"), options.pop("resume")
+    if engine == "ray" and prompts_file is None:
+        raise click.UsageError("--engine ray goes with --prompts FILE")
+    if engine == "local" and (address is not None or resume):
+        raise click.UsageError("--address and --resume go with --engine ray")
     width, height = size if size else (None, None)
     jobs: list[BatchPrompt] = []
     try:  # before the model loads: a bad line or -o costs nothing
@@ -272,9 +297,20 @@ def generate(
                 )
         else:
             paths = _output_paths(Path(output or "sdkit.png"), options["num_images"])
-        _check_outputs(paths, overwrite=overwrite)
+        _check_outputs(paths, overwrite=overwrite or resume)  # --resume: the ledger decides
     except SdkitError as exc:
         raise error(exc) from None
+    if engine == "ray":
+        ray_run = {"address": address, "resume": resume, "quiet": quiet, "as_json": as_json}
+        signing = (signing_cert, signing_key, key_password, timestamp_url)
+        load: dict[str, Any] = {"device": device, "dtype": dtype, "memory": memory}
+        load |= {"optimize": optimize}
+        load |= {"allow_pickle": allow_pickle, "local_files_only": True if offline else None}
+        provenance = {"store": store, "watermark": not no_watermark}
+        run = {"seed": first, "fmt": fmt or "png", "quality": quality, "overwrite": overwrite}
+        run |= {"width": width, "height": height, **options, **provenance}
+        _generate_on_ray(jobs, folder, model, signing, load, run, **ray_run)
+        return
     before = {p: _identity(p) for p in paths}
     written: list[Path] = []
     try:
@@ -465,3 +501,57 @@ def _output_paths(output: Path, n: int) -> list[Path]:
     if n <= 1:
         return [output]
     return [output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(n)]
+
+
+def _generate_on_ray(
+    jobs: list[BatchPrompt],
+    folder: Path,
+    model: str | None,
+    signing: tuple[str | None, str | None, str | None, str | None],
+    load: dict[str, Any],
+    run: dict[str, Any],
+    *,
+    address: str | None,
+    resume: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """``--engine ray``: the run on a Ray cluster (:mod:`sdkit.distributed`), then its rows.
+
+    The workers load the credentials by path (``signing``: cert, key, password, time-stamp
+    URL), after the driver has checked them; a key's password reaches them as the
+    ``SDKIT_SIGNING_KEY_PASSWORD`` variable of a local cluster (set it on a remote one).
+    """
+    try:
+        from ..distributed import CredentialsRef, default_credentials_ref, generate_many_ray
+
+        cert, key, password, timestamp_url = signing
+        _credentials(cert, key, password, timestamp_url)  # checked here: exit 5 before any work
+        ref = default_credentials_ref()
+        if cert is not None and key is not None:
+            if password is not None:
+                os.environ["SDKIT_SIGNING_KEY_PASSWORD"] = password
+            env = "SDKIT_SIGNING_KEY_PASSWORD" if password is not None else None
+            ref = CredentialsRef(
+                os.path.abspath(cert), os.path.abspath(key), env, timestamp_url=timestamp_url or None
+            )  # fmt: skip
+        if not quiet:
+            click.echo(f"starting Ray ({address or 'a local cluster'}) …", err=True)
+        started = time.monotonic()
+        written = generate_many_ray(
+            model, jobs, folder, address=address, load_options=load,
+            resume=resume, credentials=ref, **run,
+        )  # fmt: skip
+    except (SdkitError, ProvenanceError) as exc:
+        raise error(exc) from None
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: run again with --resume to finish", err=True)
+        sys.exit(ExitCode.INTERRUPTED)
+    rows = _batch_rows(jobs, written, run["num_images"], run["seed"])
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    elapsed = time.monotonic() - started
+    for row in rows:
+        click.echo(f"{row['path']}  seed {row['seed']}")
+    click.echo(f"{len(written)} image(s), {len(jobs)} prompt(s), {elapsed:.1f} s", err=True)
