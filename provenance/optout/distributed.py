@@ -349,6 +349,8 @@ class _Driver:
         running: dict[Any, tuple[Any, Shard, float]] = {}  # ref -> (actor, shard, deadline)
         try:
             while queue or running:
+                while queue and len(idle) + len(running) < self.size:  # replace the failed
+                    idle += self._start(1)
                 while queue and idle:
                     shard, actor = queue.pop(), idle.pop()
                     tries[shard.name] = tries.get(shard.name, 0) + 1
@@ -370,7 +372,6 @@ class _Driver:
                         idle.append(actor)
                         continue
                     ray.kill(actor)  # a failed actor may hold a broken session: never reused
-                    idle += self._start(1)
                     if tries[shard.name] <= self.opts.retries:
                         queue.append(shard)
                     else:
