@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -203,6 +204,25 @@ def test_a_failing_shard_fails_the_run_then_resume_redoes_only_it(
     assert (work / "_SUCCESS").exists()
     check_dataset(source, tmp_path / "one.jsonl", _factory()())
     assert _read(tmp_path / "one.jsonl") == out
+
+
+def test_a_dead_actor_is_replaced_and_its_shard_redone(
+    cluster: None, works: list[str], tmp_path: Path
+) -> None:
+    source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write(source, [{"id": str(i), "url": f"{works[0]}?dead={i}"} for i in range(20)])
+    died = tmp_path / "died"
+
+    def make() -> OptOutChecker:  # nested, so Ray pickles it by value
+        if not died.exists():  # the first actor's process ends in its first shard
+            died.touch()
+            os._exit(1)
+        return OptOutChecker(allow_private=True, timeout=5.0)
+
+    options = RayOptions(actors=1, rows_per_shard=10, shard_timeout=60, start_timeout=60)
+    summary = check_dataset_ray(source, output, make, options=options)
+    assert died.exists() and (summary.rows, summary.allowed) == (20, 20)
+    assert [r["id"] for r in _read(output)] == [str(i) for i in range(20)]
 
 
 def test_a_frozen_shard_is_stopped_not_waited_for(
