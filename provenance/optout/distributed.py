@@ -189,7 +189,8 @@ def check_dataset_ray(
     """:func:`~provenance.optout.dataset.check_dataset` on a Ray cluster (see the module docstring).
 
     The output and ``OUT.summary.json`` are those ``check_dataset`` writes for the same
-    decisions; the shards, markers and ``_SUCCESS`` stay in ``OUT.shards/`` (delete the folder
+    decisions (one difference: the actors get absolute paths, so the evidence of a path cell
+    refused under a relative files root names that root as an absolute path); the shards, markers and ``_SUCCESS`` stay in ``OUT.shards/`` (delete the folder
     to check everything afresh).
 
     Args:
@@ -214,9 +215,12 @@ def check_dataset_ray(
     fmt_in, fmt_out = dataset_format(src), dataset_format(out)
     root = src.parent if files_root is None else Path(files_root)
     preflight(src, out, fmt_in, url_column, path_column, root, overwrite)
-    work = out.with_name(out.name + ".shards")
+    # actors may run in another folder or on another node: they get absolute paths
+    work = out.absolute().with_name(out.name + ".shards")
     try:
-        plan = plan_shards(src, fmt_in, work, url_column, path_column, opts.rows_per_shard)
+        plan = plan_shards(
+            src.absolute(), fmt_in, work, url_column, path_column, opts.rows_per_shard
+        )
     except (OSError, ValueError) as exc:
         raise OptOutError(
             f"cannot plan the shards of {src}: {exc}",
@@ -234,9 +238,9 @@ def check_dataset_ray(
         if owned:
             ray.init(address=opts.address, include_dashboard=False, log_to_driver=False)
         try:
-            _Driver(ray, plan, opts, make_checker, (url_column, path_column), str(root)).run(
-                todo, markers, failures, progress or (lambda n: None)
-            )
+            _Driver(
+                ray, plan, opts, make_checker, (url_column, path_column), str(root.absolute())
+            ).run(todo, markers, failures, progress or (lambda n: None))
         finally:
             if owned:
                 ray.shutdown()
