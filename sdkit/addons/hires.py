@@ -14,10 +14,11 @@ The steps and their sources (AUTOMATIC1111/stable-diffusion-webui, ``modules/pro
    resizes to the target with Lanczos.
 3. img2img at ``hires_strength`` from fresh noise of the same seeds (A1111 makes a new
    ``ImageRNG`` with ``self.seeds``), the same prompts, for ``hires_steps`` steps (``None``:
-   the first pass' steps). A1111 runs exactly that many steps of a schedule
-   ``int(hires_steps / min(strength, 0.999))`` long (``sd_samplers_common.setup_img2img_steps``);
-   diffusers' img2img runs ``int(n * strength)`` steps of an ``n``-step schedule, so sdkit
-   passes ``n = int(hires_steps / min(strength, 0.999))`` (:func:`second_pass_steps`).
+   the first pass' steps). A1111 runs the last ``hires_steps`` steps of a schedule
+   ``n = int(hires_steps / min(strength, 0.999))`` long (``sd_samplers_common.setup_img2img_steps``:
+   ``t_enc = requested_steps - 1``). diffusers' img2img runs the last ``int(n * strength)`` steps
+   of an ``n``-step schedule, so sdkit passes ``n`` and a strength that makes that
+   ``hires_steps`` (:func:`second_pass`); the Recipe keeps the strength the caller gave.
 
 The upscaler is recorded as ``AddonRecord("upscaler", name, sha256)``: ``"Latent"`` or
 ``"Lanczos"`` with an empty hash, or the model's file stem with the file's SHA-256.
@@ -48,7 +49,7 @@ __all__ = [
     "check_hires",
     "hires_size",
     "load_upscaler",
-    "second_pass_steps",
+    "second_pass",
     "upscale_latents",
     "upscale_pictures",
 ]
@@ -125,10 +126,17 @@ def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
     return int(width * scale) // 8 * 8, int(height * scale) // 8 * 8
 
 
-def second_pass_steps(hires_steps: int, strength: float) -> int:
-    """The img2img schedule length that runs ``hires_steps`` steps (A1111's
-    ``setup_img2img_steps``)."""
-    return int(hires_steps / min(strength, 0.999))
+def second_pass(hires_steps: int, strength: float) -> tuple[int, float]:
+    """diffusers' img2img ``(num_inference_steps, strength)`` that run A1111's hires pass: the
+    last ``hires_steps`` steps of an ``int(hires_steps / min(strength, 0.999))``-step schedule.
+
+    Example:
+        >>> second_pass(2, 0.6)  # the last 2 steps of 3
+        (3, 0.8333333333333334)
+    """
+    total = int(hires_steps / min(strength, 0.999))
+    # int(total * s) == hires_steps exactly, away from float rounding at the integer
+    return total, min(1.0, (hires_steps + 0.5) / total)
 
 
 @dataclass(frozen=True)

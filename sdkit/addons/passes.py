@@ -35,7 +35,7 @@ from .hires import (
     check_hires,
     hires_size,
     load_upscaler,
-    second_pass_steps,
+    second_pass,
     upscale_latents,
     upscale_pictures,
 )
@@ -137,11 +137,12 @@ class AddonCall:
         )
         # 3. img2img from fresh noise of the same seeds, as A1111's new ImageRNG.
         steps = kwargs["num_inference_steps"] if spec.steps is None else spec.steps
+        total, strength = second_pass(steps, spec.strength)
         second = {k: v for k, v in kwargs.items() if k not in ("width", "height")}
         second.update(
             image=image,
-            strength=spec.strength,
-            num_inference_steps=second_pass_steps(steps, spec.strength),
+            strength=strength,
+            num_inference_steps=total,
             generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
             output_type="pil",
         )
