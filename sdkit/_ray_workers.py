@@ -24,7 +24,7 @@ import hashlib
 import importlib
 import os
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,7 +51,9 @@ __all__ = [
     "Pictures",
     "StampSetup",
     "StampWorker",
-    "read_ledger",
+    "ledger_keys",
+    "ledger_rows",
+    "write_shard",
 ]
 
 #: The columns of a ledger shard, in order.
@@ -389,34 +391,49 @@ def write_shard(folder: Path, rows: Sequence[LedgerRow]) -> Path:
     return path
 
 
-def read_ledger(folder: Path) -> dict[tuple[str, str], LedgerRow]:
-    """Every row of the ledger's shards, keyed by (file name, SHA-256 of its bytes).
+def ledger_keys(folder: Path) -> set[tuple[str, str]]:
+    """(file name, SHA-256 of its bytes) of every row of the ledger's shards (no manifests read).
 
     Raises:
         OutputError: a shard cannot be read or is not a ledger shard.
     """
+    keys: set[tuple[str, str]] = set()
+    for table in _shards(folder, ["name", "sha256"]):
+        names, digests = table.column("name").to_pylist(), table.column("sha256").to_pylist()
+        keys.update(zip(names, digests, strict=True))
+    return keys
+
+
+def ledger_rows(folder: Path) -> Iterator[LedgerRow]:
+    """Every row of the ledger, manifests included, one shard in memory at a time.
+
+    Raises:
+        OutputError: a shard cannot be read or is not a ledger shard.
+    """
+    for table in _shards(folder, list(LEDGER_COLUMNS)):
+        for r in table.to_pylist():
+            payload = None
+            if r["content_id"] is not None:
+                payload = Payload(r["content_id"], r["issuer_id"], r["version"])
+            yield LedgerRow(r["name"], r["sha256"], payload, r["manifest"], r["fingerprint"])
+
+
+def _shards(folder: Path, columns: list[str]) -> Iterator[Any]:
     import pyarrow.parquet as pq
 
-    rows: dict[tuple[str, str], LedgerRow] = {}
     if not folder.is_dir():
-        return rows
+        return
     for shard in sorted(folder.glob("[!.]*.parquet")):
         try:
-            table = pq.read_table(shard)
+            if tuple(pq.read_schema(shard).names) != LEDGER_COLUMNS:
+                raise OutputError(
+                    f"{shard} is not an sdkit ledger shard", path=shard, hint="remove it."
+                )
+            table = pq.read_table(shard, columns=columns)
         except (OSError, ValueError) as exc:
             raise OutputError(
                 f"cannot read the ledger shard {shard}: {exc}",
                 path=shard,
                 hint="remove the run's ledger folder and start the run again (no resume).",
             ) from None
-        if tuple(table.column_names) != LEDGER_COLUMNS:
-            raise OutputError(
-                f"{shard} is not an sdkit ledger shard", path=shard, hint="remove it."
-            )
-        for r in table.to_pylist():
-            payload = None
-            if r["content_id"] is not None:
-                payload = Payload(r["content_id"], r["issuer_id"], r["version"])
-            row = LedgerRow(r["name"], r["sha256"], payload, r["manifest"], r["fingerprint"])
-            rows[(row.name, row.sha256)] = row
-    return rows
+        yield table

@@ -44,10 +44,10 @@ from ._ray_workers import (
     CarriedError,
     CredentialsRef,
     GenerationWorker,
-    LedgerRow,
     StampSetup,
     StampWorker,
-    read_ledger,
+    ledger_keys,
+    ledger_rows,
 )
 from .batch import BatchPrompt, _jobs, _writable_folder, output_paths
 from .errors import InvalidOptionError, OutputError
@@ -235,8 +235,8 @@ class RayGenerationPool:
         )
         _run(ray, plan, done, self.generators, self.stampers, setup, fmt, quality, overwrite)
         # 3. Every file present and the one signed; then the manifests into the store.
-        rows = _check_files(plan.paths, ledger)
-        _load_store(store, rows)
+        files = _check_files(plan.paths, ledger)
+        _load_store(store, ledger, files)
         return plan.paths
 
 
@@ -332,9 +332,9 @@ def _resumable(paths: list[Path], ledger: Path, *, overwrite: bool, resume: bool
             path=taken[0],
             hint="choose another folder, pass resume=True (--resume) or overwrite=True.",
         )
-    rows = read_ledger(ledger)
+    keys = ledger_keys(ledger)
     for path in taken:
-        if not path.is_file() or (path.name, _sha256(path)) not in rows:
+        if not path.is_file() or (path.name, _sha256(path)) not in keys:
             raise OutputError(
                 f"{path} is not a file this run signed (not in {ledger})",
                 path=path,
@@ -367,9 +367,10 @@ def _run(
     stamping: dict[Any, int] = {}
     busy = [0] * len(generators)
     load = [0] * len(stampers)
+    limit = 2 * len(stampers) + len(generators)  # batches waiting for a stamp actor, at most
     while queue or denoising or stamping:
         for g, actor in enumerate(generators):
-            while queue and busy[g] < 2:
+            while queue and busy[g] < 2 and len(stamping) < limit:
                 k, items = queue.pop()
                 job = plan.jobs[k]
                 denoising[_call(actor.denoise, job.text, plan.options[k])] = (k, items, g)
@@ -391,40 +392,48 @@ def _run(
                 _get(ray, [ref])  # a failed batch stops the run with its own error
 
 
-def _check_files(paths: list[Path], ledger: Path) -> list[LedgerRow]:
-    """Each file's ledger row (its bytes are the ones signed); half-written leftovers removed.
+def _check_files(paths: list[Path], ledger: Path) -> set[tuple[str, str]]:
+    """Each file's (name, SHA-256), checked against the ledger; half-written leftovers removed.
 
     Raises:
         OutputError: a file is missing, or is not one the run signed.
     """
-    rows = read_ledger(ledger)
-    found: list[LedgerRow] = []
+    # temporary files of writers killed mid-write (.NAME.RANDOM.tmp; final names never touched)
+    names = {p.name for p in paths}
+    for folder in {p.parent for p in paths}:
+        for leftover in folder.glob(".*.tmp"):
+            if leftover.name[1:].rsplit(".", 2)[0] in names:
+                leftover.unlink(missing_ok=True)
+    keys = ledger_keys(ledger)
+    found: set[tuple[str, str]] = set()
     for path in paths:
-        # temporary files of writers killed mid-write (the final names were never touched)
-        for leftover in path.parent.glob(f".{path.name}.*.tmp"):
-            leftover.unlink(missing_ok=True)
-        row = rows.get((path.name, _sha256(path))) if path.is_file() else None
-        if row is None:
+        key = (path.name, _sha256(path)) if path.is_file() else None
+        if key is None or key not in keys:
             raise OutputError(
                 f"{path} is missing or not the file the run signed",
                 path=path,
                 hint="run again with resume=True (--resume): only missing files are made.",
             )
-        found.append(row)
+        found.add(key)
     return found
 
 
 def _load_store(
-    store: ManifestStore | str | os.PathLike[str] | None, rows: list[LedgerRow]
+    store: ManifestStore | str | os.PathLike[str] | None,
+    ledger: Path,
+    files: set[tuple[str, str]],
 ) -> None:
-    """Put every watermarked file's manifest into the store (``None``: ``$SDKIT_STORE``)."""
+    """Put the manifest of every watermarked file of ``files`` into the store (``None``:
+    ``$SDKIT_STORE``), reading the ledger one shard at a time."""
     target = store if store is not None else default_store_path()
     if target is None:
         return
     opened = ManifestStore(target) if not isinstance(target, ManifestStore) else target
     try:
-        for row in rows:
-            if row.payload is not None and row.manifest is not None:
+        for row in ledger_rows(ledger):
+            key = (row.name, row.sha256)
+            if key in files and row.payload is not None and row.manifest is not None:
+                files.discard(key)
                 opened.put(
                     row.payload, row.manifest, fingerprint=row.fingerprint or "", title=row.name
                 )

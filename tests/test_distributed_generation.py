@@ -27,6 +27,7 @@ from provenance.store import ManifestStore
 from provenance.watermark import Payload
 from sdkit import Generator
 from sdkit import distributed as dist
+from sdkit._ray_workers import LedgerRow, write_shard
 from sdkit.batch import BatchPrompt
 from sdkit.cli import cli
 from sdkit.distributed import CredentialsRef, RayGenerationPool
@@ -83,7 +84,7 @@ def test_same_files_as_generate_many(
 
 def test_killed_stamping_actor_loses_nothing(pool: RayGenerationPool, tmp_path: Path) -> None:
     out, store = tmp_path / "out", tmp_path / "store.db"
-    prompts = [f"a shape number {k}" for k in range(6)]
+    prompts = [f"a shape number {k}" for k in range(4)]
     seen: dict[str, Any] = {}
 
     def killer() -> None:  # kill a stamp actor as soon as the first file is written
@@ -98,7 +99,7 @@ def test_killed_stamping_actor_loses_nothing(pool: RayGenerationPool, tmp_path: 
     thread.join(5)
     assert 1 <= seen["at_kill"] < len(prompts)  # killed mid-run
     assert sorted(p.name for p in out.iterdir()) == sorted([".sdkit-run", *(p.name for p in paths)])
-    assert [p.name for p in paths] == [f"{n:05d}-{100 + n}.png" for n in range(6)]
+    assert [p.name for p in paths] == [f"{n:05d}-{100 + n}.png" for n in range(4)]
     payloads = set()
     with ManifestStore(store, create=False) as kept:
         assert len(kept) == len(paths)  # one manifest per file: none lost, none twice
@@ -123,6 +124,11 @@ def test_resume_skips_written_files(pool: RayGenerationPool, tmp_path: Path) -> 
         path.unlink()
     with pytest.raises(OutputError, match="exist"):
         pool.generate_many(["a", "b", "c", "d"], out, **kwargs)
+    # what a stamp actor killed between its ledger shard and its file leaves: a row that
+    # matches no file, and a temporary file that was never linked to the final name
+    name = first[1].name
+    write_shard(out / ".sdkit-run", [LedgerRow(name, "0" * 64)])
+    (out / f".{name}.0123456789ab.tmp").write_bytes(b"\x89PNG half")
     again = pool.generate_many(["a", "b", "c", "d"], out, resume=True, **kwargs)
     assert again == first
     for path, (inode, mtime, data) in kept.items():  # skipped: the very same file
@@ -131,6 +137,7 @@ def test_resume_skips_written_files(pool: RayGenerationPool, tmp_path: Path) -> 
         )  # fmt: skip
     for path, pixels in lost.items():  # made again: the same pixels
         assert np.array_equal(_pixels(path), pixels)
+    assert sorted(p.name for p in out.iterdir()) == [".sdkit-run", *(p.name for p in first)]
     # a file that is not the one the run signed is never taken for done
     first[0].write_bytes(first[0].read_bytes()[:100])
     with pytest.raises(OutputError, match="not a file this run signed"):
