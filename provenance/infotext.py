@@ -40,16 +40,19 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from PIL import Image, PngImagePlugin
 
 __all__ = [
+    "ADDON_SHORT_HASH",
     "EXIF_IFD",
     "PNG_KEY",
     "USER_COMMENT",
     "Infotext",
+    "Verbatim",
+    "addon_fields",
     "exif_bytes",
     "format_infotext",
     "format_value",
@@ -170,11 +173,111 @@ def unquote(text: str) -> str:
     return text
 
 
+# -- add-ons: A1111's own fields -----------------------------------------------------------------
+
+#: kind -> how many hex digits of the file's SHA-256 A1111 shows, when a record has no
+#: ``short_hash`` of its own: embeddings 12 (modules/textual_inversion/textual_inversion.py,
+#: ``shorthash = hash[0:12]``), VAE 10 (modules/sd_vae.py ``get_loaded_vae_hash``), ControlNet
+#: models 8 (sd-webui-controlnet's ``Model: name [hash]``), refiner 10 (a checkpoint's short
+#: hash, as "Model hash"). A LoRA's is not a prefix of the file's SHA-256 (the LoRA module
+#: gives it: the "addnet" hash of the tensor bytes).
+ADDON_SHORT_HASH = {"lora": 12, "embedding": 12, "vae": 10, "controlnet": 8, "refiner": 10}
+_NO_SYMBOLS = str.maketrans("", "", ":,")  # A1111 lora_script: remove_symbols
+_NOT_IN_HASHES = re.compile(r'[,:"{}\\\x00-\x1f]')
+
+
+class Verbatim(str):
+    """A value :func:`format_infotext` writes as it is, unquoted (``Hashes: {...}``)."""
+
+
+def addon_fields(
+    records: Sequence[Mapping[str, Any]],
+    hires: Mapping[str, Any] | None = None,
+    *,
+    model_hash: str | None = None,
+) -> list[tuple[str, str]]:
+    """A1111's infotext fields for add-on records (``AddonRecord.to_dict()`` dicts).
+
+    ``Lora hashes: "name: hash, …"`` (A1111 ``extensions-builtin/Lora/extra_networks_lora.py``,
+    names without ``:`` and ``,``), ``TI hashes: "name: hash, …"`` (``modules/sd_hijack_clip.py``),
+    ``VAE hash`` and ``VAE`` (``modules/processing.py``), ``ControlNet N: "Module: …, Model:
+    name [hash], Weight: …, Guidance Start: …, Guidance End: …"`` (sd-webui-controlnet),
+    ``Refiner: name [hash]`` and ``Refiner switch at``, and, from ``hires`` (keys ``scale``,
+    ``upscaler``, ``steps``, ``strength``), ``Hires upscale``, ``Hires steps``,
+    ``Hires upscaler`` and ``Denoising strength`` (``modules/processing.py``); last,
+    Civitai's ``Hashes: {"model": …, "lora:name": …, "embed:name": …, "vae": …}`` (written
+    unquoted, as A1111 with the Civitai extension writes it: sd-parsers and Civitai read that
+    object, not the quoted A1111 lists; names lose ``,:"{}\\`` so the object splits only where
+    A1111's parser expects).
+
+    Example:
+        >>> addon_fields([{"kind": "lora", "name": "film", "sha256": "ab" * 32,
+        ...                "short_hash": "0123456789ab", "settings": {}},
+        ...               {"kind": "embedding", "name": "easyneg", "sha256": "cd" * 32}])
+        [('Lora hashes', 'film: 0123456789ab'), ('TI hashes', 'easyneg: cdcdcdcdcdcd')]
+    """
+
+    def short(record: Mapping[str, Any]) -> str:
+        given = record.get("short_hash") or ""
+        return (
+            str(given) or str(record.get("sha256", ""))[: ADDON_SHORT_HASH.get(record["kind"], 10)]
+        )
+
+    def named(kind: str) -> list[Mapping[str, Any]]:
+        return [r for r in records if r.get("kind") == kind]
+
+    fields: list[tuple[str, str]] = []
+    for kind, key in (("lora", "Lora hashes"), ("embedding", "TI hashes")):
+        if named(kind):
+            pairs = (f"{str(r['name']).translate(_NO_SYMBOLS)}: {short(r)}" for r in named(kind))
+            fields.append((key, ", ".join(pairs)))
+    for vae in named("vae")[:1]:
+        fields += [("VAE hash", short(vae)), ("VAE", str(vae["name"]))]
+    for net in named("controlnet"):
+        settings = net.get("settings") or {}
+        parts = [
+            f"Module: {settings.get('preprocessor') or 'none'}",
+            f"Model: {net['name']} [{short(net)}]",
+            f"Weight: {format_value(settings.get('scale', 1.0))}",
+            f"Guidance Start: {format_value(settings.get('start', 0.0))}",
+            f"Guidance End: {format_value(settings.get('end', 1.0))}",
+        ]
+        fields.append((f"ControlNet {settings.get('index', 0)}", ", ".join(parts)))
+    for upscaler in named("upscaler")[:1] if hires is None else []:
+        # sdkit's upscaler record carries the hires settings: scale, steps, strength
+        hires = {**(upscaler.get("settings") or {}), "upscaler": upscaler["name"]}
+    if hires:
+        fields.append(("Hires upscale", format_value(hires.get("scale"))))
+        if hires.get("steps") is not None:  # A1111 writes it only when set
+            fields.append(("Hires steps", format_value(hires.get("steps"))))
+        fields.append(("Hires upscaler", str(hires.get("upscaler"))))
+        if hires.get("strength") is not None:
+            fields.append(("Denoising strength", format_value(hires.get("strength"))))
+    for refiner in named("refiner")[:1]:
+        switch = (refiner.get("settings") or {}).get("switch")
+        fields.append(("Refiner", f"{refiner['name']} [{short(refiner)}]"))
+        if switch is not None:
+            fields.append(("Refiner switch at", format_value(switch)))
+    civitai = {"model": model_hash} if model_hash else {}
+    for prefix, kind in (("lora:", "lora"), ("embed:", "embedding")):
+        civitai.update(
+            {prefix + _NOT_IN_HASHES.sub("", str(r["name"])): short(r) for r in named(kind)}
+        )
+    if named("vae"):
+        civitai["vae"] = short(named("vae")[0])
+    if len(civitai) > bool(model_hash):
+        fields.append(("Hashes", Verbatim(json.dumps(civitai, ensure_ascii=True))))
+    return fields
+
+
 def format_infotext(
     prompt: str, negative_prompt: str, parameters: Iterable[tuple[str, object]]
 ) -> str:
     """The infotext of a prompt, a negative prompt ("" for none) and ``(key, value)`` pairs."""
-    params = ", ".join(f"{key}: {quote(format_value(value))}" for key, value in parameters)
+    params = ", ".join(
+        f"{key}: {value if isinstance(value, Verbatim) else quote(format_value(value))}"
+        for key, value in parameters
+    )
     lines = [prompt]
     if negative_prompt:
         lines.append(f"{_NEGATIVE} {negative_prompt}")

@@ -11,6 +11,12 @@ A generated image's manifest holds:
   ``c2pa.opened`` (the init image, a ``parentOf`` ingredient that keeps its own manifest) then
   ``c2pa.edited`` with ``compositeWithTrainedAlgorithmicMedia``.
 * ``org.sdkit.recipe``: the Recipe (every parameter that made the image).
+* one ``componentOf`` ingredient per add-on the Recipe records (LoRA, embedding, VAE,
+  ControlNet model, control image, upscaler, refiner): its name, kind and SHA-256 in the
+  ingredient's ``metadata`` (``org.sdkit.sha256``…) and ``instance_id``
+  (``sdkit:<kind>:sha256:<hex>``). They are declared in the definition, without a stream:
+  c2pa-python 0.38's ``add_ingredient`` hashes a stream it is given (a LoRA's hundreds of MB),
+  and its ingredient JSON drops a ``hash`` field, so the SHA-256 is written where it is kept.
 * ``org.sdkit.watermark``: the invisible watermark's method and payload, or why none was
   embedded. invisible-watermark's and sdkit's methods are not on C2PA's list of soft-binding
   algorithms, so a conformant ``c2pa.soft-binding`` assertion cannot name them, and the
@@ -31,7 +37,7 @@ import io
 import json
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -58,6 +64,7 @@ __all__ = [
     "Ingredient",
     "ManifestReading",
     "ReadState",
+    "addon_ingredients",
     "base_label",
     "build_definition",
     "find_assertion",
@@ -174,7 +181,14 @@ def build_definition(
             "data": {"entries": training_mining_entries(training_mining)},
         },
     ]
-    definition = {"claim_generator_info": [agent], "title": title, "assertions": assertions}
+    definition: dict[str, Any] = {
+        "claim_generator_info": [agent],
+        "title": title,
+        "assertions": assertions,
+    }
+    ingredients = addon_ingredients((recipe or {}).get("addons") or [])
+    if ingredients:
+        definition["ingredients"] = ingredients
     try:
         json.dumps(definition, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -183,6 +197,52 @@ def build_definition(
             hint="recipes and assertions may hold only strings, finite numbers, lists and objects.",
         ) from exc
     return definition
+
+
+_ADDON_TITLES = {
+    "lora": "LoRA",
+    "embedding": "textual-inversion embedding",
+    "vae": "VAE",
+    "controlnet": "ControlNet model",
+    "control_image": "control image",
+    "upscaler": "upscaler",
+    "refiner": "refiner",
+}
+
+
+def addon_ingredients(records: Sequence[Any]) -> list[dict[str, Any]]:
+    """``componentOf`` ingredients for a Recipe's add-on records (JSON objects).
+
+    Example:
+        >>> [i["instance_id"] for i in addon_ingredients([{"kind": "lora", "name": "film",
+        ...     "sha256": "ab" * 32}])] == ["sdkit:lora:sha256:" + "ab" * 32]
+        True
+    """
+    out = []
+    for record in records:
+        if not isinstance(record, Mapping):
+            continue
+        kind, name, sha = (
+            str(record.get("kind")),
+            str(record.get("name")),
+            str(record.get("sha256")),
+        )
+        image = kind == "control_image"
+        out.append(
+            {
+                "title": name,
+                "format": "image/png" if image else "application/octet-stream",
+                "relationship": "componentOf",
+                "instance_id": f"sdkit:{kind}:sha256:{sha}",
+                "description": f"{_ADDON_TITLES.get(kind, kind)} {name} (sha256 {sha})",
+                "metadata": {
+                    "org.sdkit.kind": kind,
+                    "org.sdkit.name": name,
+                    "org.sdkit.sha256": sha,
+                },
+            }
+        )
+    return out
 
 
 def _context(*, trust_anchors: str | None = None, thumbnail: int = 0) -> c2pa.Context:

@@ -240,3 +240,67 @@ def _explicit_weight(text: str, pos: int, option: str) -> tuple[float, int] | No
             "use weights like (word:1.3); 0.5 to 1.5 is the useful range.",
         )
     return factor, match.end()
+
+
+# -- extra networks: <lora:name:te:unet> -------------------------------------------------------
+
+# A1111 modules/extra_networks.py: re_extra_net = re.compile(r"<(\w+):([^>]+)>"); every tag is
+# removed from the prompt before it is parsed (parse_prompt: re.sub(..., "", prompt)); only
+# the positive prompt is read for them (modules/processing.py parse_extra_network_prompts), so
+# a tag in the negative prompt stays text, as there. sdkit reads the "lora" (and older "lyco")
+# tags; others stay text.
+_EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
+_LORA_TAGS = ("lora", "lyco")
+
+
+def extract_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float, float]]]:
+    """The prompt without its ``<lora:…>`` tags, and each tag's (name, te, unet) multipliers.
+
+    As A1111's ``extra_networks_lora.py`` reads them: ``<lora:name>`` is 1 for both,
+    ``<lora:name:w>`` w for both, ``<lora:name:te:unet>`` separate, ``te=`` / ``unet=`` by name.
+    A name tagged twice keeps its last tag.
+
+    Raises:
+        InvalidOptionError: a multiplier that is not a finite number within ±100.
+
+    Example:
+        >>> extract_lora_tags("a cat <lora:film:0.5>, <lora:ink:1:0.25>")
+        ('a cat , ', [('film', 0.5, 0.5), ('ink', 1.0, 0.25)])
+    """
+    found: dict[str, tuple[str, float, float]] = {}
+
+    def take(match: re.Match[str]) -> str:
+        if match.group(1) not in _LORA_TAGS:
+            return match.group(0)
+        items = match.group(2).split(":")
+        positional = [i for i in items if "=" not in i]
+        named = dict(i.split("=", 1) for i in items if "=" in i)
+        name = positional[0].strip() if positional else ""
+        if not name:
+            raise _refuse("prompt", match.group(0), "a LoRA name", "write <lora:name:weight>.")
+        te = _multiplier(
+            match.group(0), named.get("te", positional[1] if len(positional) > 1 else "1")
+        )
+        unet_text = named.get("unet", positional[2] if len(positional) > 2 else None)
+        unet = te if unet_text is None else _multiplier(match.group(0), unet_text)
+        found.pop(name, None)
+        found[name] = (name, te, unet)
+        return ""
+
+    # nothing after the last ">" can match: without it, "<a:" repeated would be quadratic
+    end = prompt.rfind(">") + 1
+    text = _EXTRA_NETWORK.sub(take, prompt[:end]) + prompt[end:]
+    return text, list(found.values())
+
+
+def _multiplier(tag: str, text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        value = float("nan")
+    if not -100.0 <= value <= 100.0:  # NaN fails too
+        raise _refuse(
+            "prompt", tag, "a LoRA multiplier: a number within ±100",
+            "write <lora:name:0.8> (text encoder and UNet) or <lora:name:te:unet>.",
+        )  # fmt: skip
+    return value

@@ -14,8 +14,9 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
+from .addons._record import ADDON_KINDS, AddonKind, AddonRecord
 from .errors import RecipeParseError
 
 MAX_RECIPE_CHARS = 1_000_000
@@ -197,3 +198,68 @@ def _json_text(key: str, text: str) -> Any:
 
 def _same(key: str, text: str) -> str:
     return text
+
+
+# -- add-on records ------------------------------------------------------------------------------
+
+MAX_ADDONS = 64
+"""Most add-on records in one Recipe (LoRAs, embeddings, VAE, ControlNets…)."""
+_ADDON_KEYS = ("kind", "name", "sha256", "source", "settings", "short_hash")
+_SHORT_HASH = re.compile(r"[0-9a-f]{8,64}")
+
+
+def _addons(name: str, value: Any) -> tuple[AddonRecord, ...]:
+    """A list of add-on records (:class:`sdkit.addons.AddonRecord` or their JSON objects)."""
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_ADDONS:
+        raise _bad(name, value, f"a list of at most {MAX_ADDONS} add-on records")
+    return tuple(_addon(f"{name}[{i}]", item) for i, item in enumerate(value))
+
+
+def _addon(name: str, item: Any) -> AddonRecord:
+    if isinstance(item, AddonRecord):
+        item = item.to_dict()
+    if not isinstance(item, Mapping) or not all(isinstance(k, str) for k in item):
+        raise _bad(name, item, "an add-on record (a JSON object)")
+    unknown = [k for k in item if k not in _ADDON_KEYS]
+    if unknown or not {"kind", "name", "sha256"} <= set(item):
+        raise _bad(
+            name, item, f"an object with kind, name, sha256 (and {', '.join(_ADDON_KEYS[3:])})"
+        )
+    kind = _one_of(*ADDON_KINDS)(f"{name}.kind", item["kind"])
+    label = _text(f"{name}.name", item["name"])
+    if not 0 < len(label) <= 256 or any(c in label for c in "\n\r\0"):
+        raise _bad(f"{name}.name", label, "a name of 1..256 characters on one line")
+    source = _text(f"{name}.source", item.get("source", ""))
+    if len(source) > 4096:
+        raise _bad(f"{name}.source", source, "at most 4096 characters")
+    short = item.get("short_hash", "")
+    if short != "" and (not isinstance(short, str) or not _SHORT_HASH.fullmatch(short)):
+        raise _bad(f"{name}.short_hash", short, "8..64 lowercase hex digits")
+    settings = item.get("settings", {})
+    if not isinstance(settings, Mapping) or len(settings) > 32:
+        raise _bad(f"{name}.settings", settings, "a JSON object of at most 32 values")
+    for key, setting in settings.items():
+        where = f"{name}.settings.{str(key)[:40]}"
+        if not isinstance(key, str) or not 0 < len(key) <= 64:
+            raise _bad(where, key, "a key of 1..64 characters")
+        if isinstance(setting, float) and not math.isfinite(setting):
+            raise _bad(where, setting, "a finite number")
+        if isinstance(setting, str) and len(setting) > 1024:
+            raise _bad(where, setting, "at most 1024 characters")
+        if setting is not None and not isinstance(setting, (bool, int, float, str)):
+            raise _bad(where, setting, "a string, number, true/false or null")
+        if key in ("unet", "te", "scale", "start", "end", "switch", "strength") and (
+            isinstance(setting, bool)
+            or not isinstance(setting, (int, float))
+            or not -1000 <= setting <= 1000
+        ):
+            raise _bad(where, setting, "a number within ±1000")
+    # a built-in upscaler ("Latent", "Lanczos") is no file: its hash is ""
+    builtin = kind == "upscaler" and item["sha256"] == "" and label in ("Latent", "Lanczos")
+    digest = "" if builtin else _sha256(f"{name}.sha256", item["sha256"])
+    return AddonRecord(cast(AddonKind, kind), label, digest, source,
+                       dict(settings), short)  # fmt: skip
+
+
+def _addons_text(key: str, text: str) -> Any:
+    return _load_json(f"infotext field {key!r}", text, key, list)

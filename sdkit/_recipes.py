@@ -9,12 +9,14 @@ seeds differ, and so does DPM++ SDE's ``noise_sampler_seed``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
 import torch
 from PIL import Image
 
+from .addons._record import AddonRecord
 from .options import Plan
 from .recipe import Recipe
 
@@ -31,6 +33,7 @@ def recipes_for(
     model_sha256: str,
     dtype: torch.dtype,
     versions: dict[str, str],
+    addons: Sequence[AddonRecord] = (),
 ) -> list[Recipe]:
     """One Recipe per image of ``plan``, as ``pipe`` (with its scheduler) ran it."""
     scheduler = pipe.scheduler
@@ -57,6 +60,7 @@ def recipes_for(
         feature_cache=plan.feature_cache,
         dtype=str(dtype).removeprefix("torch."),
         versions=versions,
+        addons=tuple(addons),
     )
     return [_recipe_for(fields, seed) for seed in plan.seeds]
 

@@ -9,7 +9,10 @@ type. Each carries the context a user needs (the option and the value, or the pa
     ├── ModelLoadError          weights could not be found, read, or recognised
     │   ├── ModelNotFoundError  a missing path, a hub id not cached while offline, or one the
     │   │                       hub does not have
-    │   └── UnsafeCheckpointError  a pickle checkpoint without ``allow_pickle=True``
+    │   ├── UnsafeCheckpointError  a pickle checkpoint without ``allow_pickle=True``
+    │   └── AddonError          a LoRA, embedding, VAE, ControlNet… that cannot be used with this
+    │       │                   model (wrong family, not that kind of file, a hash that differs)
+    │       └── AddonNotFoundError  a name found in no add-on folder (``close`` lists near names)
     ├── GenerationCancelled     a step callback asked to stop
     ├── OutputError             an image could not be written (exists, unwritable, bad format)
     └── ReplayError             an image cannot be re-rendered (no Recipe, another model, …)
@@ -28,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "AddonError",
+    "AddonNotFoundError",
     "GenerationCancelled",
     "InvalidOptionError",
     "ModelLoadError",
@@ -103,6 +108,46 @@ class ModelNotFoundError(ModelLoadError):
 
 class UnsafeCheckpointError(ModelLoadError):
     """A pickle checkpoint (``.ckpt``, ``.pt``, ``.pth``, ``.bin``, ``.pkl``, ``.pickle``) was refused: loading it can run code."""
+
+
+class AddonError(ModelLoadError):
+    """An add-on cannot be used: not that kind of file, made for another model family, or not
+    the file a Recipe names. Raised before any denoising.
+
+    Attributes:
+        kind: ``"lora"``, ``"embedding"``, ``"vae"``, ``"controlnet"``… (see
+            :data:`sdkit.addons.ADDON_KINDS`).
+        source: the name or path the caller gave.
+    """
+
+    def __init__(
+        self, message: str, *, kind: str, source: str | Path, hint: str | None = None
+    ) -> None:
+        self.kind = kind
+        super().__init__(message, source=source, hint=hint)
+
+
+class AddonNotFoundError(AddonError):
+    """An add-on named (``<lora:name>``, ``loras={...}``, a Recipe) is in none of its folders.
+
+    Attributes:
+        close: names that exist and are spelt nearly the same (``difflib``), best first.
+        folders: the folders that were searched.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        source: str | Path,
+        close: Sequence[str] = (),
+        folders: Sequence[str | os.PathLike[str]] = (),
+        hint: str | None = None,
+    ) -> None:
+        self.close = tuple(close)
+        self.folders = tuple(os.fspath(f) for f in folders)
+        super().__init__(message, kind=kind, source=source, hint=hint)
 
 
 class GenerationCancelled(SdkitError):

@@ -57,6 +57,7 @@ from ._attention import (
 )
 from ._attention import ROUND_BRACKET_MULTIPLIER as ROUND_BRACKET_MULTIPLIER
 from ._attention import SQUARE_BRACKET_MULTIPLIER as SQUARE_BRACKET_MULTIPLIER
+from ._attention import extract_lora_tags as extract_lora_tags
 
 __all__ = [
     "BREAK",
@@ -67,6 +68,7 @@ __all__ = [
     "PromptEmbeddings",
     "encode_prompt_texts",
     "encode_prompts",
+    "extract_lora_tags",
     "parse_prompt_attention",
 ]
 

@@ -30,6 +30,8 @@ from provenance import infotext
 from ._recipe_checks import (
     _HINT,
     MAX_RECIPE_CHARS,
+    _addons,
+    _addons_text,
     _bad,
     _Check,
     _check_size,
@@ -47,6 +49,7 @@ from ._recipe_checks import (
     _string_map,
     _text,
 )
+from .addons._record import AddonRecord
 from .errors import RecipeParseError
 from .modes import Mode
 
@@ -89,6 +92,9 @@ class Recipe:
             ``None`` when every step ran the whole UNet.
         dtype: the weights' dtype (``"float32"``, ``"float16"``).
         versions: library versions (sdkit, diffusers, transformers, torch).
+        addons: every add-on that shaped the image (LoRAs, embeddings, VAE, ControlNets…), in
+            the order applied: :class:`sdkit.addons.AddonRecord` (name, SHA-256, settings).
+            Left out of the JSON when empty, so Recipes without add-ons keep their bytes.
 
     Example:
         >>> r = Recipe(prompt="a cat", model="m", model_sha256="0" * 64, pipeline="P",
@@ -121,11 +127,13 @@ class Recipe:
     feature_cache: int | None = None
     dtype: str = "float32"
     versions: Mapping[str, str] = field(default_factory=dict)
+    addons: tuple[AddonRecord, ...] = ()
 
     def __post_init__(self) -> None:
         # Normalise mappings through JSON so that a round trip compares equal (tuples -> lists).
         object.__setattr__(self, "scheduler_config", _json_normalise(self.scheduler_config))
         object.__setattr__(self, "versions", dict(self.versions))
+        object.__setattr__(self, "addons", _addons("addons", self.addons))
 
     def to_options(
         self,
@@ -153,6 +161,9 @@ class Recipe:
         data = dataclasses.asdict(self)
         data["scheduler_config"] = dict(self.scheduler_config)
         data["versions"] = dict(self.versions)
+        data["addons"] = [record.to_dict() for record in self.addons]
+        if not self.addons:
+            del data["addons"]  # Recipes without add-ons keep the bytes they always had
         return {"recipe_version": RECIPE_VERSION, **data}
 
     def to_json(self, *, indent: int | None = None) -> str:
@@ -270,6 +281,10 @@ class Recipe:
             fields.append(("Mask sha256", self.mask_sha256))
         if self.feature_cache is not None:
             fields.append(("Feature cache", self.feature_cache))
+        if self.addons:
+            records = [record.to_dict() for record in self.addons]
+            fields += infotext.addon_fields(records, model_hash=self.model_hash)
+            fields.append(("Addons", json.dumps(records, separators=(",", ":"))))
         fields.append(("Versions", json.dumps(dict(self.versions), sort_keys=True)))
         fields.append(("Version", f"sdkit {self.versions.get('sdkit', 'unknown')}"))
         return infotext.format_infotext(self.prompt, self.negative_prompt, fields)
@@ -298,6 +313,8 @@ class Recipe:
                     hint="only infotext that sdkit wrote describes a whole Recipe.",
                 )
         width, height = values.pop("size")
+        if values.get("mode", "txt2img") == "txt2img":
+            values.pop("strength", None)  # A1111's "Denoising strength" of a hires pass
         values.update(width=width, height=height)
         if params.get("sdkit sampler", params.get("Sampler name")) == "none":
             values["sampler"] = None
@@ -337,6 +354,7 @@ _CHECKS: dict[str, _Check] = {
     "feature_cache": _integer(1, 1000),
     "dtype": _text,
     "versions": _string_map,
+    "addons": _addons,
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
 assert list(_CHECKS) == list(_FIELDS), "a Recipe field without a check"
@@ -367,6 +385,7 @@ _INFOTEXT_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "Mask sha256": ("mask_sha256", _same),
     "Feature cache": ("feature_cache", _int_text),
     "Versions": ("versions", _json_text),
+    "Addons": ("addons", _addons_text),
 }
 _REQUIRED_INFOTEXT = {"steps", "sampler", "schedule", "guidance_scale", "seed", "size", "model",
                       "mode", "pipeline", "scheduler", "scheduler_config", "model_sha256",

@@ -24,7 +24,7 @@ from provenance.manifest import WATERMARK_LABEL, find_assertion
 from provenance.verify import verify
 from provenance.watermark import Payload
 
-from .errors import RecipeParseError, ReplayError, SdkitError
+from .errors import AddonError, RecipeParseError, ReplayError, SdkitError
 from .images import FORMATS, GeneratedImage, GenerationResult, encode_image
 from .options import CallOptions, GenerationOptions, ImageInput
 from .recipe import Recipe
@@ -108,6 +108,7 @@ def replay(
             hint="pass init_image=... (and mask=... for inpaint).",
         )
     payload = _payload(report.manifest, name)
+    _restore_addons(generator, recipe, name)
     try:
         options = GenerationOptions.from_recipe(
             recipe,
@@ -152,6 +153,17 @@ def replay(
         recipe_source=origin,
         image=image,
     )
+
+
+def _restore_addons(generator: Renders, recipe: Recipe, name: str) -> None:
+    """Load the LoRAs and embeddings the Recipe names, checking each file's SHA-256."""
+    addons = getattr(generator, "prompt_addons", None)
+    if addons is None or not recipe.addons:
+        return
+    try:
+        addons.restore(recipe.addons)
+    except AddonError as exc:
+        raise ReplayError(f"cannot replay {name}: {exc.message}", path=name, hint=exc.hint) from exc
 
 
 def _recipe(data: dict[str, Any] | None, infotext: str | None, name: str) -> tuple[Recipe, str]:

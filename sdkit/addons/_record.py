@@ -44,6 +44,9 @@ class AddonRecord:
             file; for a control image: of the image file or of its pixels as given).
         source: where it was loaded from, as the user gave it (path or hub id); informative only.
         settings: what was applied with it (weights, scale, start/end, strength...), JSON scalars.
+        short_hash: the hash A1111 writes for it in infotext when that is not a prefix of
+            ``sha256`` (a LoRA's: of the tensor bytes, :mod:`sdkit.addons._files`); ``""``:
+            the kind's prefix of ``sha256`` (:func:`provenance.infotext.addon_fields`).
     """
 
     kind: AddonKind
@@ -51,13 +54,17 @@ class AddonRecord:
     sha256: str
     source: str = ""
     settings: Mapping[str, SettingValue] = field(default_factory=dict)
+    short_hash: str = ""
 
     def to_dict(self) -> dict[str, object]:
-        """JSON form, as stored in a Recipe."""
-        return {
+        """JSON form, as stored in a Recipe (``short_hash`` only when set)."""
+        data: dict[str, object] = {
             "kind": self.kind,
             "name": self.name,
             "sha256": self.sha256,
             "source": self.source,
             "settings": dict(self.settings),
         }
+        if self.short_hash:
+            data["short_hash"] = self.short_hash
+        return data
