@@ -107,8 +107,8 @@ class RayGenerationPool:
     Args:
         model: as for :class:`sdkit.Generator` (hub id, folder, file; ``None``: the shipped
             model); it must be readable by every node.
-        address: an existing cluster (``"ray://host:10001"``, ``"auto"``); ``None``: the
-            cluster this process is connected to, else a new local one.
+        address: an existing cluster (``"ray://host:10001"``, ``"auto"``); ``None``: a new
+            local one. A process already connected (``ray.init`` called) keeps its cluster.
         gpus: generation actors, one GPU each; ``None``: one per GPU of the cluster, or one
             on CPUs when the cluster has none.
         stampers: CPU actors that watermark, sign and write.
