@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -189,6 +190,80 @@ def reshare(image: Image.Image, long_edge: int = 720, quality: int = 80) -> Imag
     return _jpeg(image, quality)
 
 
+def _angle_of(image: Image.Image) -> float:
+    """A rotation angle in [-15, 15] degrees drawn from the image's own bytes (reproducible)."""
+    rng = np.random.default_rng(zlib.crc32(image.tobytes()))
+    return float(rng.uniform(-15.0, 15.0))
+
+
+def rotate(angle: float | None, *, cropped: bool) -> Attack:
+    """Rotate by ``angle`` degrees (None: drawn per image in +/-15), bicubic, corners filled
+    black; ``cropped``: then keep the centred axis-aligned rectangle with no filled pixel."""
+
+    def attack(image: Image.Image) -> Image.Image:
+        theta = _angle_of(image) if angle is None else angle
+        turned = image.rotate(theta, resample=Image.Resampling.BICUBIC)
+        if not cropped:
+            return turned
+        w, h = image.size
+        t = math.radians(abs(theta))
+        # the largest centred rectangle of the same aspect inside the rotated frame
+        scale = min(w, h) / (min(w, h) * math.cos(t) + max(w, h) * math.sin(t))
+        cw, ch = int(w * scale), int(h * scale)
+        left, top = (w - cw) // 2, (h - ch) // 2
+        return turned.crop((left, top, left + cw, top + ch))
+
+    return attack
+
+
+def aspect(factor: float) -> Attack:
+    """Height x ``factor`` (bicubic), width kept: a picture squeezed into another slot."""
+    return lambda image: image.resize(
+        (image.width, round(image.height * factor)), Image.Resampling.BICUBIC
+    )
+
+
+def shear(amount: float) -> Attack:
+    """Horizontal shear moving the top and bottom edges by ``amount`` of the width, opposite."""
+
+    def attack(image: Image.Image) -> Image.Image:
+        w, h = image.size
+        k = 2 * amount * w / h
+        return image.transform(
+            (w, h), Image.Transform.AFFINE, (1, k, -k * h / 2, 0, 1, 0), Image.Resampling.BICUBIC
+        )
+
+    return attack
+
+
+def perspective(amount: float) -> Attack:
+    """A phone photo of a screen: the four corners moved inwards/outwards by up to ``amount``
+    of the side (fixed pattern), bilinear, outside filled black."""
+
+    def attack(image: Image.Image) -> Image.Image:
+        w, h = image.size
+        d = amount * np.array([w, h, w, h, w, h, w, h], dtype=np.float64)
+        moves = np.array([1.0, 0.5, -0.6, 1.0, -1.0, -0.4, 0.3, -1.0]) * d
+        target = np.array([0, 0, w, 0, w, h, 0, h], dtype=np.float64) + moves
+        source = np.array([0, 0, w, 0, w, h, 0, h], dtype=np.float64)
+        # PIL wants the map from output to input: solve the 8 coefficients
+        rows, rhs = [], []
+        for (x, y), (u, v) in zip(target.reshape(4, 2), source.reshape(4, 2), strict=True):
+            rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+            rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+            rhs += [u, v]
+        coeffs = np.linalg.solve(np.array(rows), np.array(rhs))
+        return image.transform(
+            (w, h), Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BILINEAR
+        )
+
+    return attack
+
+
+def _rot5_crop10_jpeg75(image: Image.Image) -> Image.Image:
+    return _jpeg(crop(0.10, "top_left")(rotate(5.0, cropped=True)(image)), 75)
+
+
 ATTACKS: dict[str, Attack] = {
     "none": lambda image: image,
     "jpeg_q90": jpeg(90),
@@ -201,6 +276,24 @@ ATTACKS: dict[str, Attack] = {
     "brightness_1.2": enhance(ImageEnhance.Brightness, 1.2),
     "contrast_0.8": enhance(ImageEnhance.Contrast, 0.8),
     "reshare": reshare,
+    # issue 22: geometry and harder compression
+    "jpeg_q40": jpeg(40),
+    "webp_q70": webp(70),
+    "webp_q60": webp(60),
+    "mirror_h": lambda image: image.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    "mirror_v": lambda image: image.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+    "rotate_90": lambda image: image.transpose(Image.Transpose.ROTATE_90),
+    "rotate_180": lambda image: image.transpose(Image.Transpose.ROTATE_180),
+    "rotate_270": lambda image: image.transpose(Image.Transpose.ROTATE_270),
+    "rotate_any_filled": rotate(None, cropped=False),
+    "rotate_any_cropped": rotate(None, cropped=True),
+    "rotate_2_cropped": rotate(2.0, cropped=True),
+    "rotate_15_filled": rotate(15.0, cropped=False),
+    "aspect_0.8": aspect(0.8),
+    "aspect_1.25": aspect(1.25),
+    "shear_4pct": shear(0.04),
+    "perspective_4pct": perspective(0.04),
+    "rot5_crop10_jpeg75": _rot5_crop10_jpeg75,
 }
 ATTACK_DESCRIPTIONS: dict[str, str] = {
     "none": "the marked image as embed returned it",
@@ -218,7 +311,58 @@ ATTACK_DESCRIPTIONS: dict[str, str] = {
     "contrast_0.8": "PIL ImageEnhance.Contrast(0.8)",
     "reshare": "LANCZOS down to a 720 px long edge when larger (1024 -> 720), then JPEG quality "
     "80; images of 720 px or less (512) are only re-encoded",
+    "jpeg_q40": "JPEG quality 40, PIL defaults (4:2:0 chroma subsampling)",
+    "webp_q70": "lossy WebP quality 70 (PIL)",
+    "webp_q60": "lossy WebP quality 60 (PIL)",
+    "mirror_h": "mirrored left-right",
+    "mirror_v": "mirrored top-bottom",
+    "rotate_90": "a quarter turn anticlockwise",
+    "rotate_180": "a half turn",
+    "rotate_270": "three quarter turns anticlockwise",
+    "rotate_any_filled": "rotated by an angle in +/-15 degrees drawn per image, bicubic, same "
+    "size, corners filled black",
+    "rotate_any_cropped": "as rotate_any_filled, then cropped to the centred rectangle of the "
+    "same aspect without filled pixels",
+    "rotate_2_cropped": "rotated by 2 degrees, cropped to remove the filled corners",
+    "rotate_15_filled": "rotated by 15 degrees, corners filled black",
+    "aspect_0.8": "height x 0.8 (bicubic), width kept",
+    "aspect_1.25": "height x 1.25 (bicubic), width kept",
+    "shear_4pct": "horizontal shear: top and bottom edges moved by 4% of the width, opposite ways",
+    "perspective_4pct": "perspective: the corners moved by up to 4% of the side, outside black",
+    "rot5_crop10_jpeg75": "rotated 5 degrees and cropped to remove the corners, 10% of the area "
+    "cropped from the right and bottom, JPEG quality 75",
 }
+
+
+def splice(
+    marked: Image.Image, host: Image.Image, rng: np.random.Generator
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """Paste ``marked`` as it is into ``host`` resized to twice its sides (so it covers 25 % of
+    the composite), at a random place: a generated picture pasted into a photo.
+
+    Returns:
+        The composite and the pasted region's box (left, top, right, bottom).
+    """
+    w, h = marked.size
+    composite = host.resize((2 * w, 2 * h), Image.Resampling.LANCZOS).convert("RGB")
+    left = int(rng.integers(0, w + 1))
+    top = int(rng.integers(0, h + 1))
+    composite.paste(marked.convert("RGB"), (left, top))
+    return composite, (left, top, left + w, top + h)
+
+
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Intersection over union of two boxes (left, top, right, bottom).
+
+    Example:
+        >>> iou((0, 0, 10, 10), (5, 0, 15, 10))
+        0.3333333333333333
+    """
+    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
 
 
 # 3. Unmarked corpus.
@@ -266,6 +410,21 @@ def _random_jpeg(rng: np.random.Generator) -> tuple[str, Image.Image]:
     name, image = _random_crop(rng) if rng.random() < 0.5 else _random_photo(rng)
     quality = int(rng.integers(30, 96))
     return f"{name} jpeg q{quality}", _jpeg(image, quality)
+
+
+def _random_rotation(rng: np.random.Generator) -> tuple[str, Image.Image]:
+    name, image = _random_crop(rng) if rng.random() < 0.5 else _random_photo(rng)
+    angle = float(rng.uniform(-20, 20))
+    cropped = bool(rng.random() < 0.5)
+    return f"{name} rotate {angle:.1f}{' cropped' if cropped else ''}", rotate(
+        angle, cropped=cropped
+    )(image)
+
+
+def _random_webp(rng: np.random.Generator) -> tuple[str, Image.Image]:
+    name, image = _random_crop(rng) if rng.random() < 0.5 else _random_photo(rng)
+    quality = int(rng.integers(30, 96))
+    return f"{name} webp q{quality}", _webp(image, quality)
 
 
 def _flat(rng: np.random.Generator) -> tuple[str, Image.Image]:
@@ -321,6 +480,8 @@ CORPUS_KINDS: dict[str, Callable[[np.random.Generator], tuple[str, Image.Image]]
     "resize": _random_resize,
     "flip": _random_flip,
     "jpeg": _random_jpeg,
+    "rotation": _random_rotation,
+    "webp": _random_webp,
     "flat": _flat,
     "gradient": _gradient,
     "gaussian_noise": _gaussian_noise,

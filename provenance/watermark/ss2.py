@@ -69,7 +69,8 @@ MAX_DECODES = 40  # decode_payload calls per image, at most (the false-accept bu
 CHASE_BITS = _payload.MAX_CHASE_BITS
 BLOCK = 16  # chips per localisation block side
 BLOCK_Z = 3.0  # a block agrees with the payload at this z-score
-RECTIFIED_CHIP = 3.2  # chip size (px) the lattice path resamples to, at least
+GATE_Z = 1.5  # a tile-sized block whose pilot scores this z or more joins a splice's fold
+MAX_GROWTH = 2.0  # the lattice path never resamples to more than this many times the pixels
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -216,11 +217,53 @@ def _candidate(
         return None
     tile, weighted, weight = folded
     z, k, oy, ox = _orient(tile, layout)
+    if z >= SYNC_Z:
+        tile = _gated(tile, weighted, layout, k, (oy, ox))
     aligned = np.roll(sync.dihedral(tile, k), (-oy, -ox), axis=(0, 1)) * layout.pn
     soft = np.zeros(layout.n_bits)
     data = layout.assign >= 0
     np.add.at(soft, layout.assign[data], aligned[data])
     return Candidate(soft, z, weighted, weight, k, (oy, ox), chip, (px, py), matrix)
+
+
+def _expected(
+    pattern: FloatArray, k: int, offset: tuple[int, int], shape: tuple[int, ...]
+) -> FloatArray:
+    """A tile pattern as the candidate's grid carries it (inverse of the fold's alignment)."""
+    tile = sync.undihedral(np.roll(pattern, offset, axis=(0, 1)), k)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return np.asarray(tile[yy % TILE, xx % TILE])
+
+
+def _gated(
+    tile: FloatArray, weighted: FloatArray, layout: _ss1._Layout, k: int, offset: tuple[int, int]
+) -> FloatArray:
+    """The fold over the tile-sized blocks whose pilot agrees, when only some do (a splice).
+
+    The pilot's chips are not the payload's, so choosing blocks by the pilot does not bias the
+    payload's bits on an unmarked image: each decode stays one attempt of the payload code.
+    """
+    grid_h, grid_w = weighted.shape
+    pilot = _expected(layout.pilot, k, offset, weighted.shape)
+    keep = np.zeros_like(weighted, dtype=bool)
+    blocks = kept = 0
+    for by in range(0, grid_h - TILE // 2, TILE):
+        for bx in range(0, grid_w - TILE // 2, TILE):
+            block = (slice(by, by + TILE), slice(bx, bx + TILE))
+            evidence = weighted[block] * pilot[block]
+            energy = float(np.sum(evidence**2))
+            if energy <= 0:
+                continue
+            blocks += 1
+            if float(np.sum(evidence)) >= GATE_Z * np.sqrt(energy):
+                kept += 1
+                keep[block] = True
+    if kept < 2 or kept >= 0.8 * blocks:
+        return tile
+    folded = np.zeros((TILE, TILE))
+    yy, xx = np.nonzero(keep)
+    np.add.at(folded, (yy % TILE, xx % TILE), weighted[keep])
+    return folded
 
 
 _IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
@@ -260,7 +303,8 @@ def _rectified(luma: npt.NDArray[np.float32], layout: _ss1._Layout) -> Iterator[
     """Candidates read after undoing the affine map the tile lattice shows."""
     for lattice in sync.find_lattices(luma):
         period = float(np.mean(np.hypot(*lattice.basis)))
-        chip = max(period / TILE, RECTIFIED_CHIP)
+        growth = (period / TILE) ** 2 / abs(float(np.linalg.det(lattice.basis / TILE)))
+        chip = period / TILE * max(1.0, np.sqrt(growth / MAX_GROWTH))
         rect = sync.rectify(luma, lattice, TILE, chip)
         yield from _phases(rect.luma, [chip], layout, rect.matrix)[:2]
 

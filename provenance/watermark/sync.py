@@ -20,14 +20,16 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import numpy.typing as npt
+import scipy.fft
 from scipy.ndimage import maximum_filter, uniform_filter
 
 __all__ = ["DIHEDRAL", "Lattice", "Rectified", "dihedral", "find_lattices", "rectify", "undihedral"]
 
 FloatArray = npt.NDArray[np.float64]
 DIHEDRAL = 8  # identity, 3 quarter turns, and the mirror of each
-PEAK_Z = 6.0  # autocorrelation peaks below this z-score are not lattice candidates
-MIN_PERIOD = 24.0  # px: shortest tile period searched (32 chips of 0.75 px)
+PEAK_Z = 4.0  # autocorrelation peaks below this z-score are not lattice candidates
+MIN_PERIOD = 44.0  # px: shortest tile period searched (32 chips of 1.4 px)
+MAX_LAG = 0.5  # longest lag searched, as a share of the shorter side (two tiles at least)
 MAX_BASIS_ANGLE_COS = 0.5  # basis vectors within 60..120 degrees of each other
 
 
@@ -85,11 +87,13 @@ def _autocorrelation(luma: npt.NDArray[np.float32]) -> tuple[FloatArray, int, in
     """z-scored autocorrelation of the whitened residual, centred (lag 0 at [cy, cx])."""
     height, width = luma.shape
     residual, mask = _whitened(luma)
-    shape = (2 * height, 2 * width)  # zero padding: no wrap-around
-    spectrum = np.fft.rfft2(residual, shape)
-    overlap = np.fft.rfft2(mask, shape)
-    corr = np.fft.irfft2(np.abs(spectrum) ** 2, shape)
-    count = np.fft.irfft2(np.abs(overlap) ** 2, shape)
+    # zero padding by the longest lag searched: no wrap-around there
+    pad = int(np.ceil(MAX_LAG * min(height, width))) + 2
+    shape = (scipy.fft.next_fast_len(height + pad), scipy.fft.next_fast_len(width + pad))
+    spectrum = scipy.fft.rfft2(residual, shape, workers=1)
+    overlap = scipy.fft.rfft2(mask, shape, workers=1)
+    corr = scipy.fft.irfft2(np.abs(spectrum) ** 2, shape, workers=1)
+    count = scipy.fft.irfft2(np.abs(overlap) ** 2, shape, workers=1)
     # normalise per lag by the pixels that overlap, but never by fewer than a quarter of them
     corr = np.fft.fftshift(corr / np.maximum(count, 0.25 * height * width))
     return np.asarray(corr, dtype=np.float64), height, width
@@ -107,7 +111,7 @@ def _subpixel(corr: FloatArray, y: int, x: int) -> tuple[float, float]:
     return y + dy, x + dx
 
 
-def find_lattices(luma: npt.NDArray[np.float32], *, keep: int = 2) -> list[Lattice]:
+def find_lattices(luma: npt.NDArray[np.float32], *, keep: int = 3) -> list[Lattice]:
     """Lattice hypotheses for a tiled mark in ``luma``, clearest first (may be empty).
 
     Args:
@@ -115,10 +119,10 @@ def find_lattices(luma: npt.NDArray[np.float32], *, keep: int = 2) -> list[Latti
         keep: how many hypotheses to return at most.
     """
     corr, height, width = _autocorrelation(luma)
-    cy, cx = height, width
+    cy, cx = corr.shape[0] // 2, corr.shape[1] // 2
     yy, xx = np.mgrid[-cy : corr.shape[0] - cy, -cx : corr.shape[1] - cx]
     radius = np.hypot(yy, xx)
-    valid = (radius >= MIN_PERIOD) & (radius <= 0.6 * min(height, width))
+    valid = (radius >= MIN_PERIOD) & (radius <= MAX_LAG * min(height, width))
     if not valid.any():
         return []
     values = corr[valid]
@@ -130,45 +134,51 @@ def find_lattices(luma: npt.NDArray[np.float32], *, keep: int = 2) -> list[Latti
     ys, xs = np.nonzero(peaks)
     if len(ys) < 2:
         return []
-    order = np.argsort(-z[ys, xs])[:40]
+    order = np.argsort(-z[ys, xs])[:60]
     points = []
     for i in order:
         py, px = _subpixel(corr, int(ys[i]), int(xs[i]))
         points.append((float(z[ys[i], xs[i]]), np.array([px - cx, py - cy])))
+    # every pair of strong peaks is a basis hypothesis; the lattice whose points are peaks
+    # (and whose other points are not missing) scores best: a half-period lattice predicts
+    # points with nothing there, a double-period one misses the peaks between its points
+    local = maximum_filter(z, 3)
+    scored: list[tuple[float, FloatArray]] = []
+    strong = [p for _, p in points[:16]]
+    for i, first in enumerate(strong):
+        for second in strong[i + 1 :]:
+            basis = np.column_stack([first, second])
+            cos = abs(float(first @ second)) / (np.hypot(*first) * np.hypot(*second) + 1e-12)
+            ratio = np.hypot(*second) / np.hypot(*first)
+            if cos >= MAX_BASIS_ANGLE_COS or not 0.6 < ratio < 1.67:
+                continue
+            score = _lattice_score(basis, local, valid, cy, cx)
+            scored.append((score, basis))
+    scored.sort(key=lambda item: -item[0])
     lattices: list[Lattice] = []
-    # try the strongest few peaks as the first vector, the shortest fitting one as the second
-    for _, first in points[:4]:
-        basis = _basis_from(first, points)
-        if basis is None:
+    for score, basis in scored:
+        if score <= 0 or any(_same_lattice(basis, other.basis) for other in lattices):
             continue
-        if any(_same_lattice(basis, other.basis) for other in lattices):
-            continue
-        refined, strength = _refine(basis, points)
-        lattices.append(Lattice(refined, strength))
+        refined, _ = _refine(basis, points)
+        lattices.append(Lattice(refined, score))
         if len(lattices) >= keep:
             break
-    lattices.sort(key=lambda lat: -lat.z)
     return lattices
 
 
-def _basis_from(first: FloatArray, points: list[tuple[float, FloatArray]]) -> FloatArray | None:
-    """A reduced basis whose first vector is ``first`` (or a shorter peak along it)."""
-    # a shorter peak on the same line (first = 2 * v or 3 * v) is the primitive vector
-    for _, p in sorted(points, key=lambda item: float(np.hypot(*item[1]))):
-        for n in (2, 3):
-            if np.hypot(*(first - n * p)) < 2.0 or np.hypot(*(first + n * p)) < 2.0:
-                first = p
-                break
-    second = None
-    for _, p in sorted(points, key=lambda item: float(np.hypot(*item[1]))):
-        cos = abs(float(first @ p)) / (np.hypot(*first) * np.hypot(*p) + 1e-12)
-        ratio = np.hypot(*p) / np.hypot(*first)
-        if cos < MAX_BASIS_ANGLE_COS and 0.6 < ratio < 1.67:
-            second = p
-            break
-    if second is None:
-        return None
-    return np.column_stack([first, second])
+def _lattice_score(
+    basis: FloatArray, local: FloatArray, valid: npt.NDArray[np.bool_], cy: int, cx: int
+) -> float:
+    """Sum over the lattice's points in the searched ring of (peak z - PEAK_Z / 2)."""
+    n = np.arange(-6, 7)
+    nn, mm = np.meshgrid(n, n)
+    pts = basis @ np.vstack([nn.ravel(), mm.ravel()])
+    ys = np.rint(pts[1] + cy).astype(int)
+    xs = np.rint(pts[0] + cx).astype(int)
+    inside = (ys >= 0) & (ys < local.shape[0]) & (xs >= 0) & (xs < local.shape[1])
+    ys, xs = ys[inside], xs[inside]
+    ring = valid[ys, xs]
+    return float(np.sum(local[ys[ring], xs[ring]] - PEAK_Z / 2))
 
 
 def _refine(basis: FloatArray, points: list[tuple[float, FloatArray]]) -> tuple[FloatArray, float]:
@@ -197,10 +207,13 @@ def _refine(basis: FloatArray, points: list[tuple[float, FloatArray]]) -> tuple[
 
 
 def _same_lattice(a: FloatArray, b: FloatArray) -> bool:
-    n = np.linalg.inv(a) @ b
-    return bool(
-        np.allclose(n, np.rint(n), atol=0.05) and abs(abs(np.linalg.det(np.rint(n))) - 1) < 1e-6
-    )
+    """Whether one lattice is a sub- or super-lattice of the other (the same periodic family,
+    e.g. a JPEG block grid and its multiples): one hypothesis per family."""
+    for x, y in ((a, b), (b, a)):
+        n = np.linalg.inv(x) @ y
+        if np.allclose(n, np.rint(n), atol=0.06):
+            return True
+    return False
 
 
 def rectify(luma: npt.NDArray[np.float32], lattice: Lattice, tile: int, chip: float) -> Rectified:

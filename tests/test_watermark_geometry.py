@@ -1,0 +1,87 @@
+"""sdkit-ss2 after geometry (issue 22): mirrors, quarter turns, small rotations, stretches,
+splices; the old method still read; the method and region in verify's report; no inventions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from provenance.watermark import Payload, embed, extract, payload, ss2
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import watermark_data
+
+PAYLOAD = Payload(content_id=0x5EED_0022_0001, issuer_id=22)
+
+
+@pytest.fixture(scope="module")
+def marked() -> Image.Image:
+    return embed(watermark_data.load_photo("astronaut", 512).image, PAYLOAD)
+
+
+@pytest.mark.parametrize(
+    "attack", ["mirror_h", "mirror_v", "rotate_90", "rotate_270", "aspect_1.25"]
+)
+def test_exact_payload_after_geometry(marked: Image.Image, attack: str) -> None:
+    found = extract(watermark_data.ATTACKS[attack](marked))
+    assert found is not None and found.payload == PAYLOAD and found.method == "sdkit-ss2"
+
+
+def test_rotation_by_seven_degrees(marked: Image.Image) -> None:
+    turned = watermark_data.rotate(7.0, cropped=True)(marked)
+    assert turned.size == (459, 459)
+    found = extract(turned)
+    assert found is not None and found.payload == PAYLOAD
+
+
+def test_aspect_085(marked: Image.Image) -> None:
+    squeezed = watermark_data.aspect(0.85)(marked)
+    assert squeezed.size == (512, 435)
+    found = extract(squeezed)
+    assert found is not None and found.payload == PAYLOAD
+    assert found.region is not None and found.region.box[3] <= 435
+
+
+def test_splice_is_found_and_located(marked: Image.Image) -> None:
+    host = watermark_data.load_photo("retina", 512).image
+    composite, truth = watermark_data.splice(marked, host, np.random.default_rng(3))
+    assert composite.size == (1024, 1024) and truth == (416, 43, 928, 555)
+    found = extract(composite)
+    assert found is not None and found.payload == PAYLOAD and found.region is not None
+    assert watermark_data.iou(found.region.box, truth) >= 0.5
+    assert 0.05 < found.region.share < 0.5  # the host's blocks do not agree
+
+
+def test_old_method_still_read(marked: Image.Image) -> None:
+    old = embed(watermark_data.load_photo("coffee", 512).image, PAYLOAD, method="sdkit-ss1")
+    assert not np.array_equal(np.asarray(old), np.asarray(marked))
+    found = extract(watermark_data.ATTACKS["jpeg_q75"](old))
+    assert found is not None and found.payload == PAYLOAD and found.method == "sdkit-ss1"
+
+
+def test_false_accept_budget_and_unmarked_images() -> None:
+    # 40 decodes of at most 9.8e-13 each: the union bound per image stays under 1e-9
+    assert ss2.MAX_DECODES * payload.false_accept_probability(ss2.CHASE_BITS) < 1e-9
+    assert ss2.false_accept_bound() == pytest.approx(40 * 9.8e-13, rel=0.01)
+    for index in (0, 1, 30, 32, 34, 36):  # photos, a flip, a rotation, flat and noise images
+        item = watermark_data.corpus_item(index, seed=22)
+        assert extract(item.image) is None, item.name
+    flipped = watermark_data.ATTACKS["mirror_h"](watermark_data.load_photo("chelsea", 512).image)
+    assert extract(flipped) is None
+
+
+def test_verify_names_method_and_region(marked: Image.Image, tmp_path: Path) -> None:
+    from provenance import verify
+
+    path = tmp_path / "stripped.png"
+    watermark_data.ATTACKS["mirror_h"](marked).save(path)  # no manifest: pixels only
+    report = verify(path)
+    assert report.watermark is not None
+    assert report.watermark["method"] == "sdkit-ss2"
+    assert report.watermark["payload"]["hex"] == "5eed00220001"
+    assert report.watermark["region"]["share"] > 0.3
+    assert "method sdkit-ss2" in report.to_text()
