@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,11 +34,18 @@ from provenance.watermark import Payload
 
 from . import batch, models, prompt_conditioning
 from ._recipes import library_versions, recipes_for, state_sha256
+from .addons._files import folders
+from .addons.lora import LoraFile, LoraWeight
+from .addons.passes import Addons
+from .addons.prompt_addons import PromptAddons
+from .addons.refiner import load_refiner
+from .addons.vae import swap_vae
 from .errors import GenerationCancelled, InvalidOptionError, ModelLoadError
 from .feature_cache import FeatureCache
 from .images import GeneratedImage, GenerationResult
 from .options import (
     BatchOptions,
+    ControlInput,
     GenerationOptions,
     ImageInput,
     Mode,
@@ -117,6 +125,15 @@ class Generator:
             ``"low"`` (+ tiled VAE, attention slicing) or ``"minimal"`` (sequential offload).
         **load_options: ``revision``, ``variant``, ``cache_dir`` (hub); ``family``, ``config``,
             ``prediction_type`` (single file).
+        lora_dirs: folders where ``<lora:name>`` and ``loras={name: w}`` names are found
+            (default ``$SDKIT_LORA_DIRS``, ``os.pathsep``-separated).
+        embedding_dirs: folders of textual-inversion embeddings, each file's stem a prompt word
+            (default ``$SDKIT_EMBEDDING_DIRS``). ``allow_pickle`` also admits ``.pt`` / ``.bin``
+            LoRAs and embeddings.
+        vae: another VAE: a ``.safetensors`` file, a diffusers folder or a hub id
+            (:mod:`sdkit.addons.vae`).
+        refiner: an SDXL refiner (hub id, folder, file or pipeline), which takes over at each
+            call's ``refiner_switch`` (:mod:`sdkit.addons.refiner`).
 
     Attributes:
         defaults: the steps and guidance a call uses when it does not pass them
@@ -140,6 +157,10 @@ class Generator:
         stamper: Stamper | None = None,
         optimize: Optimize = "none",
         memory: Memory = "high",
+        vae: Any = None,
+        refiner: Any = None,
+        lora_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+        embedding_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
         **load_options: Any,
     ) -> None:
         check_modes(optimize, memory)
@@ -161,6 +182,7 @@ class Generator:
             local_files_only=local_files_only,
             **load_options,
         )
+        swapped = swap_vae(pipe, vae, torch_dtype=self.dtype, local_files_only=local_files_only)
         self._init_pipeline(
             pipe,
             files,
@@ -169,7 +191,11 @@ class Generator:
             optimize=optimize,
             memory=memory,
             defaults=known if known is not None else defaults(),
+            addon_dirs=(lora_dirs, embedding_dirs, allow_pickle),
         )
+        loaded = None if refiner is None else load_refiner(refiner, pipe, device=self.device,
+            torch_dtype=self.dtype, local_files_only=local_files_only)  # fmt: skip
+        self.addons = Addons(device=self.device, dtype=self.dtype, refiner=loaded, fixed=swapped)
 
     @classmethod
     def from_pretrained(cls, id_or_folder: str | os.PathLike[str], **options: Any) -> Generator:
@@ -208,6 +234,8 @@ class Generator:
         name: str = "custom",
         progress: bool = True,
         stamper: Stamper | None = None,
+        lora_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+        embedding_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
         **provenance: Any,
     ) -> Generator:
         """Wrap an already-loaded diffusers pipeline (its weights are hashed from memory).
@@ -220,7 +248,8 @@ class Generator:
         self.dtype = getattr(pipe, "dtype", torch.float32)
         self.source = models.ModelSource("folder", name, name)
         stamper = stamper or _stamper(**provenance)
-        self._init_pipeline(pipe, [], progress=progress, to_device=False, stamper=stamper)
+        self._init_pipeline(pipe, [], progress=progress, to_device=False, stamper=stamper,
+                            addon_dirs=(lora_dirs, embedding_dirs, False))  # fmt: skip
         return self
 
     def _init_pipeline(
@@ -234,6 +263,7 @@ class Generator:
         optimize: str = "none",
         memory: str = "high",
         defaults: models.ModelDefaults | None = None,
+        addon_dirs: tuple[Any, Any, bool] = (None, None, False),
     ) -> None:
         if to_device:
             self.runtime = setup_pipeline(pipe, self.device, optimize=optimize, memory=memory)
@@ -249,6 +279,12 @@ class Generator:
         self._base_scheduler_class = type(pipe.scheduler)
         self.model_sha256 = models.weights_sha256(files) if files else state_sha256(pipe)
         self._versions = library_versions()
+        self.addons = Addons(device=self.device, dtype=self.dtype)
+        lora_dirs, embedding_dirs, allow_pickle = addon_dirs
+        self.prompt_addons = PromptAddons(
+            pipe, lora_dirs=folders(lora_dirs, "SDKIT_LORA_DIRS"), allow_pickle=allow_pickle,
+            embedding_dirs=folders(embedding_dirs, "SDKIT_EMBEDDING_DIRS"),
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return (
@@ -279,6 +315,14 @@ class Generator:
         callback: StepCallback | None = None,
         watermark_payloads: Sequence[Payload] | None = None,
         feature_cache: int | None = None,
+        control: Sequence[ControlInput] | None = None,
+        hires_scale: float | None = None,
+        hires_upscaler: str | None = None,
+        hires_steps: int | None = None,
+        hires_strength: float | None = None,
+        refiner_switch: float | None = None,
+        loras: Mapping[str, LoraWeight] | None = None,
+        fuse_loras: bool = False,
     ) -> GenerationResult:
         """Make ``num_images`` images; image ``i`` uses seed ``seed + i``.
 
@@ -311,6 +355,14 @@ class Generator:
             callback=callback,
             watermark_payloads=watermark_payloads,
             feature_cache=feature_cache,
+            control=control,
+            hires_scale=hires_scale,
+            hires_upscaler=hires_upscaler,
+            hires_steps=hires_steps,
+            hires_strength=hires_strength,
+            refiner_switch=refiner_switch,
+            loras=loras,
+            fuse_loras=fuse_loras,
         )
         denoised = self._denoise(prompt, options)
         payloads = watermark_payloads
@@ -335,8 +387,14 @@ class Generator:
         # 1. Validate every option (the model's defaults where the caller said nothing),
         # resolve sampler, seeds and size, and build the scheduler: all before any work.
         plan = self._check(prompt, options)
-        # 2. The pipeline for the mode, sharing weights, with the plan's fresh scheduler.
-        pipe = self._pipeline(plan.mode)
+        # 2. The pipeline for the mode (ControlNet's if asked), sharing weights, with the plan's
+        # fresh scheduler; add-on models loaded and checked, control images read.
+        extras = self.addons.prepare(plan.mode, self.pipe.unet, options)
+        # LoRAs (loras= and the prompt's <lora:> tags) and the embeddings its texts name.
+        prepared = self.prompt_addons.prepare(
+            prompt, options.negative_prompt, options.loras, fuse=options.fuse_loras
+        )
+        pipe = extras.pipeline(self.pipe, self._pipeline)
         pipe.scheduler = plan.scheduler
         pipe.set_progress_bar_config(disable=not self.progress, leave=False)
         # 3. Prompt embeddings (weighting, long prompts; editing, alternation, AND per call).
@@ -344,15 +402,16 @@ class Generator:
             plan.guidance_scale > 1
             and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None
         )
-        conditioning = prompt_conditioning.condition(
-            pipe,
-            prompt,
-            options.negative_prompt,
+        encode = functools.partial(
+            prompt_conditioning.condition,
+            prompt=prepared.text,
+            negative_prompt=options.negative_prompt,
             steps=plan.steps,
             clip_skip=plan.clip_skip,
             guidance=do_cfg,
             device=self.device,
         )
+        conditioning = encode(pipe)
         # 4. The pipeline's arguments: one CPU generator per image, the step callback.
         kwargs = {**conditioning.embeds.as_pipeline_kwargs(), **plan.pipeline_kwargs()}
         if options.callback is not None:
@@ -362,7 +421,9 @@ class Generator:
         cache = FeatureCache(pipe.unet, interval) if interval else contextlib.nullcontext()
         try:
             with cache, conditioning:
-                output = pipe(**kwargs)
+                pictures = extras.run(
+                    pipe, kwargs, seeds=plan.seeds, derive=self._pipeline, encode=encode
+                )
         except _Cancel as stop:
             raise GenerationCancelled(stop.step) from None
         # 6. One Recipe per image.
@@ -371,8 +432,9 @@ class Generator:
         recipes = recipes_for(
             pipe, plan, prompt, options.negative_prompt, model=self.source.name,
             model_sha256=self.model_sha256, dtype=self.dtype, versions=self._versions,
+            addons=(*prepared.records, *extras.records),
         )  # fmt: skip
-        return _Denoised(list(output.images), recipes, parent, self.stamper)
+        return _Denoised(pictures, recipes, parent, self.stamper)
 
     @property
     def facts(self) -> ModelFacts:
@@ -398,6 +460,20 @@ class Generator:
         size = self.pipe.unet.config.sample_size
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         return int(w) * factor, int(h) * factor
+
+    def load_lora(
+        self, path_or_hub_id: str | os.PathLike[str], name: str | None = None
+    ) -> LoraFile:
+        """Load a LoRA once (kohya/A1111 file, diffusers folder, hub id, name in ``lora_dirs``).
+
+        Calls then use it by ``name`` (default: the file stem or folder name):
+        ``loras={name: 0.8}`` or ``<lora:name:0.8>``; the base model is not reloaded.
+
+        Raises:
+            AddonError: not a LoRA, or made for another model family (both are named).
+            AddonNotFoundError: a name found in no ``lora_dirs`` folder (close names listed).
+        """
+        return self.prompt_addons.loras.load(path_or_hub_id, name)
 
     def replay(
         self,

@@ -51,6 +51,12 @@ from ._option_values import (
     mask_without_init,
     size_for,
 )
+from .addons._record import AddonRecord
+from .addons.control import ControlInput, check_control
+from .addons.hires import check_hires
+from .addons.lora import LoraWeight, check_loras, loras_from_records
+from .addons.passes import options_from_records
+from .addons.refiner import check_switch
 from .errors import InvalidOptionError
 from .feature_cache import check_interval
 from .modes import Mode
@@ -60,6 +66,7 @@ __all__ = [
     "MAX_SEED",
     "BatchOptions",
     "CallOptions",
+    "ControlInput",
     "GenerationOptions",
     "ImageInput",
     "Mode",
@@ -115,6 +122,18 @@ class GenerationOptions:
             ``feature_cache``-th step (2..50) and the steps between reuse its deep
             features (:mod:`sdkit.feature_cache`). ``None`` (default): every step in full.
             Recorded in the Recipe. Refused under ``optimize="max"``.
+        control: ControlNets: ``[(model, image, scale), ...]`` or
+            :class:`sdkit.addons.control.ControlSpec` items (start/end of guidance, Canny).
+        hires_scale: hires fix (txt2img): generate, upscale by this (1 < scale <= 8), img2img.
+        hires_upscaler: ``"Latent"`` (default), ``"Lanczos"`` or a super-resolution model file.
+        hires_steps: the hires pass' steps (default: ``steps``).
+        hires_strength: the hires pass' denoising strength (default 0.7).
+        refiner_switch: where the Generator's SDXL refiner takes over (0..1, default 0.8).
+        loras: LoRAs for this call, ``{name: weight}`` (a weight, or ``(unet, te)``): names
+            loaded with ``Generator.load_lora`` or found in the Generator's ``lora_dirs``;
+            the prompt's ``<lora:name:w>`` tags add to them (:mod:`sdkit.addons.lora`).
+        fuse_loras: merge the call's LoRA set into the weights (``fuse_lora``): faster steps
+            while the set stays the same, nearly the same pixels; recorded in the Recipe.
     """
 
     negative_prompt: str = ""
@@ -134,6 +153,14 @@ class GenerationOptions:
     callback: StepCallback | None = None
     watermark_payloads: Sequence[Payload] | None = None
     feature_cache: int | None = None
+    control: Sequence[ControlInput] | None = None
+    hires_scale: float | None = None
+    hires_upscaler: str | None = None
+    hires_steps: int | None = None
+    hires_strength: float | None = None
+    refiner_switch: float | None = None
+    loras: Mapping[str, LoraWeight] | None = None
+    fuse_loras: bool = False
 
     @classmethod
     def from_kwargs(cls, options: Mapping[str, Any], **fixed: Any) -> GenerationOptions:
@@ -178,6 +205,10 @@ class GenerationOptions:
             mask=mask,
             watermark_payloads=watermark_payloads,
             feature_cache=recipe.feature_cache,
+            # the prompt's <lora:> tags name their own; these were passed as loras=
+            loras=loras_from_records(recipe.addons),
+            fuse_loras=any(r.kind == "lora" and r.settings.get("fused") for r in recipe.addons),
+            **options_from_records(recipe.addons),  # hires fix, refiner switch
         )
 
     def as_kwargs(self) -> CallOptions:
@@ -220,6 +251,13 @@ class GenerationOptions:
         interval = check_interval(self.feature_cache)
         if self.mask is not None and self.init_image is None:
             raise mask_without_init()
+        check_control(self.control)
+        has_init = self.init_image is not None
+        hires = self.hires_scale, self.hires_upscaler, self.hires_steps, self.hires_strength
+        check_hires(*hires, has_init=has_init)
+        if self.refiner_switch is not None:
+            check_switch(self.refiner_switch)
+        check_loras(self.loras, self.fuse_loras)
         return resolved, interval
 
     def check(self, facts: ModelFacts) -> Plan:
@@ -368,6 +406,14 @@ class _BatchOptions(TypedDict, total=False):
     callback: StepCallback | None
     watermark_payloads: Sequence[Payload] | None
     feature_cache: int | None
+    control: Sequence[ControlInput] | None
+    hires_scale: float | None
+    hires_upscaler: str | None
+    hires_steps: int | None
+    hires_strength: float | None
+    refiner_switch: float | None
+    loras: Mapping[str, LoraWeight] | None
+    fuse_loras: bool
 
 
 BatchOptions = _BatchOptions
@@ -478,3 +524,5 @@ class RecipeFields(Protocol):
     def strength(self) -> float | None: ...
     @property
     def feature_cache(self) -> int | None: ...
+    @property
+    def addons(self) -> Sequence[AddonRecord]: ...

@@ -20,8 +20,10 @@ The steps and their sources (AUTOMATIC1111/stable-diffusion-webui, ``modules/pro
    of an ``n``-step schedule, so sdkit passes ``n`` and a strength that makes that
    ``hires_steps`` (:func:`second_pass`); the Recipe keeps the strength the caller gave.
 
-The upscaler is recorded as ``AddonRecord("upscaler", name, sha256)``: ``"Latent"`` or
-``"Lanczos"`` with an empty hash, or the model's file stem with the file's SHA-256.
+The upscaler is recorded as ``AddonRecord("upscaler", name, sha256, settings={scale, steps,
+strength})``: ``"Latent"`` or ``"Lanczos"`` with an empty hash, or the model's file stem with
+the file's SHA-256; infotext writes A1111's ``Hires upscale``, ``Hires steps``, ``Hires
+upscaler`` and ``Denoising strength`` from it.
 """
 
 from __future__ import annotations
@@ -160,9 +162,10 @@ class Upscaler:
         """Whether it works on latents (no decoding)."""
         return self.name == "Latent" and self.model is None
 
-    def record(self) -> AddonRecord:
-        """The Recipe's record of this upscaler."""
-        return AddonRecord("upscaler", self.name, self.sha256, self.source, {})
+    def record(self, spec: HiresSpec) -> AddonRecord:
+        """The Recipe's record of this upscaler and the hires pass it served."""
+        settings = {"scale": spec.scale, "steps": spec.steps, "strength": spec.strength}
+        return AddonRecord("upscaler", self.name, self.sha256, self.source, settings)
 
 
 def load_upscaler(upscaler: str, *, device: torch.device) -> Upscaler:

@@ -41,7 +41,7 @@ from .hires import (
 )
 from .refiner import DEFAULT_SWITCH, Refiner
 
-__all__ = ["AddonCall", "AddonOptions", "Addons", "Encode"]
+__all__ = ["AddonCall", "AddonOptions", "Addons", "Encode", "options_from_records"]
 
 #: ``encode(pipe)``: the call's prompts encoded for ``pipe``, a context manager with
 #: ``embeds.as_pipeline_kwargs()`` (:func:`sdkit.prompt_conditioning.condition` bound).
@@ -171,6 +171,24 @@ class AddonCall:
             return list(refiner(**args).images)
 
 
+def options_from_records(records: Sequence[AddonRecord]) -> dict[str, Any]:
+    """The hires and refiner call options a Recipe's records say (for replay)."""
+    options: dict[str, Any] = {}
+    for record in records:
+        settings = record.settings
+        if record.kind == "upscaler":
+            builtin = record.name in ("Latent", "Lanczos") and not record.sha256
+            options.update(
+                hires_scale=settings.get("scale"),
+                hires_upscaler=record.name if builtin else record.source,
+                hires_steps=settings.get("steps"),
+                hires_strength=settings.get("strength"),
+            )
+        elif record.kind == "refiner":
+            options["refiner_switch"] = settings.get("switch")
+    return options
+
+
 class Addons:
     """A Generator's loaded add-ons: ControlNets, upscalers, its refiner and VAE.
 
@@ -243,7 +261,7 @@ class Addons:
         upscaler = None
         if hires is not None:
             upscaler = self._upscaler(hires.upscaler)
-            records.append(upscaler.record())
+            records.append(upscaler.record(hires))
         switch = DEFAULT_SWITCH if refiner_switch is None else float(refiner_switch)
         if refiner is not None:
             records.append(refiner.record(switch))

@@ -224,6 +224,78 @@ __all__ = ["generate"]
     help="Manifest store (SQLite) that keeps each manifest under its watermark, so that "
     "`sdkit verify --store` can re-link copies whose metadata was stripped.",
 )
+@click.option(
+    "--vae",
+    default=None,
+    metavar="FILE|FOLDER|HUB_ID",
+    help="Another VAE: an A1111-style .safetensors file, a diffusers folder or a hub id.",
+)
+@click.option(
+    "--control",
+    nargs=2,
+    multiple=True,
+    metavar="MODEL IMAGE[:SCALE]",
+    help="A ControlNet (folder, .safetensors or hub id) and its control image, optionally "
+    "with its weight (0..2, default 1). Repeat for several.",
+)
+@click.option(
+    "--control-preprocessor",
+    type=click.Choice(["none", "canny"]),
+    default="none",
+    show_default=True,
+    help="Applied to every --control image: canny = OpenCV edges (100/200).",
+)
+@click.option(
+    "--hires",
+    "hires_scale",
+    type=float,
+    default=None,
+    metavar="SCALE",
+    help="Hires fix (A1111): generate, upscale by SCALE (e.g. 2), then img2img.",
+)
+@click.option("--hires-steps", type=int, default=None, help="Hires pass steps (default: --steps).")
+@click.option(
+    "--hires-strength", type=float, default=None, help="Hires pass denoising strength (0.7)."
+)
+@click.option(
+    "--hires-upscaler",
+    default=None,
+    metavar="Latent|Lanczos|FILE",
+    help="Latent (default), Lanczos, or a super-resolution model .safetensors (ESRGAN…).",
+)
+@click.option(
+    "--refiner",
+    default=None,
+    metavar="MODEL",
+    help="An SDXL refiner (hub id, folder or file) that finishes each picture.",
+)
+@click.option(
+    "--refiner-switch", type=float, default=None, help="Where the refiner takes over (0.8)."
+)
+@click.option(
+    "--lora",
+    "lora_specs",
+    multiple=True,
+    metavar="NAME[:W]",
+    help="A LoRA by name (in --lora-dir / $SDKIT_LORA_DIRS) or path, at weight W (default 1). "
+    "Repeat for several; <lora:name:w> in the prompt works too.",
+)
+@click.option(
+    "--lora-dir",
+    "lora_dirs",
+    multiple=True,
+    metavar="DIR",
+    help="A folder of LoRAs (repeatable; default $SDKIT_LORA_DIRS).",
+)
+@click.option(
+    "--embeddings",
+    "embedding_dirs",
+    multiple=True,
+    metavar="DIR",
+    help="A folder of textual-inversion embeddings: each file's stem is a prompt word "
+    "(repeatable; default $SDKIT_EMBEDDING_DIRS).",
+)
+@click.option("--fuse-loras", is_flag=True, help="Merge the LoRAs into the weights: faster steps.")
 @click.option("--no-watermark", is_flag=True, help="Do not embed the invisible watermark.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the files and their Recipes as JSON.")
@@ -276,6 +348,14 @@ def generate(
     if engine == "local" and (address is not None or resume):
         raise click.UsageError("--address and --resume go with --engine ray")
     width, height = size if size else (None, None)
+    vae, refiner = options.pop("vae"), options.pop("refiner")
+    dirs = {k: list(options.pop(k)) or None for k in ("lora_dirs", "embedding_dirs")}
+    loras = _lora_weights(options.pop("lora_specs"))
+    if loras:
+        options["loras"] = loras
+    controls, preprocessor = options.pop("control"), options.pop("control_preprocessor")
+    if controls:
+        options["control"] = _control_specs(controls, preprocessor)
     jobs: list[BatchPrompt] = []
     try:  # before the model loads: a bad line or -o costs nothing
         if prompts_file is not None:
@@ -304,7 +384,7 @@ def generate(
         ray_run = {"address": address, "resume": resume, "quiet": quiet, "as_json": as_json}
         signing = (signing_cert, signing_key, key_password, timestamp_url)
         load: dict[str, Any] = {"device": device, "dtype": dtype, "memory": memory}
-        load |= {"optimize": optimize}
+        load |= {"optimize": optimize, "vae": vae, "refiner": refiner, **dirs}
         load |= {"allow_pickle": allow_pickle, "local_files_only": True if offline else None}
         provenance = {"store": store, "watermark": not no_watermark}
         run = {"seed": first, "fmt": fmt or "png", "quality": quality, "overwrite": overwrite}
@@ -333,6 +413,10 @@ def generate(
             credentials=credentials,
             store=store,
             watermark=not no_watermark,
+            vae=vae,
+            refiner=refiner,
+            lora_dirs=dirs["lora_dirs"],
+            embedding_dirs=dirs["embedding_dirs"],
         )
         if gen.source.kind == "default" and not quiet:
             click.echo(
@@ -402,6 +486,43 @@ def _batch_rows(
         for i in range(job.num_images or n):
             rows.append({"path": str(next(files)), "prompt": job.text, "seed": start + i})
     return rows
+
+
+def _lora_weights(specs: Sequence[str]) -> dict[str, float]:
+    """``--lora NAME[:W]`` as ``loras=`` (a path that holds a colon stays a path)."""
+    weights: dict[str, float] = {}
+    for spec in specs:
+        name, weight = spec, 1.0
+        head, _, tail = spec.rpartition(":")
+        if head and not Path(spec).exists():
+            try:
+                name, weight = head, float(tail)
+            except ValueError:
+                raise click.BadParameter(
+                    f"{spec!r}: W after the last ':' is not a number", param_hint="--lora"
+                ) from None
+        weights[name] = weight
+    return weights
+
+
+def _control_specs(controls: Sequence[tuple[str, str]], preprocessor: str) -> list[Any]:
+    """``--control MODEL IMAGE[:SCALE]`` as ControlSpecs (a path with a colon is a path)."""
+    from ..addons.control import ControlSpec  # torch loads here, not for `sdkit --help`
+
+    specs = []
+    for model, image in controls:
+        scale = 1.0
+        head, _, tail = image.rpartition(":")
+        if head and not Path(image).exists():
+            try:
+                scale = float(tail)
+            except ValueError:
+                raise click.BadParameter(
+                    f"{image!r}: SCALE after the last ':' is not a number", param_hint="--control"
+                ) from None
+            image = head
+        specs.append(ControlSpec(model, image, scale, preprocessor=preprocessor))  # type: ignore[arg-type]
+    return specs
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
