@@ -266,3 +266,27 @@ def test_cli_control_flags(tiny_sd_path: Path, nets: dict[str, Path], tmp_path: 
     wrong = runner.invoke(cli, [*base, "-o", str(tmp_path / "c.png"), "--control",
                                 str(nets["sdxl"]), str(control)])  # fmt: skip
     assert wrong.exit_code == 6 and "is for SDXL" in wrong.output
+
+
+def test_manifest_lists_the_controlnet_and_its_image(
+    sd: Generator, nets: dict[str, Path], tmp_path: Path
+) -> None:
+    import hashlib
+
+    from provenance.manifest import read_manifest
+
+    control = tmp_path / "control.png"
+    _picture(8).save(control)
+    image = sd("a bridge", steps=1, seed=2, control=[(nets["sd"], control, 0.6)]).image
+    path = image.save(tmp_path / "bridge.png")
+    reading = read_manifest(path.read_bytes(), "image/png")
+    assert reading.state == "valid" and reading.active is not None
+    found = sorted(
+        (i["relationship"], i["metadata"]["org.sdkit.kind"], i["metadata"]["org.sdkit.sha256"])
+        for i in reading.active["ingredients"]
+    )
+    weights = nets["sd"] / "diffusion_pytorch_model.safetensors"
+    assert found == sorted([
+        ("componentOf", "controlnet", hashlib.sha256(weights.read_bytes()).hexdigest()),
+        ("componentOf", "control_image", hashlib.sha256(control.read_bytes()).hexdigest()),
+    ])  # fmt: skip
