@@ -81,6 +81,9 @@ class VerificationReport:
         manifest: the manifest reported on (JSON object), if any.
         detector_score, detector_threshold: for files without a verified manifest, when a
             detector was given.
+        evidence: for files without a verified manifest, whether the file is AI-generated
+            from all it carries (:meth:`provenance.detector.EvidenceReport.to_dict`:
+            declarations, known watermarks, the probe).
     """
 
     path: str
@@ -110,6 +113,7 @@ class VerificationReport:
     manifest: dict[str, Any] | None = field(default=None, repr=False)
     detector_score: float | None = None
     detector_threshold: float | None = None
+    evidence: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def watermark_found(self) -> bool:
@@ -198,7 +202,18 @@ def _render(report: VerificationReport) -> str:
         add(f"  detector: {report.detector_score:.3f} ({verdict})")
     if report.infotext:
         add(f"  generation parameters: {report.infotext.splitlines()[-1][:200]}")
+    if report.evidence is not None:
+        add(f"  AI-generated? {_evidence_line(report.evidence)}")
     return "\n".join(lines)
+
+
+def _evidence_line(evidence: dict[str, Any]) -> str:
+    found = [f"declared ({d['source']})" for d in evidence["declarations"]]
+    found += [f"known watermark ({m['name']})" for m in evidence["watermarks"]]
+    verdict = str(evidence["verdict"]).replace("_", " ")
+    if evidence["probe_score"] is not None:
+        found.append(f"probe {evidence['probe_score']:.3f}")
+    return f"{verdict}: {', '.join(found) or 'nothing declared or marked'} (sdkit detect explains)"
 
 
 def _watermark_line(report: VerificationReport) -> str:

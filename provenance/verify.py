@@ -149,6 +149,21 @@ def verify(
         score = float(detector.score([pixels.convert("RGB")])[0])
         threshold = detector.probe.threshold if detector.probe is not None else None
         report = replace(report, detector_score=score, detector_threshold=threshold)
+    if report.verdict != "verified":  # is it AI-generated? declarations, public marks, probe
+        from .detector.evidence import PROBE_NOT_RUN, assess_image
+
+        evidence = assess_image(
+            name,
+            decoded.image,
+            pixels if check_watermark else None,
+            reading,
+            sdkit_mark=found,
+            probe_score=report.detector_score,
+            probe_threshold=report.detector_threshold,
+            probe="the given probe" if detector is not None else None,
+            notes=() if detector is not None else (PROBE_NOT_RUN + " (pass --probe)",),
+        )
+        report = replace(report, evidence=evidence.to_dict())
     return report
 
 

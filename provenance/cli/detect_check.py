@@ -15,10 +15,11 @@ command that fetches them (``--no-probe`` skips the probe on purpose and exits 0
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -30,6 +31,15 @@ if TYPE_CHECKING:
     from ..detector.backbone import SmallPolicy
 
 __all__ = ["check_command", "summary"]
+
+
+class _FileOrFolder(ExistingPath):
+    """An image file or a folder of them; a missing one is exit 4 (FILE)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """``value`` as a string, once it names an existing file or folder."""
+        self.folder = os.path.isdir(os.fspath(value))
+        return super().convert(value, param, ctx)
 
 
 def _files(paths: Sequence[str]) -> tuple[list[Path], bool]:
@@ -89,7 +99,7 @@ def _load(
 
 
 @click.command("check")
-@click.argument("paths", nargs=-1, required=True, type=ExistingPath())
+@click.argument("paths", nargs=-1, required=True, type=_FileOrFolder())
 @click.option("--probe", type=ExistingPath(code=ExitCode.MODEL), help="A probe instead of UnivFD.")
 @click.option(
     "--univfd",
