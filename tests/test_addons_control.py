@@ -227,6 +227,12 @@ def test_typed_errors_before_any_work(
     not_a_net.mkdir()
     with pytest.raises(ModelLoadError, match="not a diffusers ControlNetModel folder"):
         sd("x", steps=2, control=[(not_a_net, _picture(1))])
+    from safetensors.torch import save_file
+
+    junk = tmp_path / "junk.safetensors"
+    save_file({"weight": torch.zeros(2)}, junk)
+    with pytest.raises(ModelLoadError, match=r"could not load .* as a ControlNetModel"):
+        sd("x", steps=2, control=[(junk, _picture(1))])
 
 
 def test_family_names_follow_the_text_width() -> None:
