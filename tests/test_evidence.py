@@ -300,3 +300,12 @@ def test_verify_attaches_the_evidence_to_files_without_credentials(
     for line in result.output.splitlines():
         if line.startswith("{"):
             jsonschema.validate(json.loads(line), schema)
+
+
+def test_images_over_the_mark_budget_are_not_searched_and_say_so(tmp_path: Path) -> None:
+    from provenance.detector.known_watermarks import MAX_MARK_PIXELS
+
+    big = _photo("astronaut", 2100).resize((2100, 2100))
+    assert 2100 * 2100 > MAX_MARK_PIXELS
+    report = _quick(_png(tmp_path / "big.png", big))
+    assert report.watermarks == () and any("2100x2100 is over" in n for n in report.notes)

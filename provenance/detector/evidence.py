@@ -47,7 +47,7 @@ from PIL import Image
 from ..manifest import ManifestReading
 from ..watermark import Detection
 from .declarations import Declaration, find_declarations
-from .known_watermarks import find_known_marks
+from .known_watermarks import MAX_MARK_PIXELS, find_known_marks
 
 if TYPE_CHECKING:
     from .detector import Detector
@@ -227,6 +227,11 @@ def assess_image(
     more = list(notes)
     if pixels is not None:
         marks += [MarkFound(m.name, m.made_by, m.source) for m in find_known_marks(pixels)]
+        if pixels.width * pixels.height > MAX_MARK_PIXELS:
+            more.append(
+                f"the public marks were not searched: {pixels.width}x{pixels.height} is over "
+                f"{MAX_MARK_PIXELS:,} pixels (generators write them at their output size)"
+            )
     else:
         more.append("the pixels were not decoded: no watermark was searched")
     verdict, decided = _verdict(declarations, marks, probe_score, probe_threshold)

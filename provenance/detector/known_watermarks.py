@@ -43,7 +43,12 @@ from PIL import Image
 
 from ..watermark.baselines import MIN_SIDE
 
-__all__ = ["KNOWN_MARKS", "KnownMark", "find_known_marks"]
+__all__ = ["KNOWN_MARKS", "MAX_MARK_PIXELS", "KnownMark", "find_known_marks"]
+
+#: Larger images are not searched: the marks live on the generator's pixel grid (they do not
+#: survive resizing, so a reduced copy cannot carry them), generators write at most about
+#: 2048 x 2048, and decoding costs memory in proportion (about 50 MB per Mpx as float32).
+MAX_MARK_PIXELS = 2048 * 2048
 
 
 def _bits_of_int(value: int) -> tuple[int, ...]:
@@ -109,9 +114,10 @@ KNOWN_MARKS: tuple[KnownMark, ...] = (
 def find_known_marks(image: Image.Image) -> tuple[KnownMark, ...]:
     """The known marks whose every bit decodes from ``image`` (dwtDct, invisible-watermark).
 
-    Images under 256 px on a side cannot carry these marks (the package refuses them): none.
+    Images under 256 px on a side cannot carry these marks (the package refuses them), and
+    images over :data:`MAX_MARK_PIXELS` are not searched: none.
     """
-    if min(image.size) < MIN_SIDE:
+    if min(image.size) < MIN_SIDE or image.width * image.height > MAX_MARK_PIXELS:
         return ()
     import imwatermark
 
