@@ -100,6 +100,8 @@ def test_pixels_equal_the_diffusers_hand_off_by_hand(
     assert f"Refiner switch at: {at}" in text and f"[{record.sha256[:10]}]" in text
     assert Recipe.from_infotext(text) == got.image.recipe
     assert got.image.recipe.to_options().refiner_switch == at
+    if switch is None:
+        return
     # the base alone makes another picture
     alone = Generator(tiny_sdxl_path, device="cpu", progress=False)
     plain = alone("a castle", steps=5, guidance_scale=5.0, seed=21)
