@@ -83,6 +83,8 @@ def listing(dirs: Sequence[Path], suffixes: Sequence[str]) -> dict[str, Path]:
                 if seen > MAX_FILES:
                     return found
                 path = here / file
+                if "/" in suffixes and file == "pytorch_lora_weights.safetensors":
+                    continue  # its folder is the LoRA
                 if path.suffix.lower() in suffixes and not file.startswith("."):
                     found.setdefault(path.stem, path)
     return found

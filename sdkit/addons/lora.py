@@ -47,6 +47,7 @@ __all__ = [
     "LoraWeights",
     "check_loras",
     "inspect_lora",
+    "lora_family",
     "loras_from_records",
     "weights_of",
 ]
@@ -95,6 +96,12 @@ class LoraFile:
     context_width: int | None
     second_encoder: bool
 
+    @property
+    def adapter(self) -> str:
+        """Its peft adapter name: the name as an identifier (peft's module keys take no
+        ``.``), plus 8 hex digits of its SHA-256."""
+        return f"{re.sub(r'[^0-9A-Za-z_]', '_', self.name)}_{self.sha256[:8]}"
+
 
 def inspect_lora(path: str | os.PathLike[str], *, name: str | None = None) -> LoraFile:
     """Check that ``path`` is a LoRA and read what its keys say (no tensor is loaded).
@@ -127,11 +134,7 @@ def inspect_lora(path: str | os.PathLike[str], *, name: str | None = None) -> Lo
             hint="a checkpoint loads with Generator(model=...), an embedding with "
             "embedding_dirs=...; a LoRA's keys name lora_down or lora_A.",
         )
-    second = any(_SECOND_ENCODER.match(k) for k in shapes)
-    width = next((s[-1] for k, s in shapes.items() if _CONTEXT_KEY.search(k) and s), None)
-    family = "SDXL" if second else FAMILY_BY_WIDTH.get(width or 0)
-    if family is None and str(meta.get("ss_base_model_version", "")).startswith("sdxl_"):
-        family = "SDXL"  # A1111's network.py detect_version reads the same metadata
+    family, width, second = _family(shapes, meta)
     sha = file_sha256(weights)
     trained = meta.get("sshs_model_hash", "")
     if re.fullmatch(r"[0-9a-f]{12,64}", trained):
@@ -141,6 +144,35 @@ def inspect_lora(path: str | os.PathLike[str], *, name: str | None = None) -> Lo
     else:
         short = sha[:12]
     return LoraFile(stem, path, weights, sha, short, family, width, second)
+
+
+def lora_family(path: str | os.PathLike[str]) -> str | None:
+    """The family a LoRA file's keys (or kohya metadata) tell, reading its header only.
+
+    Raises:
+        AddonError: not a LoRA, or not a readable ``.safetensors`` file.
+    """
+    path = Path(path)
+    weights = path / DIFFUSERS_WEIGHTS if path.is_dir() else path
+    try:
+        header, meta = read_safetensors_header(weights)
+    except ModelLoadError as exc:
+        raise AddonError(exc.message, kind="lora", source=path, hint=exc.hint) from exc
+    shapes = {k: shape for k, (_, shape, _) in header.items()}
+    if not any(_LORA_KEY.search(k) for k in shapes):
+        raise AddonError(f"{weights.name} is not a LoRA", kind="lora", source=path)
+    return _family(shapes, meta)[0]
+
+
+def _family(
+    shapes: Mapping[str, list[int]], meta: Mapping[str, str]
+) -> tuple[str | None, int | None, bool]:
+    second = any(_SECOND_ENCODER.match(k) for k in shapes)
+    width = next((s[-1] for k, s in shapes.items() if _CONTEXT_KEY.search(k) and s), None)
+    family = "SDXL" if second else FAMILY_BY_WIDTH.get(width or 0)
+    if family is None and str(meta.get("ss_base_model_version", "")).startswith("sdxl_"):
+        family = "SDXL"  # A1111's network.py detect_version reads the same metadata
+    return family, width, second
 
 
 class LoraSet:
@@ -197,7 +229,7 @@ class LoraSet:
         try:
             with warnings.catch_warnings():  # several adapters in one model is the point
                 warnings.filterwarnings("ignore", "Already found a `peft_config`", UserWarning)
-                self.pipe.load_lora_weights(_state_dict(info.weights), adapter_name=info.name)
+                self.pipe.load_lora_weights(_state_dict(info.weights), adapter_name=info.adapter)
         except (ValueError, KeyError, RuntimeError) as exc:
             raise AddonError(
                 f"diffusers cannot load the LoRA {info.name!r} ({info.weights.name}): "
@@ -214,14 +246,16 @@ class LoraSet:
     def unload(self, name: str) -> None:
         """Remove one adapter (``delete_adapters``); a later call may load it again."""
         self._unfuse()
-        if self.loaded.pop(name, None) is not None:
-            self.pipe.delete_adapters([name])
+        info = self.loaded.pop(name, None)
+        if info is not None:
+            self.pipe.delete_adapters([info.adapter])
 
     def resolve(self, name: str) -> LoraFile:
         """A loaded LoRA by name, else the file of that name in :attr:`dirs`, loaded now."""
         if name in self.loaded:
             return self.loaded[name]
-        return self.load(find(name, self.dirs, LORA_SUFFIXES, "lora"), name=name)
+        path = find(name, self.dirs, LORA_SUFFIXES, "lora")
+        return self.load(path, name=None if Path(name).expanduser().exists() else name)
 
     def ensure(self, name: str, sha256: str) -> LoraFile:
         """The LoRA ``name`` whose file has ``sha256`` (a Recipe's), loaded from :attr:`dirs`.
@@ -283,12 +317,12 @@ class LoraSet:
         if self._fused == key:
             return
         per_component = self.pipe.get_list_adapters()
-        names = [info.name for info, _ in active]
+        names = [info.adapter for info, _ in active]
         weights = [
             {
                 component: w.te if component.startswith("text_encoder") else w.unet
                 for component, adapters in per_component.items()
-                if info.name in adapters
+                if info.adapter in adapters
             }
             for info, w in active
         ]

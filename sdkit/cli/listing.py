@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -57,12 +59,29 @@ def samplers_command(as_json: bool) -> None:
     default=None,
     help="Hugging Face hub cache to scan (default: HF_HUB_CACHE or ~/.cache/huggingface/hub).",
 )
+@click.option(
+    "--lora-dir", "lora_dirs", multiple=True, help="A LoRA folder (default $SDKIT_LORA_DIRS)."
+)
+@click.option(
+    "--embeddings",
+    "embedding_dirs",
+    multiple=True,
+    help="An embeddings folder (default $SDKIT_EMBEDDING_DIRS).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def models_command(dirs: tuple[str, ...], cache_dir: str | None, as_json: bool) -> None:
-    """List models that load offline: the default, the hub cache, and DIRS.
+def models_command(
+    dirs: tuple[str, ...],
+    cache_dir: str | None,
+    lora_dirs: tuple[str, ...],
+    embedding_dirs: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """List models that load offline: the default, the hub cache, and DIRS; then the LoRAs and
+    textual-inversion embeddings in --lora-dir / --embeddings.
 
     DIRS are scanned two levels deep for diffusers folders and .safetensors files; the
-    SDKIT_MODELS environment variable adds more (separated by the path separator).
+    SDKIT_MODELS environment variable adds more (separated by the path separator). A LoRA's
+    family is read from its keys (no tensor is loaded), when they tell.
     """
     import os
 
@@ -70,16 +89,53 @@ def models_command(dirs: tuple[str, ...], cache_dir: str | None, as_json: bool) 
 
     extra = [d for d in os.environ.get("SDKIT_MODELS", "").split(os.pathsep) if d]
     found = list_local_models([*dirs, *extra], cache_dir=cache_dir)
+    addons = _addon_rows(lora_dirs, embedding_dirs)
     if as_json:
-        click.echo(json.dumps([m.to_dict() for m in found], indent=2))
+        click.echo(json.dumps([m.to_dict() for m in found] + addons, indent=2))
         return
     if not found:
         click.echo("no models found offline")
-        return
-    _table(
-        ("model", "kind", "family", "size"),
-        [(m.name, m.kind, m.family, _human(m.size_bytes)) for m in found],
+    else:
+        _table(
+            ("model", "kind", "family", "size"),
+            [(m.name, m.kind, m.family, _human(m.size_bytes)) for m in found],
+        )
+    if addons:
+        click.echo("")
+        _table(
+            ("add-on", "kind", "family", "size"),
+            [(a["name"], a["kind"], a["family"], _human(a["size_bytes"])) for a in addons],
+        )
+
+
+def _addon_rows(lora_dirs: Sequence[str], embedding_dirs: Sequence[str]) -> list[dict[str, Any]]:
+    """LoRAs and embeddings found, as ``sdkit models --json`` rows (``kind`` says which)."""
+    from ..addons._files import folders, listing
+    from ..addons.embeddings import EMBEDDING_SUFFIXES
+    from ..addons.lora import DIFFUSERS_WEIGHTS, LORA_SUFFIXES, lora_family
+    from ..errors import SdkitError
+
+    rows: list[dict[str, Any]] = []
+    loras = listing(folders(lora_dirs or None, "SDKIT_LORA_DIRS"), LORA_SUFFIXES)
+    for name, path in loras.items():
+        weights = path / DIFFUSERS_WEIGHTS if path.is_dir() else path
+        family = "?"
+        if weights.suffix == ".safetensors":
+            try:
+                family = lora_family(path) or "?"
+            except SdkitError:
+                family = "not a LoRA"
+        rows.append(_row(name, "lora", family, weights))
+    embeddings = listing(
+        folders(embedding_dirs or None, "SDKIT_EMBEDDING_DIRS"), EMBEDDING_SUFFIXES
     )
+    rows += [_row(name, "embedding", "?", path) for name, path in embeddings.items()]
+    return rows
+
+
+def _row(name: str, kind: str, family: str, path: Path) -> dict[str, Any]:
+    size = path.stat().st_size if path.is_file() else 0
+    return {"name": name, "kind": kind, "family": family, "size_bytes": size, "location": str(path)}
 
 
 def _human(n: int) -> str:
