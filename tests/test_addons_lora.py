@@ -50,9 +50,11 @@ def _pixels(result: Any) -> np.ndarray:
 def _plain(
     model: Path, prompt: str, loras: list[tuple[Any, str, Any]], xl: bool = False
 ) -> np.ndarray:
-    cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
-    pipe = cls.from_pretrained(model)
-    pipe.set_progress_bar_config(disable=True)
+    if model not in _PIPES:  # one plain pipeline per model; its adapters removed after each use
+        cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
+        _PIPES[model] = cls.from_pretrained(model)
+        _PIPES[model].set_progress_bar_config(disable=True)
+    pipe = _PIPES[model]
     pipe.scheduler = EulerDiscreteScheduler.from_config({**pipe.scheduler.config, **EULER})
     for source, name, _ in loras:
         with warnings.catch_warnings():  # peft warns that a model holds several adapters
@@ -63,7 +65,12 @@ def _plain(
     kwargs = {} if xl else {"negative_prompt": ""}
     out = pipe(prompt, num_inference_steps=2, guidance_scale=7.0 if not xl else 5.0,
                generator=torch.Generator("cpu").manual_seed(3), height=64, width=64, **kwargs)  # fmt: skip
+    if loras:
+        pipe.delete_adapters([n for _, n, _ in loras])
     return np.asarray(out.images[0].convert("RGB"), dtype=np.int16)
+
+
+_PIPES: dict[Path, Any] = {}
 
 
 def test_kohya_and_diffusers_files_give_plain_diffusers_pixels(
