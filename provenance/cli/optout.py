@@ -294,10 +294,13 @@ def _check_dataset_ray(
     from ..optout.dataset_files import dataset_format
     from ..optout.distributed import RayOptions, check_dataset_ray, import_ray
 
-    try:
+    try:  # before any work; Ray missing is a usage error, as for `sdkit generate --engine ray`
         import_ray()
+    except OptOutError as exc:
+        raise cli_error(exc, ExitCode.USAGE) from None
+    try:
         dataset_format(output)
-    except OptOutError as exc:  # before any work: Ray missing is 8, a bad -o suffix 4
+    except OptOutError as exc:  # a bad -o suffix is 4
         raise cli_error(exc, ExitCode.FILE if exc.path else ExitCode.ERROR) from None
     bar = tqdm(
         unit="row",
