@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from PIL import Image
@@ -43,14 +43,18 @@ AI_SOURCE_TYPES = ("trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMe
 MAX_XMP_CHARS = 1 << 20
 #: The largest JSON chunk parsed (ComfyUI workflows are tens of KB).
 MAX_JSON_CHARS = 4 << 20
+#: The most A1111 parameters text parsed, from its end (where the parameters line is): real ones
+#: are a few KB, and a text chunk may hold 64 MB, which the parser reads at about 1 s per MB.
+MAX_PARAMETERS_CHARS = 1 << 16
 
 _XMP_KEYS = ("XML:com.adobe.xmp", "xmp", "XMP")
-_DST = re.compile(
-    r"[\w.-]{1,40}:DigitalSourceType"
-    r"(?:\s*=\s*[\"']([^\"'<>]{0,400})[\"']"
-    r"|\s*>\s*([^<]{0,400})<"
-    r"|[^>]{0,400}?rdf:resource\s*=\s*[\"']([^\"'<>]{0,400})[\"'])"
-)
+_KEY = ":DigitalSourceType"
+_RESOURCE_KEY = "rdf:resource"
+_PREFIX = re.compile(r"[\w.-]")  # the namespace prefix's last character, before the key
+# the value right after the key: an attribute (="...") or an element's text (>...<)
+_VALUE = re.compile(r"\s*=\s*[\"']([^\"'<>]{0,400})[\"']|\s*>\s*([^<]{0,400})<")
+# or an rdf:resource attribute within the next 400 characters of the same tag
+_RESOURCE = re.compile(r"rdf:resource\s*=\s*[\"']([^\"'<>]{0,400})[\"']")
 
 
 @dataclass(frozen=True)
@@ -134,11 +138,35 @@ def _xmp(image: Image.Image) -> list[Declaration]:
         packet = _text(image.info.get(key), MAX_XMP_CHARS)
         if not packet:
             continue
-        for match in _DST.finditer(packet):
-            value = next((g for g in match.groups() if g), "")
+        for value in _dst_values(packet):
             if kind := _ai_type(value.strip()):
                 return [Declaration("xmp-iptc", f"XMP Iptc4xmpExt:DigitalSourceType {kind}")]
     return []
+
+
+def _dst_values(packet: str) -> Iterator[str]:
+    """Each ``prefix:DigitalSourceType`` value, in order; linear in the packet.
+
+    The key is found with ``str.find`` and each value read by an anchored, bounded match, so a
+    packet of the key repeated costs a few operations per occurrence (one regular expression
+    over the packet spent seconds on 1 MB of repeated keys, tests/fuzz).
+    """
+    at = packet.find(_KEY)
+    while at != -1:
+        end = at + len(_KEY)
+        if at > 0 and _PREFIX.match(packet, at - 1):
+            if match := _VALUE.match(packet, end):
+                yield next((g for g in match.groups() if g), "")
+            else:
+                close = packet.find(">", end, end + 400)
+                limit = end + 400 if close == -1 else close
+                ref = packet.find(_RESOURCE_KEY, end, limit + len(_RESOURCE_KEY))
+                while ref != -1:
+                    if resource := _RESOURCE.match(packet, ref):
+                        yield resource.group(1)
+                        break
+                    ref = packet.find(_RESOURCE_KEY, ref + 1, limit + len(_RESOURCE_KEY))
+        at = packet.find(_KEY, end)
 
 
 def _json(value: object) -> object:
@@ -156,7 +184,7 @@ def _parameters(image: Image.Image) -> list[Declaration]:
     found: list[Declaration] = []
     text = from_image(image, loaded=False)
     if text:
-        parsed = parse_infotext(text)
+        parsed = parse_infotext(text[-MAX_PARAMETERS_CHARS:])
         steps = parsed.parameters.get("Steps")
         if steps is not None:
             model = parsed.parameters.get("Model") or parsed.parameters.get("Model hash")
