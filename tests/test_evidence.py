@@ -309,3 +309,34 @@ def test_images_over_the_mark_budget_are_not_searched_and_say_so(tmp_path: Path)
     assert MAX_MARK_PIXELS < 2100 * 2100
     report = _quick(_png(tmp_path / "big.png", big))
     assert report.watermarks == () and any("2100x2100 is over" in n for n in report.notes)
+
+
+def test_folder_mode_reports_an_unreadable_file_and_goes_on(tmp_path: Path) -> None:
+    import jsonschema
+
+    folder = tmp_path / "some-bad"
+    folder.mkdir()
+    _png(folder / "a-a1111.png", _photo(), parameters="a cat\nSteps: 20, Sampler: Euler, Seed: 1")
+    (folder / "b-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    _jpeg(folder / "c-photo.jpg", _photo("chelsea"))
+    runner = CliRunner()
+    result = runner.invoke(cli, ["detect", str(folder), "--no-probe"])
+    assert result.exit_code == 4, result.output
+    assert "Traceback" not in result.output
+    rows = result.output.splitlines()
+    assert "declaration:a1111" in rows[1] and "no_evidence" in rows[2]
+    assert "b-broken.png" in rows[3] and "unreadable" in rows[3]
+    assert "3 files: ai_generated 1, no_evidence 1, unreadable 1" in result.output
+    assert "1 of 3 files could not be read" in result.output
+    result = runner.invoke(cli, ["detect", str(folder), "--no-probe", "--json"])
+    assert result.exit_code == 4
+    schema = json.loads(
+        (
+            Path(__file__).parents[1] / "provenance" / "schemas" / "detect-report.schema.json"
+        ).read_text()
+    )
+    lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    for line in lines:
+        jsonschema.validate(line, schema)
+    assert lines[2]["path"].endswith("b-broken.png") and lines[2]["error"]
+    assert lines[-1]["summary"]["files"] == {"total": 3, "unreadable": 1}

@@ -154,25 +154,45 @@ def check_command(
     elif no_probe:
         note = "the pixel probe was not asked for (--no-probe)"
     reports: list[EvidenceReport] = []
+    unreadable: list[dict[str, str | None]] = []
     # on a terminal only (disable=None): a log file or a pipe gets no bar
     bar = tqdm(files, desc="detect", unit="file", disable=None if batch else True, leave=False)
     for path in bar:
         try:
             reports.append(assess(path, detector=detector, probe_note=note))
         except ProvenanceError as exc:
-            bar.close()
-            raise cli_error(exc, ExitCode.FILE if exc.path is not None else None) from None
-    _print(reports, batch, as_json)
+            if not batch:
+                bar.close()
+                raise cli_error(exc, ExitCode.FILE if exc.path is not None else None) from None
+            # several files: one bad file is reported in its row and the others still run
+            unreadable.append({"path": str(path), "error": exc.message, "hint": exc.hint})
+    bar.close()
+    _print(reports, batch, as_json, unreadable)
     if missing is not None:
         raise CliError(missing.message, exit_code=ExitCode.MODEL, hint=missing.hint)
+    if unreadable:
+        raise CliError(
+            f"{len(unreadable)} of {len(files)} files could not be read (listed above)",
+            exit_code=ExitCode.FILE,
+        )
 
 
-def _print(reports: Sequence[EvidenceReport], batch: bool, as_json: bool) -> None:
+def _print(
+    reports: Sequence[EvidenceReport],
+    batch: bool,
+    as_json: bool,
+    unreadable: Sequence[dict[str, str | None]] = (),
+) -> None:
+    counts = summary(reports)
+    if unreadable:
+        counts["files"] = {"total": len(reports) + len(unreadable), "unreadable": len(unreadable)}
     if as_json:
         for r in reports:
             click.echo(json.dumps(r.to_dict()))
+        for bad in unreadable:
+            click.echo(json.dumps(bad))
         if batch:
-            click.echo(json.dumps({"summary": summary(reports)}))
+            click.echo(json.dumps({"summary": counts}))
         return
     if not batch:
         for r in reports:
@@ -185,8 +205,11 @@ def _print(reports: Sequence[EvidenceReport], batch: bool, as_json: bool) -> Non
         found = [f"declaration:{d.source}" for d in r.declarations]
         found += [f"watermark:{m.name}" for m in r.watermarks]
         click.echo(f"{r.path.ljust(width)}  {r.verdict:<13} {score:>6}  {', '.join(found) or '-'}")
-    counts = summary(reports)
+    for bad in unreadable:
+        click.echo(f"{str(bad['path']).ljust(width)}  {'unreadable':<13} {'-':>6}  {bad['error']}")
     verdicts = ", ".join(f"{k} {v}" for k, v in counts["by_verdict"].items())
+    if unreadable:
+        verdicts += f", unreadable {len(unreadable)}"
     evidence = ", ".join(f"{k} {v}" for k, v in counts["by_evidence"].items())
-    click.echo(f"\n{len(reports)} files: {verdicts}")
+    click.echo(f"\n{len(reports) + len(unreadable)} files: {verdicts}")
     click.echo(f"evidence: {evidence}")
