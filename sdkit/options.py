@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypedDict, cast
+from typing import Any, TypedDict, cast
 
 import torch
 from PIL import Image
@@ -51,12 +51,10 @@ from ._option_values import (
     mask_without_init,
     size_for,
 )
-from .addons._record import AddonRecord
-from .addons.control import ControlInput, check_control
-from .addons.hires import check_hires
-from .addons.lora import LoraWeight, check_loras, loras_from_records
-from .addons.passes import options_from_records
-from .addons.refiner import check_switch
+from ._plan import ModelFacts, Plan, RecipeFields
+from .addons.call_options import addon_options_from_records, check_addon_options
+from .addons.control import ControlInput
+from .addons.lora import LoraWeight
 from .errors import InvalidOptionError
 from .feature_cache import check_interval
 from .modes import Mode
@@ -205,10 +203,7 @@ class GenerationOptions:
             mask=mask,
             watermark_payloads=watermark_payloads,
             feature_cache=recipe.feature_cache,
-            # the prompt's <lora:> tags name their own; these were passed as loras=
-            loras=loras_from_records(recipe.addons),
-            fuse_loras=any(r.kind == "lora" and r.settings.get("fused") for r in recipe.addons),
-            **options_from_records(recipe.addons),  # hires fix, refiner switch
+            **addon_options_from_records(recipe.addons),  # LoRAs, hires fix, refiner switch
         )
 
     def as_kwargs(self) -> CallOptions:
@@ -251,13 +246,7 @@ class GenerationOptions:
         interval = check_interval(self.feature_cache)
         if self.mask is not None and self.init_image is None:
             raise mask_without_init()
-        check_control(self.control)
-        has_init = self.init_image is not None
-        hires = self.hires_scale, self.hires_upscaler, self.hires_steps, self.hires_strength
-        check_hires(*hires, has_init=has_init)
-        if self.refiner_switch is not None:
-            check_switch(self.refiner_switch)
-        check_loras(self.loras, self.fuse_loras)
+        check_addon_options(self, has_init=self.init_image is not None)
         return resolved, interval
 
     def check(self, facts: ModelFacts) -> Plan:
@@ -426,103 +415,3 @@ class CallOptions(_BatchOptions, total=False):
 
     seed: int | None
     num_images: int
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """What validating options needs to know about the model (see ``Generator.facts``).
-
-    Attributes:
-        native_size: (width, height) the model was trained at.
-        family: ``"sd1"``, ``"sd2"``, ``"sdxl"``…
-        default_steps: steps when a call does not say.
-        default_guidance_scale: guidance when a call does not say.
-        text_layers: layers of the shallower text encoder (the bound of ``clip_skip``).
-        unet_in_channels: latent channels the UNet takes (inpainting needs 4 or 9).
-        scheduler_class: the model's own scheduler class (used when no sampler is named).
-        scheduler_config: the model's scheduler config, the base of every sampler's.
-        optimize: the runtime's ``optimize`` level (feature caching is refused under ``"max"``).
-    """
-
-    native_size: tuple[int, int]
-    family: str
-    default_steps: int
-    default_guidance_scale: float
-    text_layers: int
-    unet_in_channels: int
-    scheduler_class: type[Any]
-    scheduler_config: Mapping[str, Any]
-    optimize: str = "none"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Options checked and resolved for one call: what the pipeline runs with."""
-
-    mode: Mode
-    steps: int
-    guidance_scale: float
-    guidance_rescale: float
-    clip_skip: int | None
-    width: int
-    height: int
-    seeds: list[int]
-    sampler: samplers.ResolvedSampler | None
-    scheduler: Any
-    init_image: Image.Image | None
-    mask: Image.Image | None
-    strength: float | None
-    feature_cache: int | None
-
-    def pipeline_kwargs(self) -> dict[str, Any]:
-        """The diffusers pipeline's arguments (prompt embeddings and callback aside)."""
-        kwargs: dict[str, Any] = {
-            "num_inference_steps": self.steps,
-            "guidance_scale": self.guidance_scale,
-            "num_images_per_prompt": len(self.seeds),
-            # one CPU generator per image, so that seeds reproduce across devices
-            "generator": [torch.Generator("cpu").manual_seed(s) for s in self.seeds],
-            "output_type": "pil",
-        }
-        if self.guidance_rescale:
-            kwargs["guidance_rescale"] = self.guidance_rescale
-        if self.mode == "txt2img" or self.mode == "inpaint":
-            kwargs.update(height=self.height, width=self.width)
-        if self.init_image is not None:
-            kwargs.update(image=self.init_image, strength=self.strength)
-        if self.mask is not None:
-            kwargs["mask_image"] = self.mask
-        return kwargs
-
-
-class RecipeFields(Protocol):
-    """The fields of a :class:`sdkit.Recipe` that :meth:`GenerationOptions.from_recipe` reads."""
-
-    @property
-    def negative_prompt(self) -> str: ...
-    @property
-    def sampler(self) -> str | None: ...
-    @property
-    def schedule(self) -> str: ...
-    @property
-    def scheduler_config(self) -> Mapping[str, Any]: ...
-    @property
-    def steps(self) -> int: ...
-    @property
-    def guidance_scale(self) -> float: ...
-    @property
-    def guidance_rescale(self) -> float: ...
-    @property
-    def clip_skip(self) -> int | None: ...
-    @property
-    def seed(self) -> int: ...
-    @property
-    def width(self) -> int: ...
-    @property
-    def height(self) -> int: ...
-    @property
-    def strength(self) -> float | None: ...
-    @property
-    def feature_cache(self) -> int | None: ...
-    @property
-    def addons(self) -> Sequence[AddonRecord]: ...
