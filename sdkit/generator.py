@@ -19,43 +19,30 @@ import contextlib
 import functools
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Unpack
 
 import torch
-from PIL import Image
 
 from provenance.credentials import Credentials
 from provenance.stamp import Stamper, ingredient_from
-from provenance.store import ManifestStore, default_store_path
+from provenance.store import ManifestStore
 from provenance.watermark import Payload
 
 from . import batch, models, prompt_conditioning
+from ._denoised import Cancel, Denoised, make_stamper, step_hook
+from ._option_values import ImageInput, check_int, first_seed
+from ._plan import ModelFacts, Plan, model_facts, native_size
 from ._recipes import library_versions, recipes_for, state_sha256
-from .addons._files import folders
+from .addons.generator_setup import model_addons, prompt_addons_for
 from .addons.lora import LoraFile, LoraWeight
 from .addons.passes import Addons
-from .addons.prompt_addons import PromptAddons
-from .addons.refiner import load_refiner
 from .addons.vae import swap_vae
 from .errors import GenerationCancelled, InvalidOptionError, ModelLoadError
 from .feature_cache import FeatureCache
 from .images import GeneratedImage, GenerationResult
-from .options import (
-    BatchOptions,
-    ControlInput,
-    GenerationOptions,
-    ImageInput,
-    Mode,
-    ModelFacts,
-    Plan,
-    StepCallback,
-    check_int,
-    first_seed,
-)
-from .recipe import Recipe
+from .options import BatchOptions, ControlInput, GenerationOptions, Mode, StepCallback
 from .replay import ReplayResult
 from .replay import replay as replay_file
 from .runtime import (
@@ -71,28 +58,6 @@ from .runtime import (
 )
 
 __all__ = ["Generator", "StepCallback"]
-
-
-class _Cancel(Exception):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-
-@dataclass(frozen=True)
-class _Denoised:
-    """Pictures as the pipeline decoded them, before the watermark (steps 1-6 of a call)."""
-
-    pictures: list[Image.Image]
-    recipes: list[Recipe]
-    parent: Any
-    stamper: Stamper
-
-    def stamp(self, index: int, payload: Payload | None = None) -> GeneratedImage:
-        """Step 7 for one image: watermark the pixels; files are signed when they are written."""
-        picture = self.pictures[index].convert("RGB")
-        marked, record = self.stamper.watermark(picture, payload)
-        recipe = self.recipes[index]
-        return GeneratedImage(marked, recipe, index, record, self.stamper, self.parent)
 
 
 class Generator:
@@ -164,7 +129,7 @@ class Generator:
         **load_options: Any,
     ) -> None:
         check_modes(optimize, memory)
-        stamper = stamper or _stamper(credentials, store, watermark, training_mining)
+        stamper = stamper or make_stamper(credentials, store, watermark, training_mining)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.source = models.resolve_source(model)
@@ -193,9 +158,8 @@ class Generator:
             defaults=known if known is not None else defaults(),
             addon_dirs=(lora_dirs, embedding_dirs, allow_pickle),
         )
-        loaded = None if refiner is None else load_refiner(refiner, pipe, device=self.device,
-            torch_dtype=self.dtype, local_files_only=local_files_only)  # fmt: skip
-        self.addons = Addons(device=self.device, dtype=self.dtype, refiner=loaded, fixed=swapped)
+        self.addons = model_addons(pipe, refiner, device=self.device, dtype=self.dtype,
+            local_files_only=local_files_only, fixed=swapped)  # fmt: skip
 
     @classmethod
     def from_pretrained(cls, id_or_folder: str | os.PathLike[str], **options: Any) -> Generator:
@@ -247,7 +211,7 @@ class Generator:
         self.device = torch.device(getattr(pipe, "device", "cpu"))
         self.dtype = getattr(pipe, "dtype", torch.float32)
         self.source = models.ModelSource("folder", name, name)
-        stamper = stamper or _stamper(**provenance)
+        stamper = stamper or make_stamper(**provenance)
         self._init_pipeline(pipe, [], progress=progress, to_device=False, stamper=stamper,
                             addon_dirs=(lora_dirs, embedding_dirs, False))  # fmt: skip
         return self
@@ -280,11 +244,7 @@ class Generator:
         self.model_sha256 = models.weights_sha256(files) if files else state_sha256(pipe)
         self._versions = library_versions()
         self.addons = Addons(device=self.device, dtype=self.dtype)
-        lora_dirs, embedding_dirs, allow_pickle = addon_dirs
-        self.prompt_addons = PromptAddons(
-            pipe, lora_dirs=folders(lora_dirs, "SDKIT_LORA_DIRS"), allow_pickle=allow_pickle,
-            embedding_dirs=folders(embedding_dirs, "SDKIT_EMBEDDING_DIRS"),
-        )  # fmt: skip
+        self.prompt_addons = prompt_addons_for(pipe, *addon_dirs)
 
     def __repr__(self) -> str:
         return (
@@ -382,7 +342,7 @@ class Generator:
             raise InvalidOptionError("prompt", prompt, "a string")
         return options.check(self.facts)
 
-    def _denoise(self, prompt: str, options: GenerationOptions) -> _Denoised:
+    def _denoise(self, prompt: str, options: GenerationOptions) -> Denoised:
         """Steps 1-6 of ``__call__``: checked options in, decoded pictures and Recipes out."""
         # 1. Validate every option (the model's defaults where the caller said nothing),
         # resolve sampler, seeds and size, and build the scheduler: all before any work.
@@ -415,7 +375,7 @@ class Generator:
         # 4. The pipeline's arguments: one CPU generator per image, the step callback.
         kwargs = {**conditioning.embeds.as_pipeline_kwargs(), **plan.pipeline_kwargs()}
         if options.callback is not None:
-            kwargs["callback_on_step_end"] = _step_hook(options.callback)
+            kwargs["callback_on_step_end"] = step_hook(options.callback)
         # 5. Denoise and decode.
         interval = plan.feature_cache
         cache = FeatureCache(pipe.unet, interval) if interval else contextlib.nullcontext()
@@ -424,7 +384,7 @@ class Generator:
                 pictures = extras.run(
                     pipe, kwargs, seeds=plan.seeds, derive=self._pipeline, encode=encode
                 )
-        except _Cancel as stop:
+        except Cancel as stop:
             raise GenerationCancelled(stop.step) from None
         # 6. One Recipe per image.
         init_image = options.init_image
@@ -434,32 +394,22 @@ class Generator:
             model_sha256=self.model_sha256, dtype=self.dtype, versions=self._versions,
             addons=(*prepared.records, *extras.records),
         )  # fmt: skip
-        return _Denoised(pictures, recipes, parent, self.stamper)
+        return Denoised(pictures, recipes, parent, self.stamper)
 
     @property
     def facts(self) -> ModelFacts:
         """What validating a call's options needs to know about this model."""
-        encoders = [getattr(self.pipe, n, None) for n in ("text_encoder", "text_encoder_2")]
-        layers = [int(e.config.num_hidden_layers) for e in encoders if e is not None]
-        return ModelFacts(
-            native_size=self.native_size,
-            family=self.family,
-            default_steps=self.defaults.steps,
+        return model_facts(
+            self.pipe, family=self.family, default_steps=self.defaults.steps,
             default_guidance_scale=self.defaults.guidance_scale,
-            text_layers=min(layers, default=0),
-            unet_in_channels=int(self.pipe.unet.config.in_channels),
             scheduler_class=self._base_scheduler_class,
-            scheduler_config=self._base_scheduler_config,
-            optimize=self.runtime.optimize,
-        )
+            scheduler_config=self._base_scheduler_config, optimize=self.runtime.optimize,
+        )  # fmt: skip
 
     @property
     def native_size(self) -> tuple[int, int]:
         """(width, height) the model was trained at: UNet sample size x VAE scale factor."""
-        factor = int(getattr(self.pipe, "vae_scale_factor", 8))
-        size = self.pipe.unet.config.sample_size
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
-        return int(w) * factor, int(h) * factor
+        return native_size(self.pipe)
 
     def load_lora(
         self, path_or_hub_id: str | os.PathLike[str], name: str | None = None
@@ -540,29 +490,3 @@ class Generator:
         if mode not in self._derived:
             self._derived[mode] = models.derived_pipeline(self.pipe, mode)
         return self._derived[mode]
-
-
-# -- helpers ------------------------------------------------------------------------------------
-
-
-def _stamper(
-    credentials: Credentials | None = None,
-    store: ManifestStore | str | os.PathLike[str] | None = None,
-    watermark: bool = True,
-    training_mining: Mapping[str, str] | None = None,
-) -> Stamper:
-    store = store if store is not None else default_store_path()
-    return Stamper(credentials, store=store, watermark=watermark, training_mining=training_mining)
-
-
-def _step_hook(callback: StepCallback) -> Callable[..., dict[str, Any]]:
-    def hook(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        try:
-            keep_going = callback(step + 1, int(timestep), kwargs["latents"])
-        except GenerationCancelled:
-            raise _Cancel(step + 1) from None
-        if keep_going is False:
-            raise _Cancel(step + 1)
-        return kwargs
-
-    return hook
