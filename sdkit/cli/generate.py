@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -17,6 +18,8 @@ from provenance.cli._common import ExistingPath, ExitCode
 from provenance.errors import ProvenanceError
 
 from ..errors import InvalidOptionError, OutputError, SdkitError
+from ._addon_flags import addon_flags, pop_addon_flags
+from ._generate_ray import echo_batch, generate_on_ray
 from ._group import _quiet_libraries, _size, cli, error
 
 if TYPE_CHECKING:
@@ -224,78 +227,7 @@ __all__ = ["generate"]
     help="Manifest store (SQLite) that keeps each manifest under its watermark, so that "
     "`sdkit verify --store` can re-link copies whose metadata was stripped.",
 )
-@click.option(
-    "--vae",
-    default=None,
-    metavar="FILE|FOLDER|HUB_ID",
-    help="Another VAE: an A1111-style .safetensors file, a diffusers folder or a hub id.",
-)
-@click.option(
-    "--control",
-    nargs=2,
-    multiple=True,
-    metavar="MODEL IMAGE[:SCALE]",
-    help="A ControlNet (folder, .safetensors or hub id) and its control image, optionally "
-    "with its weight (0..2, default 1). Repeat for several.",
-)
-@click.option(
-    "--control-preprocessor",
-    type=click.Choice(["none", "canny"]),
-    default="none",
-    show_default=True,
-    help="Applied to every --control image: canny = OpenCV edges (100/200).",
-)
-@click.option(
-    "--hires",
-    "hires_scale",
-    type=float,
-    default=None,
-    metavar="SCALE",
-    help="Hires fix (A1111): generate, upscale by SCALE (e.g. 2), then img2img.",
-)
-@click.option("--hires-steps", type=int, default=None, help="Hires pass steps (default: --steps).")
-@click.option(
-    "--hires-strength", type=float, default=None, help="Hires pass denoising strength (0.7)."
-)
-@click.option(
-    "--hires-upscaler",
-    default=None,
-    metavar="Latent|Lanczos|FILE",
-    help="Latent (default), Lanczos, or a super-resolution model .safetensors (ESRGAN…).",
-)
-@click.option(
-    "--refiner",
-    default=None,
-    metavar="MODEL",
-    help="An SDXL refiner (hub id, folder or file) that finishes each picture.",
-)
-@click.option(
-    "--refiner-switch", type=float, default=None, help="Where the refiner takes over (0.8)."
-)
-@click.option(
-    "--lora",
-    "lora_specs",
-    multiple=True,
-    metavar="NAME[:W]",
-    help="A LoRA by name (in --lora-dir / $SDKIT_LORA_DIRS) or path, at weight W (default 1). "
-    "Repeat for several; <lora:name:w> in the prompt works too.",
-)
-@click.option(
-    "--lora-dir",
-    "lora_dirs",
-    multiple=True,
-    metavar="DIR",
-    help="A folder of LoRAs (repeatable; default $SDKIT_LORA_DIRS).",
-)
-@click.option(
-    "--embeddings",
-    "embedding_dirs",
-    multiple=True,
-    metavar="DIR",
-    help="A folder of textual-inversion embeddings: each file's stem is a prompt word "
-    "(repeatable; default $SDKIT_EMBEDDING_DIRS).",
-)
-@click.option("--fuse-loras", is_flag=True, help="Merge the LoRAs into the weights: faster steps.")
+@addon_flags
 @click.option("--no-watermark", is_flag=True, help="Do not embed the invisible watermark.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the files and their Recipes as JSON.")
@@ -348,14 +280,7 @@ def generate(
     if engine == "local" and (address is not None or resume):
         raise click.UsageError("--address and --resume go with --engine ray")
     width, height = size if size else (None, None)
-    vae, refiner = options.pop("vae"), options.pop("refiner")
-    dirs = {k: list(options.pop(k)) or None for k in ("lora_dirs", "embedding_dirs")}
-    loras = _lora_weights(options.pop("lora_specs"))
-    if loras:
-        options["loras"] = loras
-    controls, preprocessor = options.pop("control"), options.pop("control_preprocessor")
-    if controls:
-        options["control"] = _control_specs(controls, preprocessor)
+    vae, refiner, dirs = pop_addon_flags(options)
     jobs: list[BatchPrompt] = []
     try:  # before the model loads: a bad line or -o costs nothing
         if prompts_file is not None:
@@ -389,7 +314,8 @@ def generate(
         provenance = {"store": store, "watermark": not no_watermark}
         run = {"seed": first, "fmt": fmt or "png", "quality": quality, "overwrite": overwrite}
         run |= {"width": width, "height": height, **options, **provenance}
-        _generate_on_ray(jobs, folder, model, signing, load, run, **ray_run)
+        check = functools.partial(_credentials, *signing)
+        generate_on_ray(jobs, folder, model, signing, load, run, check_credentials=check, **ray_run)
         return
     before = {p: _identity(p) for p in paths}
     written: list[Path] = []
@@ -450,13 +376,7 @@ def generate(
         sys.exit(ExitCode.INTERRUPTED)
     elapsed = time.monotonic() - started
     if jobs:
-        rows = _batch_rows(jobs, written, options["num_images"], first)
-        if as_json:
-            click.echo(json.dumps(rows, indent=2))
-            return
-        for row in rows:
-            click.echo(f"{row['path']}  seed {row['seed']}")
-        click.echo(f"{len(written)} image(s), {len(jobs)} prompt(s), {elapsed:.1f} s", err=True)
+        echo_batch(jobs, written, options["num_images"], first, elapsed=elapsed, as_json=as_json)
         return
     if as_json:
         click.echo(
@@ -472,57 +392,6 @@ def generate(
     for path, image in zip(written, result.images, strict=True):
         click.echo(f"{path}  seed {image.recipe.seed}  {image.recipe.width}x{image.recipe.height}")
     click.echo(f"{len(written)} image(s) in {result.elapsed_s:.1f} s", err=True)
-
-
-def _batch_rows(
-    jobs: Sequence[BatchPrompt], written: Sequence[Path], n: int, first: int
-) -> list[dict[str, Any]]:
-    """One row per file of a --prompts run: its path, prompt and seed (as generate_many
-    numbers them: image ``k`` of the run gets ``first + k`` unless its line gives a seed)."""
-    rows: list[dict[str, Any]] = []
-    files = iter(written)
-    for job in jobs:
-        start = first + len(rows) if job.seed is None else job.seed
-        for i in range(job.num_images or n):
-            rows.append({"path": str(next(files)), "prompt": job.text, "seed": start + i})
-    return rows
-
-
-def _lora_weights(specs: Sequence[str]) -> dict[str, float]:
-    """``--lora NAME[:W]`` as ``loras=`` (a path that holds a colon stays a path)."""
-    weights: dict[str, float] = {}
-    for spec in specs:
-        name, weight = spec, 1.0
-        head, _, tail = spec.rpartition(":")
-        if head and not Path(spec).exists():
-            try:
-                name, weight = head, float(tail)
-            except ValueError:
-                raise click.BadParameter(
-                    f"{spec!r}: W after the last ':' is not a number", param_hint="--lora"
-                ) from None
-        weights[name] = weight
-    return weights
-
-
-def _control_specs(controls: Sequence[tuple[str, str]], preprocessor: str) -> list[Any]:
-    """``--control MODEL IMAGE[:SCALE]`` as ControlSpecs (a path with a colon is a path)."""
-    from ..addons.control import ControlSpec  # torch loads here, not for `sdkit --help`
-
-    specs = []
-    for model, image in controls:
-        scale = 1.0
-        head, _, tail = image.rpartition(":")
-        if head and not Path(image).exists():
-            try:
-                scale = float(tail)
-            except ValueError:
-                raise click.BadParameter(
-                    f"{image!r}: SCALE after the last ':' is not a number", param_hint="--control"
-                ) from None
-            image = head
-        specs.append(ControlSpec(model, image, scale, preprocessor=preprocessor))  # type: ignore[arg-type]
-    return specs
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -622,57 +491,3 @@ def _output_paths(output: Path, n: int) -> list[Path]:
     if n <= 1:
         return [output]
     return [output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(n)]
-
-
-def _generate_on_ray(
-    jobs: list[BatchPrompt],
-    folder: Path,
-    model: str | None,
-    signing: tuple[str | None, str | None, str | None, str | None],
-    load: dict[str, Any],
-    run: dict[str, Any],
-    *,
-    address: str | None,
-    resume: bool,
-    quiet: bool,
-    as_json: bool,
-) -> None:
-    """``--engine ray``: the run on a Ray cluster (:mod:`sdkit.distributed`), then its rows.
-
-    The workers load the credentials by path (``signing``: cert, key, password, time-stamp
-    URL), after the driver has checked them; a key's password reaches them as the
-    ``SDKIT_SIGNING_KEY_PASSWORD`` variable of a local cluster (set it on a remote one).
-    """
-    try:
-        from ..distributed import CredentialsRef, default_credentials_ref, generate_many_ray
-
-        cert, key, password, timestamp_url = signing
-        _credentials(cert, key, password, timestamp_url)  # checked here: exit 5 before any work
-        ref = default_credentials_ref()
-        if cert is not None and key is not None:
-            if password is not None:
-                os.environ["SDKIT_SIGNING_KEY_PASSWORD"] = password
-            env = "SDKIT_SIGNING_KEY_PASSWORD" if password is not None else None
-            ref = CredentialsRef(
-                os.path.abspath(cert), os.path.abspath(key), env, timestamp_url=timestamp_url or None
-            )  # fmt: skip
-        if not quiet:
-            click.echo(f"starting Ray ({address or 'a local cluster'}) …", err=True)
-        started = time.monotonic()
-        written = generate_many_ray(
-            model, jobs, folder, address=address, load_options=load,
-            resume=resume, credentials=ref, **run,
-        )  # fmt: skip
-    except (SdkitError, ProvenanceError) as exc:
-        raise error(exc) from None
-    except KeyboardInterrupt:
-        click.echo("\ninterrupted: run again with --resume to finish", err=True)
-        sys.exit(ExitCode.INTERRUPTED)
-    rows = _batch_rows(jobs, written, run["num_images"], run["seed"])
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    elapsed = time.monotonic() - started
-    for row in rows:
-        click.echo(f"{row['path']}  seed {row['seed']}")
-    click.echo(f"{len(written)} image(s), {len(jobs)} prompt(s), {elapsed:.1f} s", err=True)
