@@ -129,7 +129,8 @@ def extract(image: Image.Image, *, max_pixels: int = SEARCH_PIXELS) -> Detection
     searched = _search_copy(image, max_pixels)
     scale = image.width / searched.width
     decodes = 0
-    for cand in _ss2.candidates(searched, _payload.CODEWORD_BITS):
+    evidence = _ss1.Evidence.of(searched)  # chip grids read once for both methods
+    for cand in _ss2.candidates(searched, _payload.CODEWORD_BITS, evidence=evidence):
         if decodes >= _ss2.MAX_DECODES:
             break
         decodes += 1
@@ -146,7 +147,7 @@ def extract(image: Image.Image, *, max_pixels: int = SEARCH_PIXELS) -> Detection
         return Detection(
             payload, _ss2.METHOD, _confidence(cand.soft, codeword), corrected, cand.z, region
         )
-    for old in _ss1.soft_candidates(searched, _payload.CODEWORD_BITS):
+    for old in _ss1.soft_candidates(searched, _payload.CODEWORD_BITS, evidence=evidence):
         decoded = _payload.decode_payload(old.soft)
         if decoded is None:
             continue

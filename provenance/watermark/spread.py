@@ -203,16 +203,56 @@ def _chip_evidence(
     clean) count more than busy ones. Clipped pixels (e.g. highlights after a brightness boost)
     carry no mark and bend the residual of their neighbours: chips near them weigh 0.
     """
-    grid = _to_cells(luma, grid_w, grid_h, box)
-    residual = grid - uniform_filter(grid, 3)
-    weight = 1.0 / (uniform_filter(residual * residual, 5) + 1.0)
-    clipped = ((luma >= 254.5) | (luma <= 0.5)).astype(np.float32)
-    if clipped.any():
+    return Evidence(luma).chips(grid_w, grid_h, box)
+
+
+def fold_tiles(grid: FloatArray) -> FloatArray:
+    """Sum a chip grid over its tiles: ``out[y % TILE, x % TILE] += grid[y, x]``."""
+    height, width = grid.shape
+    padded = np.pad(grid, ((0, -height % TILE), (0, -width % TILE)))
+    tiles = padded.reshape(padded.shape[0] // TILE, TILE, padded.shape[1] // TILE, TILE)
+    return np.asarray(tiles.sum(axis=(0, 2)), dtype=np.float64)
+
+
+class Evidence:
+    """A luma plane prepared for many chip-grid reads: what :func:`_chip_evidence` computes,
+    with the PIL planes built once and each grid's result kept (a search reads the same grids
+    for both methods; callers must not modify the arrays returned)."""
+
+    def __init__(self, luma: npt.NDArray[np.floating]) -> None:
+        self.luma = np.asarray(luma, dtype=np.float32)
+        self._plane = Image.fromarray(self.luma, "F")
+        clipped = (luma >= 254.5) | (luma <= 0.5)
         # float32 as benchmarked: `> 0` below then also drops the chips where the filter's
         # running sum leaves a tiny residue beside a clipped chip
-        share = _to_cells(clipped, grid_w, grid_h, box).astype(np.float32)
-        weight[uniform_filter(share, 3) > 0] = 0.0
-    return residual, weight
+        self._clipped = Image.fromarray(clipped.astype(np.float32), "F") if clipped.any() else None
+        self._cache: dict[tuple[int, int, tuple[float, ...] | None], tuple[FloatArray, FloatArray]]
+        self._cache = {}
+
+    @classmethod
+    def of(cls, image: Image.Image) -> Evidence:
+        """The evidence of an image's luma."""
+        return cls(_luma(np.asarray(image.convert("RGB"), dtype=np.float64)))
+
+    def chips(
+        self, grid_w: int, grid_h: int, box: tuple[float, float, float, float] | None = None
+    ) -> tuple[FloatArray, FloatArray]:
+        """(residual, weight) on a ``grid_w`` x ``grid_h`` chip grid over ``box``."""
+        key = (grid_w, grid_h, box)
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        size = (grid_w, grid_h)
+        cells = self._plane.resize(size, Image.Resampling.BOX, box=box)
+        grid = np.asarray(cells, dtype=np.float64)
+        residual = grid - uniform_filter(grid, 3)
+        weight = 1.0 / (uniform_filter(residual * residual, 5) + 1.0)
+        if self._clipped is not None:
+            share = self._clipped.resize(size, Image.Resampling.BOX, box=box)
+            share_cells = np.asarray(share, dtype=np.float64).astype(np.float32)
+            weight[uniform_filter(share_cells, 3) > 0] = 0.0
+        self._cache[key] = (residual, weight)
+        return residual, weight
 
 
 def _informed_correction(
@@ -268,18 +308,15 @@ class Candidate:
 
 
 def _soft_at(
-    luma: npt.NDArray[np.float32], chip: float, px: float, py: float, layout: _Layout
+    evidence: Evidence, chip: float, px: float, py: float, layout: _Layout
 ) -> Candidate | None:
-    height, width = luma.shape
+    height, width = evidence.luma.shape
     grid_h, grid_w = int((height - py) // chip), int((width - px) // chip)
     if min(grid_h, grid_w) < TILE // 2:
         return None
     box = (px, py, px + grid_w * chip, py + grid_h * chip)
-    residual, weight = _chip_evidence(luma, grid_w, grid_h, box)
-    weighted = residual * weight
-    folded = np.zeros((TILE, TILE))
-    yy, xx = np.mgrid[0:grid_h, 0:grid_w]
-    np.add.at(folded, (yy % TILE, xx % TILE), weighted)
+    residual, weight = evidence.chips(grid_w, grid_h, box)
+    folded = fold_tiles(residual * weight)
     corr = np.real(np.fft.ifft2(np.fft.fft2(folded) * np.conj(np.fft.fft2(layout.pilot))))
     oy, ox = np.unravel_index(int(np.argmax(corr)), corr.shape)
     z = float((corr[oy, ox] - corr.mean()) / (corr.std() + 1e-12))
@@ -290,17 +327,20 @@ def _soft_at(
     return Candidate(soft, z, chip, (px, py), (int(oy), int(ox)))
 
 
-def soft_candidates(image: Image.Image, n_bits: int, *, keep: int = 3) -> list[Candidate]:
+def soft_candidates(
+    image: Image.Image, n_bits: int, *, keep: int = 3, evidence: Evidence | None = None
+) -> list[Candidate]:
     """Try likely grid alignments; return the ``keep`` best with a pilot z >= SYNC_Z.
 
     Chip sizes tried: the one the image's own size implies (right for any uniform rescale), the
     nearest whole-pixel sizes, and those of an original up to 20 % larger (crops), in 1 % steps.
     A coarse pass (two sub-chip phases) ranks the sizes; the best three get 4 x 4 phases. The
-    tile offset comes from the pilot correlation.
+    tile offset comes from the pilot correlation. ``evidence`` (the image's, from
+    :meth:`Evidence.of`) lets a caller share the grids it already read.
     """
     layout = _layout(n_bits)
-    luma = _luma(np.asarray(image.convert("RGB"), dtype=np.float64)).astype(np.float32)
-    height, width = luma.shape
+    luma = evidence if evidence is not None else Evidence.of(image)
+    height, width = luma.luma.shape
     _, _, chip = _grid_shape(height, width)
     sizes = {chip, float(np.floor(chip)), float(np.ceil(chip))}
     sizes |= {chip / (1.0 - 0.01 * k) for k in range(1, 21)}

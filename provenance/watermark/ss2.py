@@ -179,36 +179,33 @@ class Region:
 
 
 def _fold(
-    luma: npt.NDArray[np.float32], chip: float, px: float, py: float
+    evidence: _ss1.Evidence, chip: float, px: float, py: float
 ) -> tuple[FloatArray, FloatArray, FloatArray] | None:
-    height, width = luma.shape
+    height, width = evidence.luma.shape
     grid_h, grid_w = int((height - py) // chip), int((width - px) // chip)
     if min(grid_h, grid_w) < TILE // 2:
         return None
     box = (px, py, px + grid_w * chip, py + grid_h * chip)
-    residual, weight = _ss1._chip_evidence(luma, grid_w, grid_h, box)
+    residual, weight = evidence.chips(grid_w, grid_h, box)
     weighted = residual * weight
-    folded = np.zeros((TILE, TILE))
-    yy, xx = np.mgrid[0:grid_h, 0:grid_w]
-    np.add.at(folded, (yy % TILE, xx % TILE), weighted)
-    return folded, weighted, weight
+    return _ss1.fold_tiles(weighted), weighted, weight
 
 
 def _orient(folded: FloatArray, layout: _ss1._Layout) -> tuple[float, int, int, int]:
     """Best dihedral move and tile offset for a fold: (z, k, oy, ox)."""
     pilot = np.conj(np.fft.fft2(layout.pilot))
-    best = (-np.inf, 0, 0, 0)
-    for k in range(sync.DIHEDRAL):
-        corr = np.real(np.fft.ifft2(np.fft.fft2(sync.dihedral(folded, k)) * pilot))
-        oy, ox = np.unravel_index(int(np.argmax(corr)), corr.shape)
-        z = float((corr[oy, ox] - corr.mean()) / (corr.std() + 1e-12))
-        if z > best[0]:
-            best = (z, k, int(oy), int(ox))
-    return best
+    moved = np.stack([sync.dihedral(folded, k) for k in range(sync.DIHEDRAL)])
+    corr = np.real(np.fft.ifft2(np.fft.fft2(moved) * pilot)).reshape(sync.DIHEDRAL, -1)
+    peak = np.argmax(corr, axis=1)
+    top = corr[np.arange(sync.DIHEDRAL), peak]
+    zs = (top - corr.mean(axis=1)) / (corr.std(axis=1) + 1e-12)
+    k = int(np.argmax(zs))
+    oy, ox = divmod(int(peak[k]), TILE)
+    return float(zs[k]), k, oy, ox
 
 
 def _candidate(
-    luma: npt.NDArray[np.float32],
+    luma: _ss1.Evidence,
     chip: float,
     px: float,
     py: float,
@@ -263,18 +260,15 @@ def _gated(
                 keep[block] = True
     if kept < 2 or kept >= 0.8 * blocks:
         return tile
-    folded = np.zeros((TILE, TILE))
-    yy, xx = np.nonzero(keep)
-    np.add.at(folded, (yy % TILE, xx % TILE), weighted[keep])
-    return folded
+    return _ss1.fold_tiles(np.where(keep, weighted, 0.0))
 
 
 _IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
-def _native(luma: npt.NDArray[np.float32], layout: _ss1._Layout) -> list[Candidate]:
+def _native(luma: _ss1.Evidence, layout: _ss1._Layout) -> list[Candidate]:
     """The image's own chip grid (crops and uniform rescales), in all 8 orientations."""
-    height, width = luma.shape
+    height, width = luma.luma.shape
     _, _, chip = _ss1._grid_shape(height, width)
     sizes = {chip, float(np.floor(chip)), float(np.ceil(chip))}
     sizes |= {chip / (1.0 - 0.01 * k) for k in range(1, 21)}
@@ -289,7 +283,7 @@ def _native(luma: npt.NDArray[np.float32], layout: _ss1._Layout) -> list[Candida
 
 
 def _phases(
-    luma: npt.NDArray[np.float32], sizes: list[float], layout: _ss1._Layout, matrix: FloatArray
+    luma: _ss1.Evidence, sizes: list[float], layout: _ss1._Layout, matrix: FloatArray
 ) -> list[Candidate]:
     found = []
     for size in sizes:
@@ -309,15 +303,21 @@ def _rectified(luma: npt.NDArray[np.float32], layout: _ss1._Layout) -> Iterator[
         growth = (period / TILE) ** 2 / abs(float(np.linalg.det(lattice.basis / TILE)))
         chip = period / TILE * max(1.0, np.sqrt(growth / MAX_GROWTH))
         rect = sync.rectify(luma, lattice, TILE, chip)
-        yield from _phases(rect.luma, [chip], layout, rect.matrix)[:2]
+        yield from _phases(_ss1.Evidence(rect.luma), [chip], layout, rect.matrix)[:2]
 
 
-def candidates(image: Image.Image, n_bits: int) -> Iterator[Candidate]:
-    """Alignments worth decoding, likeliest first: the native grid, then the lattice's."""
+def candidates(
+    image: Image.Image, n_bits: int, *, evidence: _ss1.Evidence | None = None
+) -> Iterator[Candidate]:
+    """Alignments worth decoding, likeliest first: the native grid, then the lattice's.
+
+    ``evidence`` (the image's, from ``spread.Evidence.of``) lets a caller share the chip grids
+    read here with ``spread.soft_candidates``.
+    """
     layout = _layout(n_bits)
-    luma = _ss1._luma(np.asarray(image.convert("RGB"), dtype=np.float64)).astype(np.float32)
+    luma = evidence if evidence is not None else _ss1.Evidence.of(image)
     yield from _native(luma, layout)[:3]
-    yield from _rectified(luma, layout)
+    yield from _rectified(luma.luma, layout)
 
 
 def locate(cand: Candidate, codeword: npt.NDArray[np.uint8], size: tuple[int, int]) -> Region:
