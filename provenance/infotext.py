@@ -213,8 +213,10 @@ def addon_fields(
     Example:
         >>> addon_fields([{"kind": "lora", "name": "film", "sha256": "ab" * 32,
         ...                "short_hash": "0123456789ab", "settings": {}},
-        ...               {"kind": "embedding", "name": "easyneg", "sha256": "cd" * 32}])
-        [('Lora hashes', 'film: 0123456789ab'), ('TI hashes', 'easyneg: cdcdcdcdcdcd')]
+        ...               {"kind": "embedding", "name": "easyneg", "sha256": "cd" * 32}],
+        ... )  # doctest: +NORMALIZE_WHITESPACE
+        [('Lora hashes', 'film: 0123456789ab'), ('TI hashes', 'easyneg: cdcdcdcdcdcd'),
+         ('Hashes', '{"lora:film": "0123456789ab", "embed:easyneg": "cdcdcdcdcdcd"}')]
     """
 
     def short(record: Mapping[str, Any]) -> str:

@@ -174,6 +174,7 @@ def check_command(
         raise CliError(
             f"{len(unreadable)} of {len(files)} files could not be read (listed above)",
             exit_code=ExitCode.FILE,
+            hint="each row above names why; give PNG, JPEG or WebP files (the others' reports stand)",
         )
 
 
