@@ -178,6 +178,15 @@ def test_family_mismatch_unknown_names_and_non_loras_fail_before_work(
         sd("a cat", loras={"film": float("nan")}, **CALL)
     with pytest.raises(InvalidOptionError, match="LoRA multiplier"):
         sd("a cat <lora:film:strong>", **CALL)
+    # a prompt (which an app's users may write) names LoRAs in the folders only, as in A1111:
+    # a path in a tag is never opened, even to a real LoRA file outside the folders
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    copied = stray / "stray_lora.safetensors"
+    copied.write_bytes((lora_dir / "film.safetensors").read_bytes())
+    for tag in (str(copied), f"../{stray.name}/stray_lora.safetensors", "/etc/passwd"):
+        with pytest.raises(AddonNotFoundError, match="no lora named"):
+            sd(f"a cat <lora:{tag}:1>", **CALL)
 
 
 def test_sdxl_kohya_lora_matches_plain_diffusers(tiny_sdxl_path: Path, tmp_path: Path) -> None:

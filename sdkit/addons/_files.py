@@ -90,8 +90,13 @@ def listing(dirs: Sequence[Path], suffixes: Sequence[str]) -> dict[str, Path]:
     return found
 
 
-def find(name: str, dirs: Sequence[Path], suffixes: Sequence[str], kind: str) -> Path:
+def find(
+    name: str, dirs: Sequence[Path], suffixes: Sequence[str], kind: str, *, paths: bool = True
+) -> Path:
     """One add-on file: ``name`` as a path, or a file stem (sub-folders searched) in ``dirs``.
+
+    ``paths=False`` (names written in a prompt, which an app's users may control) accepts only
+    names found in ``dirs``, as A1111 does: a prompt cannot make sdkit open a file elsewhere.
 
     Raises:
         AddonNotFoundError: no such file; ``close`` lists names spelt nearly the same.
@@ -102,7 +107,7 @@ def find(name: str, dirs: Sequence[Path], suffixes: Sequence[str], kind: str) ->
             hint="name a file stem in the add-on folders, or give a path.",
         )  # fmt: skip
     direct = Path(name).expanduser()
-    if (os.sep in name or direct.suffix.lower() in suffixes) and direct.exists():
+    if paths and (os.sep in name or direct.suffix.lower() in suffixes) and direct.exists():
         return direct
     available = listing(dirs, suffixes)
     if name in available:

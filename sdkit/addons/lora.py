@@ -250,12 +250,16 @@ class LoraSet:
         if info is not None:
             self.pipe.delete_adapters([info.adapter])
 
-    def resolve(self, name: str) -> LoraFile:
-        """A loaded LoRA by name, else the file of that name in :attr:`dirs`, loaded now."""
+    def resolve(self, name: str, *, paths: bool = True) -> LoraFile:
+        """A loaded LoRA by name, else the file of that name in :attr:`dirs`, loaded now.
+
+        ``paths=False`` (a prompt's ``<lora:…>`` tag): a name in :attr:`dirs` only, never a path.
+        """
         if name in self.loaded:
             return self.loaded[name]
-        path = find(name, self.dirs, LORA_SUFFIXES, "lora")
-        return self.load(path, name=None if Path(name).expanduser().exists() else name)
+        path = find(name, self.dirs, LORA_SUFFIXES, "lora", paths=paths)
+        direct = paths and Path(name).expanduser().exists()
+        return self.load(path, name=None if direct else name)
 
     def ensure(self, name: str, sha256: str) -> LoraFile:
         """The LoRA ``name`` whose file has ``sha256`` (a Recipe's), loaded from :attr:`dirs`.

@@ -65,7 +65,11 @@ class PromptAddons:
         for name, te, unet in tags:
             wanted.pop(name, None)
             wanted[name] = LoraWeights(unet=unet, te=te)
-        active = [(self.loras.resolve(name), weights) for name, weights in wanted.items()]
+        tagged = {t[0] for t in tags}  # written in the prompt: names in the folders only
+        active = [
+            (self.loras.resolve(name, paths=name not in tagged), weights)
+            for name, weights in wanted.items()
+        ]
         used = self.embeddings.used([text, negative_prompt])
         self.loras.apply(active, fuse=fuse)
         records = self.loras.records(active, fuse=fuse, tagged={t[0] for t in tags})
