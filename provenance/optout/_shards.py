@@ -29,7 +29,7 @@ from typing import Any
 
 from .._fs import atomic_path, write_atomic
 from ..errors import OptOutError
-from .dataset_files import OUTPUT_COLUMNS, read_columns, read_rows
+from .dataset_files import read_rows
 
 __all__ = [
     "Plan",
@@ -37,7 +37,6 @@ __all__ = [
     "ShardResults",
     "marker_path",
     "plan_shards",
-    "preflight",
     "read_cells",
     "read_marker",
     "results_path",
@@ -319,63 +318,6 @@ def _lines(path: Path) -> Iterator[str]:
         for line in handle:
             if line.strip():
                 yield line
-
-
-def preflight(
-    src: Path,
-    out: Path,
-    fmt_in: str,
-    url_column: str,
-    path_column: str,
-    root: Path,
-    overwrite: bool,
-) -> None:
-    """The checks ``check_dataset`` makes before any work, with the same messages.
-
-    Raises:
-        OptOutError: the input is missing or unreadable or has neither column or already has an
-            output column; the output is the input or exists (without ``overwrite``); ``root``
-            is not a folder.
-    """
-    if not src.is_file():
-        raise OptOutError(
-            f"{src} does not exist", path=str(src), hint="give the dataset file to check."
-        )
-    if out.resolve() == src.resolve():
-        raise OptOutError(
-            "the output would overwrite the input", path=str(out), hint="give another -o path."
-        )
-    if out.exists() and not overwrite:
-        raise OptOutError(
-            f"{out} exists", path=str(out), hint="pass --overwrite or choose another -o."
-        )
-    try:
-        columns = read_columns(src, fmt_in)
-    except (OSError, ValueError) as exc:
-        raise OptOutError(
-            f"cannot read {src}: {exc}",
-            path=str(src),
-            hint="check that the file is a valid CSV, JSON Lines or Parquet file.",
-        ) from exc
-    if url_column not in columns and path_column not in columns:
-        raise OptOutError(
-            f"{src} has no {url_column!r} or {path_column!r} column (it has {', '.join(columns) or 'none'})",
-            path=str(src),
-            hint="name the columns with --url-column / --path-column.",
-        )
-    if not root.is_dir():
-        raise OptOutError(
-            f"the files root {root} is not a folder",
-            path=str(root),
-            hint="give the folder that the path column's files are in (--files-root).",
-        )
-    clash = [c for c in OUTPUT_COLUMNS if c in columns]
-    if clash:
-        raise OptOutError(
-            f"{src} already has the column(s) {', '.join(clash)} that the output adds",
-            path=str(src),
-            hint="rename them first.",
-        )
 
 
 def success_path(work: Path) -> Path:

@@ -48,7 +48,7 @@ from .dataset_files import (
     FORMATS,
     OUTPUT_COLUMNS,
     dataset_format,
-    read_columns,
+    preflight,
     read_rows,
     write_output,
 )
@@ -285,46 +285,8 @@ def check_dataset(
     started = time.monotonic()
     src, out = Path(source), Path(output)
     fmt_in, fmt_out = dataset_format(src), dataset_format(out)
-    if not src.is_file():
-        raise OptOutError(
-            f"{src} does not exist", path=str(src), hint="give the dataset file to check."
-        )
-    if out.resolve() == src.resolve():
-        raise OptOutError(
-            "the output would overwrite the input", path=str(out), hint="give another -o path."
-        )
-    if out.exists() and not overwrite:
-        raise OptOutError(
-            f"{out} exists", path=str(out), hint="pass --overwrite or choose another -o."
-        )
-    try:
-        columns = read_columns(src, fmt_in)
-    except (OSError, ValueError) as exc:
-        raise OptOutError(
-            f"cannot read {src}: {exc}",
-            path=str(src),
-            hint="check that the file is a valid CSV, JSON Lines or Parquet file.",
-        ) from exc
-    if url_column not in columns and path_column not in columns:
-        raise OptOutError(
-            f"{src} has no {url_column!r} or {path_column!r} column (it has {', '.join(columns) or 'none'})",
-            path=str(src),
-            hint="name the columns with --url-column / --path-column.",
-        )
     root = src.parent if files_root is None else Path(files_root)
-    if not root.is_dir():
-        raise OptOutError(
-            f"the files root {root} is not a folder",
-            path=str(root),
-            hint="give the folder that the path column's files are in (--files-root).",
-        )
-    clash = [c for c in OUTPUT_COLUMNS if c in columns]
-    if clash:
-        raise OptOutError(
-            f"{src} already has the column(s) {', '.join(clash)} that the output adds",
-            path=str(src),
-            hint="rename them first.",
-        )
+    preflight(src, out, fmt_in, url_column, path_column, root, overwrite)
     partial = out.with_name(out.name + ".partial")
     try:
         done = _load_partial(partial, _stamp(src, url_column, path_column))

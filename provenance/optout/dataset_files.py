@@ -23,6 +23,7 @@ __all__ = [
     "FORMATS",
     "OUTPUT_COLUMNS",
     "dataset_format",
+    "preflight",
     "read_columns",
     "read_rows",
     "write_output",
@@ -175,3 +176,60 @@ def _write_parquet(temp: Path, rows: Iterator[dict[str, Any]], schema_from: Path
 def _with_end(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any] | None]:
     yield from rows
     yield None
+
+
+def preflight(
+    src: Path,
+    out: Path,
+    fmt_in: str,
+    url_column: str,
+    path_column: str,
+    root: Path,
+    overwrite: bool,
+) -> None:
+    """The checks ``check_dataset`` (one process or ``--engine ray``) makes before any work.
+
+    Raises:
+        OptOutError: the input is missing or unreadable or has neither column or already has an
+            output column; the output is the input or exists (without ``overwrite``); ``root``
+            is not a folder.
+    """
+    if not src.is_file():
+        raise OptOutError(
+            f"{src} does not exist", path=str(src), hint="give the dataset file to check."
+        )
+    if out.resolve() == src.resolve():
+        raise OptOutError(
+            "the output would overwrite the input", path=str(out), hint="give another -o path."
+        )
+    if out.exists() and not overwrite:
+        raise OptOutError(
+            f"{out} exists", path=str(out), hint="pass --overwrite or choose another -o."
+        )
+    try:
+        columns = read_columns(src, fmt_in)
+    except (OSError, ValueError) as exc:
+        raise OptOutError(
+            f"cannot read {src}: {exc}",
+            path=str(src),
+            hint="check that the file is a valid CSV, JSON Lines or Parquet file.",
+        ) from exc
+    if url_column not in columns and path_column not in columns:
+        raise OptOutError(
+            f"{src} has no {url_column!r} or {path_column!r} column (it has {', '.join(columns) or 'none'})",
+            path=str(src),
+            hint="name the columns with --url-column / --path-column.",
+        )
+    if not root.is_dir():
+        raise OptOutError(
+            f"the files root {root} is not a folder",
+            path=str(root),
+            hint="give the folder that the path column's files are in (--files-root).",
+        )
+    clash = [c for c in OUTPUT_COLUMNS if c in columns]
+    if clash:
+        raise OptOutError(
+            f"{src} already has the column(s) {', '.join(clash)} that the output adds",
+            path=str(src),
+            hint="rename them first.",
+        )

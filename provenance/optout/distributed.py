@@ -52,7 +52,6 @@ from ._shards import (
     Shard,
     ShardResults,
     plan_shards,
-    preflight,
     read_cells,
     read_marker,
     success_path,
@@ -60,7 +59,7 @@ from ._shards import (
 )
 from .checker import OptOutChecker
 from .dataset import DatasetSummary, _check_row, _record, _target
-from .dataset_files import dataset_format, write_output
+from .dataset_files import dataset_format, preflight, write_output
 from .decision import Decision
 
 __all__ = ["RayOptions", "ShardWorker", "check_dataset_ray", "import_ray"]
