@@ -73,10 +73,11 @@ class _Layout:
 
 
 @functools.cache
-def _layout(n_bits: int) -> _Layout:
+def _layout(n_bits: int, seed: int = SEED) -> _Layout:
+    """The tile layout of ``n_bits``: chip positions, PN signs, pilot; ``seed`` names the method."""
     if n_bits * CHIPS_PER_BIT >= TILE * TILE:
         raise WatermarkError(f"{n_bits} bits do not fit a {TILE}x{TILE} tile")
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(seed)
     order = rng.permutation(TILE * TILE)
     flat = -np.ones(TILE * TILE, dtype=np.int64)
     flat[order[: n_bits * CHIPS_PER_BIT]] = np.repeat(np.arange(n_bits), CHIPS_PER_BIT)

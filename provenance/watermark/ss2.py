@@ -32,7 +32,6 @@ decoder makes at most :data:`MAX_DECODES` calls of ``decode_payload`` per image,
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -84,15 +83,9 @@ def false_accept_bound() -> float:
 assert false_accept_bound() < 1e-9, "the geometric search must keep the false-accept budget"
 
 
-@functools.cache
 def _layout(n_bits: int) -> _ss1._Layout:
-    rng = np.random.default_rng(SEED)
-    order = rng.permutation(TILE * TILE)
-    flat = -np.ones(TILE * TILE, dtype=np.int64)
-    flat[order[: n_bits * CHIPS_PER_BIT]] = np.repeat(np.arange(n_bits), CHIPS_PER_BIT)
-    assign = flat.reshape(TILE, TILE)
-    pn = rng.choice(np.array([-1.0, 1.0]), size=(TILE, TILE))
-    return _ss1._Layout(assign, pn, np.where(assign < 0, pn, 0.0), n_bits)
+    """ss1's tile layout drawn from ss2's own seed (so neither method reads the other's tiles)."""
+    return _ss1._layout(n_bits, SEED)
 
 
 def embed_bits(image: Image.Image, bits: npt.NDArray[np.uint8]) -> Image.Image:
