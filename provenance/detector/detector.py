@@ -185,20 +185,8 @@ class Detector:
         """
         probe = univfd_probe(fc_weights)
         if backbone is None:
-            backbone = Backbone(
-                "ViT-L-14",
-                "openai",
-                checkpoint=checkpoint,
-                feature="projected",
-                device=device,
-                small=small,
-            )
-        dim = backbone.dim
-        if dim != 768:
-            raise DetectorError(
-                f"UnivFD's layer reads 768 features; {backbone.id.describe()} gives {dim}",
-                hint="use CLIP ViT-L/14 with feature='projected'.",
-            )
+            backbone = _vit_l14(checkpoint, device, small)
+        _check_univfd_width(backbone)
         meta = {**probe.metadata, "backbone": backbone.id.to_dict()}
         return cls(backbone, replace(probe, metadata=meta))
 
@@ -230,15 +218,7 @@ class Detector:
         probe = default_probe()
         if backbone is None:
             try:
-                backbone = Backbone(
-                    "ViT-L-14",
-                    "openai",
-                    checkpoint=checkpoint,
-                    feature="projected",
-                    device=device,
-                    small=small,
-                    progress=progress,
-                )
+                backbone = _vit_l14(checkpoint, device, small, progress=progress)
             except MissingWeightsError as exc:
                 raise MissingWeightsError(
                     "the default detector's CLIP ViT-L/14 (OpenAI) weights are not in the "
@@ -247,12 +227,8 @@ class Detector:
                     "into the Hugging Face cache), or pass checkpoint=PATH (CLI: --checkpoint) "
                     "to a local copy of OpenAI's ViT-L/14 weights.",
                 ) from exc
-        elif backbone.dim != 768:
-            raise DetectorError(
-                f"UnivFD's layer reads 768 features; {backbone.id.describe()} gives {backbone.dim}",
-                hint="use CLIP ViT-L/14 with feature='projected'.",
-            )
         else:  # a stand-in backbone (tests, a local copy): the head follows it
+            _check_univfd_width(backbone)
             probe = replace(probe, metadata={**probe.metadata, "backbone": backbone.id.to_dict()})
         return cls(backbone, probe)
 
@@ -403,3 +379,31 @@ def _by_source(items: Sourced, default: str) -> dict[str, Images]:
     if isinstance(items, Mapping):
         return {str(k): list(v) for k, v in items.items()}
     return {default: list(items)}
+
+
+def _vit_l14(
+    checkpoint: str | os.PathLike[str] | None,
+    device: str | torch.device | None,
+    small: SmallPolicy,
+    *,
+    progress: bool = True,
+) -> Backbone:
+    """CLIP ViT-L/14 (OpenAI), projected features: the backbone UnivFD's head was trained on."""
+    return Backbone(
+        "ViT-L-14",
+        "openai",
+        checkpoint=checkpoint,
+        feature="projected",
+        device=device,
+        small=small,
+        progress=progress,
+    )
+
+
+def _check_univfd_width(backbone: Backbone) -> None:
+    """UnivFD's head is a (1, 768) layer: refuse a backbone of another width."""
+    if backbone.dim != 768:
+        raise DetectorError(
+            f"UnivFD's layer reads 768 features; {backbone.id.describe()} gives {backbone.dim}",
+            hint="use CLIP ViT-L/14 with feature='projected'.",
+        )
