@@ -131,22 +131,26 @@ def extract(image: Image.Image, *, max_pixels: int = SEARCH_PIXELS) -> Detection
     decodes = 0
     evidence = _ss1.Evidence.of(searched)  # chip grids read once for both methods
     for cand in _ss2.candidates(searched, _payload.CODEWORD_BITS, evidence=evidence):
+        for soft in cand.readings():
+            if decodes >= _ss2.MAX_DECODES:
+                break
+            decodes += 1
+            decoded = _payload.decode_payload(soft, chase_bits=_ss2.CHASE_BITS)
+            if decoded is None:
+                continue
+            payload, corrected = decoded
+            codeword = _payload.encode_payload(payload)
+            region = _ss2.locate(cand, codeword, searched.size)
+            box = tuple(
+                min(round(v * scale), side)
+                for v, side in zip(region.box, image.size * 2, strict=True)
+            )
+            region = Region((box[0], box[1], box[2], box[3]), region.share)
+            return Detection(
+                payload, _ss2.METHOD, _confidence(soft, codeword), corrected, cand.z, region
+            )
         if decodes >= _ss2.MAX_DECODES:
             break
-        decodes += 1
-        decoded = _payload.decode_payload(cand.soft, chase_bits=_ss2.CHASE_BITS)
-        if decoded is None:
-            continue
-        payload, corrected = decoded
-        codeword = _payload.encode_payload(payload)
-        region = _ss2.locate(cand, codeword, searched.size)
-        box = tuple(
-            min(round(v * scale), side) for v, side in zip(region.box, image.size * 2, strict=True)
-        )
-        region = Region((box[0], box[1], box[2], box[3]), region.share)
-        return Detection(
-            payload, _ss2.METHOD, _confidence(cand.soft, codeword), corrected, cand.z, region
-        )
     for old in _ss1.soft_candidates(searched, _payload.CODEWORD_BITS, evidence=evidence):
         decoded = _payload.decode_payload(old.soft)
         if decoded is None:

@@ -64,12 +64,27 @@ FLAT_PSNR = 40.0  # on a flat picture, at or above this PSNR the SSIM floor no l
 FLAT_STD = 2.0  # luma standard deviation (7 x 7) under which a pixel is flat
 FLAT_SHARE = 0.85  # a picture is flat when at least this share of its pixels is (photos:
 # 0.0 to 0.76 at 512 px; rocket, half sky, is 0.76 and must keep SSIM >= 0.98)
+SMALL_EDGE = 512  # below this long edge, smooth pictures count as flat too
+SMOOTH_STD = 6.0
+SMOOTH_SHARE = 0.75
 SYNC_Z = 5.0
+GRIDS = (
+    160,
+    128,
+    64,
+)  # chips along the long edge: the first whose chip is >= MIN_CHIP, else the last
+MIN_CHIP = 4.0  # px
+TEXTURE_STD = 8.0  # a picture with fewer than TEXTURE_SHARE of its pixels under this 7 x 7
+TEXTURE_SHARE = 0.1  # luma standard deviation is all texture (grass, gravel: 0.00 to 0.03)
 MAX_DECODES = 40  # decode_payload calls per image, at most (the false-accept budget)
 CHASE_BITS = _payload.MAX_CHASE_BITS
 BLOCK = 16  # chips per localisation block side
 BLOCK_Z = 3.0  # a block agrees with the payload at this z-score
+SPLICE_Z = 3.5  # a fold whose pilot scores this z or more is checked for a splice
 GATE_Z = 1.5  # a tile-sized block whose pilot scores this z or more joins a splice's fold
+SQUARE_KEEP = 3  # square-lattice hypotheses (each with its finer alternative)
+GENERAL_KEEP = 3  # general-lattice hypotheses
+RECTIFY_KEEP = 3  # hypotheses read at every phase, after a two-phase look at each
 MAX_GROWTH = 2.0  # the lattice path never resamples to more than this many times the pixels
 
 FloatArray = npt.NDArray[np.float64]
@@ -88,6 +103,43 @@ def _layout(n_bits: int) -> _ss1._Layout:
     return _ss1._layout(n_bits, SEED)
 
 
+def grid_shape(height: int, width: int, *, textured: bool = False) -> tuple[int, int, float]:
+    """(grid_h, grid_w, chip) of the chip grid ss2 embeds in a ``width`` x ``height`` image:
+    the first of :data:`GRIDS` whose chips are at least :data:`MIN_CHIP` px (the finest,
+    ``GRIDS[0]``, for a ``textured`` picture, where a coarser chip meets more of the host)."""
+    long_edge = max(height, width)
+    grid = (
+        GRIDS[0] if textured else next((g for g in GRIDS if long_edge / g >= MIN_CHIP), GRIDS[-1])
+    )
+    chip = long_edge / grid
+    return max(1, round(height / chip)), max(1, round(width / chip)), chip
+
+
+def luminance_jnd(background: FloatArray) -> FloatArray:
+    """The smallest luma change visible on a flat ``background`` (0..255), in levels.
+
+    Chou and Li's luminance-adaptation threshold (IEEE TCSVT 5(6), 1995, eq. 2, from their
+    viewing experiments): ``17 * (1 - sqrt(bg / 127)) + 3`` below mid-grey, ``3 / 128 *
+    (bg - 127) + 3`` above; 3 levels at mid-grey, up to 20 on black and 6 on white.
+    """
+    bg = np.clip(background, 0.0, 255.0)
+    dark = 17.0 * (1.0 - np.sqrt(bg / 127.0)) + 3.0
+    bright = 3.0 / 128.0 * (bg - 127.0) + 3.0
+    return np.asarray(np.where(bg <= 127.0, dark, bright), dtype=np.float64)
+
+
+def is_flat(std: FloatArray) -> bool:
+    """Whether a picture is held by PSNR and the visibility threshold rather than by SSIM.
+
+    ``std`` is the luma's 7 x 7 standard deviation per pixel. Flat: under :data:`FLAT_STD` on
+    :data:`FLAT_SHARE` of the pixels; or, below :data:`SMALL_EDGE` px, under :data:`SMOOTH_STD`
+    on :data:`SMOOTH_SHARE` of them (the shipped model's 256 px pictures: 0.86 to 0.97).
+    """
+    if float(np.mean(std < FLAT_STD)) >= FLAT_SHARE:
+        return True
+    return max(std.shape) < SMALL_EDGE and float(np.mean(std < SMOOTH_STD)) >= SMOOTH_SHARE
+
+
 def embed_bits(image: Image.Image, bits: npt.NDArray[np.uint8]) -> Image.Image:
     """Return a copy of ``image`` carrying ``bits`` (alpha, if any, is kept).
 
@@ -99,22 +151,26 @@ def embed_bits(image: Image.Image, bits: npt.NDArray[np.uint8]) -> Image.Image:
     alpha = image.getchannel("A") if "A" in image.getbands() else None
     rgb = np.asarray(image.convert("RGB"), dtype=np.float64)
     height, width = rgb.shape[:2]
-    grid_h, grid_w, _ = _ss1._grid_shape(height, width)
+    luma = _ss1._luma(rgb)
+    mean = uniform_filter(luma, 7)
+    std = np.sqrt(np.maximum(uniform_filter(luma * luma, 7) - mean * mean, 0.0))
+    textured = float(np.mean(std < TEXTURE_STD)) < TEXTURE_SHARE
+    grid_h, grid_w, _ = grid_shape(height, width, textured=textured)
     ty, tx = np.mgrid[0:grid_h, 0:grid_w]
     ty, tx = ty % TILE, tx % TILE
     index = layout.assign[ty, tx]
     pn = layout.pn[ty, tx]
     symbols = np.where(index < 0, 1.0, 2.0 * bits[np.maximum(index, 0)].astype(np.float64) - 1.0)
     pattern = _ss1._to_pixels(symbols * pn, width, height)
-    luma = _ss1._luma(rgb)
-    mean = uniform_filter(luma, 7)
-    std = np.sqrt(np.maximum(uniform_filter(luma * luma, 7) - mean * mean, 0.0))
     # a mostly flat picture (as the shipped model draws) is held by PSNR alone and gets a
     # higher floor; a photo keeps sdkit-ss1's floor and is held by SSIM too
-    flat = float(np.mean(std < FLAT_STD)) >= FLAT_SHARE
+    flat = is_flat(std)
     floor = FLOOR if flat else _ss1.FLOOR
     delta = pattern * np.clip(_ss1.STRENGTH * std / 8.0, floor, _ss1.CEILING)
     delta += _ss1._informed_correction(rgb, delta, bits, index, pn)
+    if flat:  # no pixel changes by more than its background's visibility threshold
+        jnd = luminance_jnd(uniform_filter(luma, 5))
+        delta = np.clip(delta, 0.5 - jnd, jnd - 0.5)  # rounding may add half a level
     limit = 255.0**2 / 10 ** (_ss1.MIN_PSNR / 10)
     flat_limit = 255.0**2 / 10 ** (FLAT_PSNR / 10)
     dither = np.random.default_rng(SEED).random(rgb.shape[:2])
@@ -153,6 +209,22 @@ class Candidate:
     chip: float
     phase: tuple[float, float]
     matrix: FloatArray  # 2 x 3: searched frame (x, y, 1) -> image pixels
+    spliced: FloatArray | None = None  # soft bits of the blocks whose pilot agrees, when
+    # only some do (a splice)
+
+    @property
+    def eligible(self) -> bool:
+        """Whether the pilot is clear enough to spend a decode on."""
+        return self.z >= (SPLICE_Z if self.spliced is not None else SYNC_Z)
+
+    def readings(self) -> list[FloatArray]:
+        """The soft bits worth decoding, likeliest first: the whole grid's when its pilot is
+        clear, and the agreeing blocks' when only some agree."""
+        if self.spliced is None:
+            return [self.soft]
+        if self.z < SYNC_Z:
+            return [self.spliced]
+        return [self.soft, self.spliced]
 
 
 @dataclass(frozen=True)
@@ -204,19 +276,51 @@ def _candidate(
     py: float,
     layout: _ss1._Layout,
     matrix: FloatArray,
+    *,
+    windows: bool = False,
 ) -> Candidate | None:
     folded = _fold(luma, chip, px, py)
     if folded is None:
         return None
     tile, weighted, weight = folded
     z, k, oy, ox = _orient(tile, layout)
-    if z >= SYNC_Z:
-        tile = _gated(tile, weighted, layout, k, (oy, ox))
-    aligned = np.roll(sync.dihedral(tile, k), (-oy, -ox), axis=(0, 1)) * layout.pn
+    if windows:
+        z, k, oy, ox = max((z, k, oy, ox), _best_window(weighted, layout))
+    spliced = None
+    if z >= SPLICE_Z:
+        # only some blocks agree (a splice): read them alone too. z stays the whole fold's:
+        # the gated fold's own z is raised by the choice of blocks, even on noise
+        gated = _gated(tile, weighted, layout, k, (oy, ox))
+        if gated is not tile:
+            spliced = _soft(gated, layout, k, (oy, ox))
+    soft = _soft(tile, layout, k, (oy, ox))
+    return Candidate(soft, z, weighted, weight, k, (oy, ox), chip, (px, py), matrix, spliced)
+
+
+def _soft(tile: FloatArray, layout: _ss1._Layout, k: int, offset: tuple[int, int]) -> FloatArray:
+    """Soft codeword bits of a fold, once aligned (dihedral move ``k``, then ``offset``)."""
+    aligned = np.roll(sync.dihedral(tile, k), (-offset[0], -offset[1]), axis=(0, 1)) * layout.pn
     soft = np.zeros(layout.n_bits)
     data = layout.assign >= 0
     np.add.at(soft, layout.assign[data], aligned[data])
-    return Candidate(soft, z, weighted, weight, k, (oy, ox), chip, (px, py), matrix)
+    return soft
+
+
+def _best_window(weighted: FloatArray, layout: _ss1._Layout) -> tuple[float, int, int, int]:
+    """The pilot's clearest answer in one window of half the grid's sides (whole tiles, at
+    strides of half a window): a marked region pasted into a larger picture is diluted by
+    the rest of the picture in the whole fold, much less in a window that covers it."""
+    grid_h, grid_w = weighted.shape
+    size_y = max(2, grid_h // TILE // 2) * TILE
+    size_x = max(2, grid_w // TILE // 2) * TILE
+    best = (-np.inf, 0, 0, 0)
+    step_y = max(1, size_y // TILE // 2) * TILE  # whole tiles: a window's fold keeps the
+    step_x = max(1, size_x // TILE // 2) * TILE  # grid's tile offset
+    for wy in range(0, max(1, grid_h - size_y + 1), step_y):
+        for wx in range(0, max(1, grid_w - size_x + 1), step_x):
+            window = weighted[wy : wy + size_y, wx : wx + size_x]
+            best = max(best, _orient(_ss1.fold_tiles(window), layout))
+    return best
 
 
 def _expected(
@@ -262,9 +366,11 @@ _IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 def _native(luma: _ss1.Evidence, layout: _ss1._Layout) -> list[Candidate]:
     """The image's own chip grid (crops and uniform rescales), in all 8 orientations."""
     height, width = luma.luma.shape
-    _, _, chip = _ss1._grid_shape(height, width)
-    sizes = {chip, float(np.floor(chip)), float(np.ceil(chip))}
-    sizes |= {chip / (1.0 - 0.01 * k) for k in range(1, 21)}
+    sizes: set[float] = set()
+    for grid in GRIDS:
+        chip = max(height, width) / grid
+        sizes |= {chip, float(np.floor(chip)), float(np.ceil(chip))}
+        sizes |= {chip / (1.0 - 0.01 * k) for k in range(1, 21)}
     coarse: list[tuple[float, float]] = []
     for size in sorted(s for s in sizes if s >= 1.0):
         zs = [
@@ -276,27 +382,61 @@ def _native(luma: _ss1.Evidence, layout: _ss1._Layout) -> list[Candidate]:
 
 
 def _phases(
-    luma: _ss1.Evidence, sizes: list[float], layout: _ss1._Layout, matrix: FloatArray
+    luma: _ss1.Evidence,
+    sizes: list[float],
+    layout: _ss1._Layout,
+    matrix: FloatArray,
+    *,
+    windows: bool = False,
 ) -> list[Candidate]:
     found = []
     for size in sizes:
         for py in (size * i / 4 for i in range(4)):
             for px in (size * i / 4 for i in range(4)):
-                cand = _candidate(luma, size, px, py, layout, matrix)
-                if cand is not None and cand.z >= SYNC_Z:
+                cand = _candidate(luma, size, px, py, layout, matrix, windows=windows)
+                if cand is not None and cand.eligible:
                     found.append(cand)
     found.sort(key=lambda c: -c.z)
     return found
 
 
+def _hypotheses(luma: npt.NDArray[np.float32]) -> list[sync.Lattice]:
+    """Lattices worth rectifying: the square ones (rotation and scale), each with its finer
+    diagonal alternative, then the general ones (non-uniform scale, shear); no repeats."""
+    lags = sync.lag_map(luma)
+    found: list[sync.Lattice] = []
+    for lattice in sync.find_square_lattices(lags, keep=SQUARE_KEEP):
+        found += [lattice, sync.finer(lattice)]
+    found += sync.find_lattices(lags, keep=GENERAL_KEEP)
+    unique: list[sync.Lattice] = []
+    for lattice in found:
+        if not any(sync.same_basis(lattice.basis, other.basis) for other in unique):
+            unique.append(lattice)
+    return unique
+
+
 def _rectified(luma: npt.NDArray[np.float32], layout: _ss1._Layout) -> Iterator[Candidate]:
-    """Candidates read after undoing the affine map the tile lattice shows."""
-    for lattice in sync.find_lattices(luma):
+    """Candidates read after undoing the affine map the tile lattice shows.
+
+    Each hypothesis is first read at two sub-chip phases; the :data:`RECTIFY_KEEP` whose
+    pilot answers best are read at all 16 phases.
+    """
+    ranked: list[tuple[float, int, _ss1.Evidence, float, FloatArray]] = []
+    for i, lattice in enumerate(_hypotheses(luma)):
         period = float(np.mean(np.hypot(*lattice.basis)))
         growth = (period / TILE) ** 2 / abs(float(np.linalg.det(lattice.basis / TILE)))
         chip = period / TILE * max(1.0, np.sqrt(growth / MAX_GROWTH))
         rect = sync.rectify(luma, lattice, TILE, chip)
-        yield from _phases(_ss1.Evidence(rect.luma), [chip], layout, rect.matrix)[:2]
+        evidence = _ss1.Evidence(rect.luma)
+        coarse = [
+            c.z
+            for p in (0.0, chip / 2)
+            if (c := _candidate(evidence, chip, p, p, layout, rect.matrix, windows=True))
+        ]
+        ranked.append((max(coarse, default=-np.inf), i, evidence, chip, rect.matrix))
+    ranked.sort(key=lambda item: (-item[0], item[1]))
+    for _, _, evidence, chip, matrix in ranked[:RECTIFY_KEEP]:
+        yield from _phases(evidence, [chip], layout, matrix, windows=True)[:2]
 
 
 def candidates(

@@ -21,15 +21,29 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import scipy.fft
-from scipy.ndimage import maximum_filter, uniform_filter
+from scipy.ndimage import map_coordinates, maximum_filter, uniform_filter
 
-__all__ = ["DIHEDRAL", "Lattice", "Rectified", "dihedral", "find_lattices", "rectify", "undihedral"]
+__all__ = [
+    "DIHEDRAL",
+    "LagMap",
+    "Lattice",
+    "Rectified",
+    "dihedral",
+    "find_lattices",
+    "find_square_lattices",
+    "finer",
+    "lag_map",
+    "rectify",
+    "same_basis",
+    "undihedral",
+]
 
 FloatArray = npt.NDArray[np.float64]
 DIHEDRAL = 8  # identity, 3 quarter turns, and the mirror of each
 PEAK_Z = 4.0  # autocorrelation peaks below this z-score are not lattice candidates
 MIN_PERIOD = 44.0  # px: shortest tile period searched (32 chips of 1.4 px)
 MAX_LAG = 0.5  # longest lag searched, as a share of the shorter side (two tiles at least)
+REFINE_Z = 2.5  # peaks above this z-score refine a square lattice found by pooling
 MAX_BASIS_ANGLE_COS = 0.5  # basis vectors within 60..120 degrees of each other
 
 
@@ -111,22 +125,19 @@ def _subpixel(corr: FloatArray, y: int, x: int) -> tuple[float, float]:
     return y + dy, x + dx
 
 
-def find_lattices(luma: npt.NDArray[np.float32], *, keep: int = 3) -> list[Lattice]:
+def find_lattices(luma: npt.NDArray[np.float32] | LagMap, *, keep: int = 3) -> list[Lattice]:
     """Lattice hypotheses for a tiled mark in ``luma``, clearest first (may be empty).
 
     Args:
-        luma: the image's luma, 0..255 (float32).
+        luma: the image's luma, 0..255 (float32), or its :func:`lag_map`.
         keep: how many hypotheses to return at most.
     """
-    corr, height, width = _autocorrelation(luma)
-    cy, cx = corr.shape[0] // 2, corr.shape[1] // 2
-    yy, xx = np.mgrid[-cy : corr.shape[0] - cy, -cx : corr.shape[1] - cx]
-    radius = np.hypot(yy, xx)
-    valid = (radius >= MIN_PERIOD) & (radius <= MAX_LAG * min(height, width))
+    lags = lag_map(luma) if isinstance(luma, np.ndarray) else luma
+    corr, valid, z = lags.corr, lags.valid, lags.z.copy()
     if not valid.any():
         return []
-    values = corr[valid]
-    z = (corr - float(values.mean())) / (float(values.std()) + 1e-12)
+    cy, cx = corr.shape[0] // 2, corr.shape[1] // 2
+    yy, xx = np.mgrid[-cy : corr.shape[0] - cy, -cx : corr.shape[1] - cx]
     z[~valid] = 0.0
     # one half plane: a peak at v is also one at -v
     half = (yy > 0) | ((yy == 0) & (xx > 0))
@@ -206,6 +217,15 @@ def _refine(basis: FloatArray, points: list[tuple[float, FloatArray]]) -> tuple[
     return refined, float(min(strength) if len(strength) >= 2 else 0.0)
 
 
+def same_basis(a: FloatArray, b: FloatArray, tolerance: float = 0.03) -> bool:
+    """Whether two bases span the same lattice (up to order and signs of the vectors)."""
+    n = np.linalg.inv(a) @ b
+    rounded = np.rint(n)
+    return bool(
+        np.allclose(n, rounded, atol=tolerance) and abs(abs(np.linalg.det(rounded)) - 1) < 1e-9
+    )
+
+
 def _same_lattice(a: FloatArray, b: FloatArray) -> bool:
     """Whether one lattice is a sub- or super-lattice of the other (the same periodic family,
     e.g. a JPEG block grid and its multiples): one hypothesis per family."""
@@ -243,3 +263,126 @@ def rectify(luma: npt.NDArray[np.float32], lattice: Lattice, tile: int, chip: fl
         borderValue=0.0,
     )
     return Rectified(np.asarray(out, dtype=np.float32), matrix, chip)
+
+
+@dataclass(frozen=True)
+class LagMap:
+    """The autocorrelation of an image's whitened residual, read by both lattice searches.
+
+    Attributes:
+        corr: the autocorrelation, centred (lag 0 at the middle).
+        valid: the lags searched (a ring from :data:`MIN_PERIOD` to :data:`MAX_LAG`).
+        z: ``corr`` z-scored over the ring.
+        shape: (height, width) of the image.
+    """
+
+    corr: FloatArray
+    valid: npt.NDArray[np.bool_]
+    z: FloatArray
+    shape: tuple[int, int]
+
+
+def lag_map(luma: npt.NDArray[np.float32]) -> LagMap:
+    """The :class:`LagMap` of a luma plane (0..255, float32)."""
+    corr, height, width = _autocorrelation(luma)
+    cy, cx = corr.shape[0] // 2, corr.shape[1] // 2
+    yy, xx = np.mgrid[-cy : corr.shape[0] - cy, -cx : corr.shape[1] - cx]
+    radius = np.hypot(yy, xx)
+    valid = (radius >= MIN_PERIOD) & (radius <= MAX_LAG * min(height, width))
+    z = np.zeros_like(corr)
+    if valid.any():
+        values = corr[valid]
+        z = (corr - float(values.mean())) / (float(values.std()) + 1e-12)
+    return LagMap(corr, valid, z, (height, width))
+
+
+def _peak_points(
+    z: FloatArray, valid: npt.NDArray[np.bool_], threshold: float, most: int = 200
+) -> list[tuple[float, FloatArray]]:
+    """Local maxima of a centred z-map above ``threshold`` in one half plane: (z, lag x/y),
+    refined to sub-pixel, strongest first."""
+    cy, cx = z.shape[0] // 2, z.shape[1] // 2
+    yy, xx = np.mgrid[-cy : z.shape[0] - cy, -cx : z.shape[1] - cx]
+    half = (yy > 0) | ((yy == 0) & (xx > 0))
+    peaks = (z == maximum_filter(z, 5)) & (z > threshold) & half & valid
+    ys, xs = np.nonzero(peaks)
+    points = []
+    for i in np.argsort(-z[ys, xs])[:most]:
+        py, px = _subpixel(z, int(ys[i]), int(xs[i]))
+        points.append((float(z[ys[i], xs[i]]), np.array([px - cx, py - cy])))
+    return points
+
+
+def find_square_lattices(luma: npt.NDArray[np.float32] | LagMap, *, keep: int = 2) -> list[Lattice]:
+    """Lattices of square tiles (rotation and uniform scale), clearest first (may be empty).
+
+    The autocorrelation is pooled along rays: for each angle (0.25 degree steps over a
+    quarter turn) and period (0.5 px steps), the lattice's nearest points on both axes (one
+    and two periods out) and on both diagonals are summed, so peaks too weak to stand out
+    alone (a rotated copy re-encoded as JPEG) add up; each winner is then refined by least
+    squares over the peaks near its points (:func:`_refine`).
+
+    Args:
+        luma: the image's luma, 0..255 (float32), or its :func:`lag_map`.
+        keep: how many hypotheses to return at most.
+    """
+    lags = lag_map(luma) if isinstance(luma, np.ndarray) else luma
+    z, valid = lags.z, lags.valid
+    height, width = lags.shape
+    if not valid.any():
+        return []
+    local = maximum_filter(np.where(valid, z, 0.0), 3)
+    # the 3 x 3 maximum of noise is biased upwards: re-centre it, or a sum over many points
+    # favours short periods
+    spread = float(local[valid].std())
+    if spread <= 1e-9:  # a flat picture: nothing periodic to find
+        return []
+    local = np.where(valid, (local - float(local[valid].mean())) / spread, 0.0)
+    cy, cx = z.shape[0] // 2, z.shape[1] // 2
+    reach = MAX_LAG * min(height, width)
+    step = 0.25
+    angles = np.radians(np.arange(0.0, 180.0, step))
+    radii = np.arange(0.0, reach * 1.5 + 2, 0.5)
+    ys = cy + np.sin(angles)[:, None] * radii[None, :]
+    xs = cx + np.cos(angles)[:, None] * radii[None, :]
+    polar = map_coordinates(local, [ys, xs], order=1, mode="constant", cval=0.0)
+    n = len(angles)
+    quarter, eighth = n // 2, n // 4
+    axis = polar[:quarter] + polar[quarter:]
+    diag = polar[eighth : eighth + quarter] + np.roll(polar, -eighth, axis=0)[quarter : 2 * quarter]
+    periods = np.arange(MIN_PERIOD, reach + 0.5, 0.5)
+    scores = np.zeros((quarter, len(periods)))
+    counts = np.zeros(len(periods))
+    for k in range(1, 3):  # the nearest points: they overlap most (a splice: 25 %)
+        inside = k * periods <= reach
+        idx = np.rint(k * periods / 0.5).astype(int)
+        scores[:, inside] += axis[:, idx[inside]]
+        counts[inside] += 2
+    idx = np.rint(np.sqrt(2) * periods / 0.5).astype(int)
+    inside = np.sqrt(2) * periods <= reach
+    scores[:, inside] += diag[:, idx[inside]]
+    counts[inside] += 2
+    scores = scores / np.sqrt(np.maximum(counts, 1))
+    peaks = (scores == maximum_filter(scores, (9, 9), mode=("wrap", "nearest"))) & (scores > 0)
+    order = np.argsort(-scores[peaks])
+    ai, pi = np.nonzero(peaks)
+    points = _peak_points(z, valid, REFINE_Z)
+    found: list[Lattice] = []
+    for o in order[: 4 * keep]:
+        theta, period = angles[ai[o]], periods[pi[o]]
+        c, s_ = np.cos(theta), np.sin(theta)
+        basis, _ = _refine(period * np.array([[c, -s_], [s_, c]]), points)
+        if any(_same_lattice(basis, other.basis) for other in found):
+            continue
+        found.append(Lattice(basis, float(scores[ai[o], pi[o]])))
+        if len(found) >= keep:
+            break
+    return found
+
+
+def finer(lattice: Lattice) -> Lattice:
+    """The square lattice whose diagonal points are ``lattice``'s basis: a square lattice's
+    diagonal points form a square lattice too (turned 45 degrees, sides x sqrt 2), and a
+    search that finds that one must try this one as well."""
+    a, b = lattice.basis[:, 0], lattice.basis[:, 1]
+    return Lattice(np.column_stack([(a + b) / 2, (a - b) / 2]), lattice.z)

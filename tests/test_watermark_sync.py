@@ -1,0 +1,72 @@
+"""The tile lattice of sdkit-ss2 (provenance.watermark.sync): found after rotation and JPEG by
+pooling the autocorrelation along rays, its diagonal alternative, and lattice identity."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from provenance.watermark import sync
+
+
+def _tiled(period: int = 96, size: int = 640, seed: int = 0) -> Image.Image:
+    """Grey noise of sigma 15 carrying a +/-4 level tiled pattern of 4 px chips, square tiles."""
+    rng = np.random.default_rng(seed)
+    tile = np.kron(rng.choice([-4.0, 4.0], (period // 4, period // 4)), np.ones((4, 4)))
+    reps = size // period + 1
+    mark = np.tile(tile, (reps, reps))[:size, :size]
+    host = 128 + rng.normal(0, 15, (size, size))
+    return Image.fromarray(np.clip(np.rint(host + mark), 0, 255).astype(np.uint8))
+
+
+def _luma(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("L"), dtype=np.float32)
+
+
+def _angle_and_period(basis: np.ndarray) -> tuple[float, float]:
+    # the lattice's angle modulo a quarter turn, and its mean period
+    angles = [math.degrees(math.atan2(v[1], v[0])) % 90 for v in basis.T]
+    return angles[0], float(np.mean(np.hypot(*basis)))
+
+
+@pytest.mark.parametrize("angle", [5.0, -11.0])
+def test_square_lattice_after_rotation_and_jpeg(angle: float) -> None:
+    turned = _tiled().rotate(angle, resample=Image.Resampling.BICUBIC).crop((80, 80, 560, 560))
+    buffer = io.BytesIO()
+    turned.save(buffer, "JPEG", quality=75)
+    found = sync.find_square_lattices(_luma(Image.open(buffer)), keep=2)
+    assert found
+    got_angle, period = _angle_and_period(found[0].basis)
+    # PIL turns anticlockwise on screen: lattice vectors at -angle in (x, y-down) pixels
+    assert min(abs(got_angle - (-angle % 90)), 90 - abs(got_angle - (-angle % 90))) < 0.3
+    assert period == pytest.approx(96.0, rel=0.005)
+
+
+def test_unmarked_noise_has_no_clear_square_lattice() -> None:
+    rng = np.random.default_rng(1)
+    noise = Image.fromarray(np.clip(128 + rng.normal(0, 15, (480, 480)), 0, 255).astype(np.uint8))
+    marked = _tiled(size=480)
+    clear = sync.find_square_lattices(_luma(marked), keep=1)[0].z
+    found = sync.find_square_lattices(_luma(noise), keep=1)
+    assert clear > 8 and (not found or found[0].z < clear / 2)
+
+
+def test_finer_lattice_is_the_one_whose_diagonals_were_found() -> None:
+    square = sync.Lattice(np.array([[128.0, 0.0], [0.0, 128.0]]), 1.0)
+    diagonal = sync.Lattice(np.array([[128.0, 128.0], [128.0, -128.0]]), 1.0)
+    finer = sync.finer(diagonal)
+    assert sync.same_basis(finer.basis, square.basis)
+    assert not sync.same_basis(diagonal.basis, square.basis)  # a sub-lattice, not the same
+
+
+def test_same_basis_ignores_order_and_signs_only() -> None:
+    a = np.array([[100.0, 3.0], [2.0, 101.0]])
+    assert sync.same_basis(a, a[:, ::-1])
+    assert sync.same_basis(a, -a)
+    assert sync.same_basis(a, a * 1.01)
+    assert not sync.same_basis(a, a * 1.1)
+    assert not sync.same_basis(a, a * 2)
