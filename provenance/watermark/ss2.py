@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
-from scipy.ndimage import uniform_filter
+from scipy.ndimage import binary_dilation, label, uniform_filter
 
 from . import payload as _payload
 from . import spread as _ss1
@@ -81,7 +81,8 @@ CHASE_BITS = _payload.MAX_CHASE_BITS
 BLOCK = 16  # chips per localisation block side
 BLOCK_Z = 3.0  # a block agrees with the payload at this z-score
 SPLICE_Z = 3.5  # a fold whose pilot scores this z or more is checked for a splice
-GATE_Z = 1.5  # a tile-sized block whose pilot scores this z or more joins a splice's fold
+GATE_BLOCK = TILE // 2  # chips per side of a splice's gating block
+GATE_Z = 2.5  # a block whose 3 x 3 neighbourhood's pilot scores this z or more joins the fold
 SQUARE_KEEP = 3  # square-lattice hypotheses (each with its finer alternative)
 GENERAL_KEEP = 3  # general-lattice hypotheses
 RECTIFY_KEEP = 3  # hypotheses read at every phase, after a two-phase look at each
@@ -335,28 +336,31 @@ def _expected(
 def _gated(
     tile: FloatArray, weighted: FloatArray, layout: _ss1._Layout, k: int, offset: tuple[int, int]
 ) -> FloatArray:
-    """The fold over the tile-sized blocks whose pilot agrees, when only some do (a splice).
+    """The fold over the blocks whose neighbourhood's pilot agrees, when only some do (a splice).
 
-    The pilot's chips are not the payload's, so choosing blocks by the pilot does not bias the
-    payload's bits on an unmarked image: each decode stays one attempt of the payload code.
+    Blocks are half a tile wide; each block's pilot z-score is summed over its 3 x 3
+    neighbourhood (a pasted region is one piece, so its blocks agree together) and blocks whose
+    neighbourhood reaches :data:`GATE_Z` are kept. The pilot's chips are not the payload's, so
+    choosing blocks by the pilot does not bias the payload's bits on an unmarked image: each
+    decode stays one attempt of the payload code.
     """
     grid_h, grid_w = weighted.shape
+    size = GATE_BLOCK
+    rows, cols = -(-grid_h // size), -(-grid_w // size)
     pilot = _expected(layout.pilot, k, offset, weighted.shape)
-    keep = np.zeros_like(weighted, dtype=bool)
-    blocks = kept = 0
-    for by in range(0, grid_h - TILE // 2, TILE):
-        for bx in range(0, grid_w - TILE // 2, TILE):
-            block = (slice(by, by + TILE), slice(bx, bx + TILE))
-            evidence = weighted[block] * pilot[block]
-            energy = float(np.sum(evidence**2))
-            if energy <= 0:
-                continue
-            blocks += 1
-            if float(np.sum(evidence)) >= GATE_Z * np.sqrt(energy):
-                kept += 1
-                keep[block] = True
-    if kept < 2 or kept >= 0.8 * blocks:
+    padded = np.zeros((rows * size, cols * size))
+    padded[:grid_h, :grid_w] = weighted * pilot
+    evidence = padded.reshape(rows, size, cols, size)
+    total = evidence.sum(axis=(1, 3))
+    energy = (evidence**2).sum(axis=(1, 3))
+    present = energy > 0
+    score = np.where(present, total / np.sqrt(np.where(present, energy, 1.0)), 0.0)
+    neighbourhood = uniform_filter(score, 3, mode="constant") * 3.0  # sum of 9 z / sqrt(9)
+    keep_blocks = (neighbourhood >= GATE_Z) & present
+    kept, blocks = int(keep_blocks.sum()), int(present.sum())
+    if kept < 4 or kept >= 0.8 * blocks:
         return tile
+    keep = np.kron(keep_blocks, np.ones((size, size), dtype=bool))[:grid_h, :grid_w]
     return _ss1.fold_tiles(np.where(keep, weighted, 0.0))
 
 
@@ -453,8 +457,27 @@ def candidates(
     yield from _rectified(luma.luma, layout)
 
 
+def _largest_piece(blocks: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The agreeing blocks that touch one another (8 neighbours, across one gap) in the largest group: a
+    marked region is one piece, and a stray block of the host that happens to agree must not
+    stretch its box."""
+    rows = max(by for by, _ in blocks) // BLOCK + 1
+    cols = max(bx for _, bx in blocks) // BLOCK + 1
+    grid = np.zeros((rows, cols), dtype=bool)
+    for by, bx in blocks:
+        grid[by // BLOCK, bx // BLOCK] = True
+    # blocks one gap apart (a dark or clipped patch inside the region) still count as touching
+    labels, count = label(binary_dilation(grid, np.ones((3, 3))), structure=np.ones((3, 3)))
+    if count <= 1:
+        return blocks
+    sizes = np.bincount(labels.ravel())[1:]
+    biggest = int(np.argmax(sizes)) + 1
+    return [(by, bx) for by, bx in blocks if labels[by // BLOCK, bx // BLOCK] == biggest]
+
+
 def locate(cand: Candidate, codeword: npt.NDArray[np.uint8], size: tuple[int, int]) -> Region:
-    """Score each block of the candidate's grid against the decoded pattern.
+    """Score each block of the candidate's grid against the decoded pattern; the largest
+    piece of agreeing blocks gives the box, and its share of the blocks on the image.
 
     Args:
         cand: the candidate that decoded.
@@ -482,6 +505,7 @@ def locate(cand: Candidate, codeword: npt.NDArray[np.uint8], size: tuple[int, in
                 agree.append((by, bx))
     if not agree:
         return Region((0, 0, 0, 0), 0.0)
+    agree = _largest_piece(agree)
     points = []
     for by, bx in agree:
         for cy in (by, min(by + BLOCK, grid_h)):

@@ -43,6 +43,7 @@ DIHEDRAL = 8  # identity, 3 quarter turns, and the mirror of each
 PEAK_Z = 4.0  # autocorrelation peaks below this z-score are not lattice candidates
 MIN_PERIOD = 44.0  # px: shortest tile period searched (32 chips of 1.4 px)
 MAX_LAG = 0.5  # longest lag searched, as a share of the shorter side (two tiles at least)
+MIN_SQUARE_PERIOD = 64.0  # px: a 256 px picture's 128 px tiles at half size
 REFINE_Z = 2.5  # peaks above this z-score refine a square lattice found by pooling
 MAX_BASIS_ANGLE_COS = 0.5  # basis vectors within 60..120 degrees of each other
 
@@ -350,7 +351,7 @@ def find_square_lattices(luma: npt.NDArray[np.float32] | LagMap, *, keep: int = 
     quarter, eighth = n // 2, n // 4
     axis = polar[:quarter] + polar[quarter:]
     diag = polar[eighth : eighth + quarter] + np.roll(polar, -eighth, axis=0)[quarter : 2 * quarter]
-    periods = np.arange(MIN_PERIOD, reach + 0.5, 0.5)
+    periods = np.arange(MIN_SQUARE_PERIOD, reach + 0.5, 0.5)
     scores = np.zeros((quarter, len(periods)))
     counts = np.zeros(len(periods))
     for k in range(1, 3):  # the nearest points: they overlap most (a splice: 25 %)
