@@ -1,28 +1,35 @@
 """sdkit's second watermark method, ``sdkit-ss2``: ``sdkit-ss1``'s tiles, found again after
 mirrors, rotations, stretches and splices, and told where they are.
 
-The mark is built as in :mod:`provenance.watermark.spread` (a chip grid of 160 chips along the
-long edge, tiles of 32 x 32 chips, 5 chips per codeword bit, a pilot on the other 224) with its
-own seed, so the two methods never read each other's tiles, and with a different strength rule.
-What is new is in the decoder:
+The mark is built as in :mod:`provenance.watermark.spread` (tiles of 32 x 32 chips, 5 chips per
+codeword bit, a pilot on the other 224) with its own seed, so the two methods never read each
+other's tiles, with chips of at least 4 px and a different strength rule:
+
+* **Chips of at least 4 px** (:func:`grid_shape`): 160, 128 or 64 chips along the long edge,
+  the first whose chips are 4 px or more (6.4 px at 1024, 4 px at 512 and 256; ``sdkit-ss1``'s
+  160 everywhere gave 3.2 and 1.6 px, which WebP and JPEG q75 remove). A picture made only of
+  texture keeps 160: there a coarser chip meets more of the host's own texture.
+* **Strength on flat pictures** (:func:`is_flat`, :func:`luminance_jnd`). SSIM >= 0.981 held
+  flat colour (where SSIM's stabilising constant is all there is) under about one level, which
+  no one sees and JPEG erases. A flat picture's mark is instead held below the luminance
+  visibility threshold of its background (Chou and Li 1995) at PSNR >= 40 dB; photos keep
+  PSNR >= 38.5 dB and SSIM >= 0.981 as in ``sdkit-ss1``.
+
+What is new in the decoder:
 
 * **Dihedral hypotheses.** The folded tile is read in each of the 8 dihedral orientations
   (identity, quarter turns, mirrors); the pilot correlation picks the one, and the offset.
 * **The tile lattice** (:mod:`provenance.watermark.sync`): when the image's own chip grid gives
-  nothing, the autocorrelation of the whitened residual shows the tiling's lattice; the image is
-  resampled so that the lattice is square again (undoing rotation by any angle, non-uniform
-  scale, shear and, locally, mild perspective) and read as above.
+  nothing, the autocorrelation of the whitened residual shows the tiling's lattice (square
+  lattices pooled along rays, general ones from pairs of peaks); the image is resampled so that
+  the lattice is square again (undoing rotation by any angle, non-uniform scale, shear and,
+  locally, mild perspective) and read as above.
+* **Splices.** On the lattice path the pilot is also read in windows of half the grid; the
+  blocks whose neighbourhood's pilot agrees are folded alone as a second reading.
 * **Localisation.** Once a payload decodes, every block of 16 x 16 chips is scored against the
   decoded pattern; blocks with a z-score of 3 or more agree. :class:`Region` gives the bounding
-  box of the agreeing blocks in the searched image's pixels and the share of blocks that agree,
-  so a marked picture pasted into another is found and named.
-* **Strength on flat pictures.** ``sdkit-ss1`` scaled the whole mark until SSIM >= 0.981, which
-  held flat colour (where SSIM's stabilising constant is all there is) under one level, and the
-  shipped model's 256 px pictures lost the mark to JPEG q70. Here a flat picture's flat areas
-  get a floor of :data:`FLOOR` levels (photos keep ``sdkit-ss1``'s), and on a flat picture (a local standard
-  deviation under 2 levels on 85 % of its pixels) a mark that keeps PSNR >= 40 dB is accepted whatever SSIM says (a
-  noise of 2.5 levels rms on flat colour is below what anyone sees); photos keep PSNR >= 38.5 dB
-  and SSIM >= 0.981 as in ``sdkit-ss1``.
+  box of the largest piece of agreeing blocks in the searched image's pixels and its share of
+  the blocks, so a marked picture pasted into another is found and named.
 
 False accepts: every hypothesis the decoder tries is one more chance for noise to decode. The
 decoder makes at most :data:`MAX_DECODES` calls of ``decode_payload`` per image, each at most
@@ -52,7 +59,10 @@ __all__ = [
     "candidates",
     "embed_bits",
     "false_accept_bound",
+    "grid_shape",
+    "is_flat",
     "locate",
+    "luminance_jnd",
 ]
 
 METHOD = "sdkit-ss2"
@@ -68,12 +78,9 @@ SMALL_EDGE = 512  # below this long edge, smooth pictures count as flat too
 SMOOTH_STD = 6.0
 SMOOTH_SHARE = 0.75
 SYNC_Z = 5.0
-GRIDS = (
-    160,
-    128,
-    64,
-)  # chips along the long edge: the first whose chip is >= MIN_CHIP, else the last
-MIN_CHIP = 4.0  # px
+# chips along the long edge: the first whose chips are at least MIN_CHIP px, else the last
+GRIDS = (160, 128, 64)
+MIN_CHIP = 4.0
 TEXTURE_STD = 8.0  # a picture with fewer than TEXTURE_SHARE of its pixels under this 7 x 7
 TEXTURE_SHARE = 0.1  # luma standard deviation is all texture (grass, gravel: 0.00 to 0.03)
 MAX_DECODES = 40  # decode_payload calls per image, at most (the false-accept budget)
@@ -368,7 +375,8 @@ _IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
 def _native(luma: _ss1.Evidence, layout: _ss1._Layout) -> list[Candidate]:
-    """The image's own chip grid (crops and uniform rescales), in all 8 orientations."""
+    """The image's own chip grid (crops and uniform rescales) for each of :data:`GRIDS`, in
+    all 8 orientations."""
     height, width = luma.luma.shape
     sizes: set[float] = set()
     for grid in GRIDS:
@@ -458,9 +466,9 @@ def candidates(
 
 
 def _largest_piece(blocks: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The agreeing blocks that touch one another (8 neighbours, across one gap) in the largest group: a
-    marked region is one piece, and a stray block of the host that happens to agree must not
-    stretch its box."""
+    """The agreeing blocks that touch one another (8 neighbours, across one gap) in the
+    largest group: a marked region is one piece, and a stray block of the host that happens
+    to agree must not stretch its box."""
     rows = max(by for by, _ in blocks) // BLOCK + 1
     cols = max(bx for _, bx in blocks) // BLOCK + 1
     grid = np.zeros((rows, cols), dtype=bool)
@@ -470,7 +478,7 @@ def _largest_piece(blocks: list[tuple[int, int]]) -> list[tuple[int, int]]:
     labels, count = label(binary_dilation(grid, np.ones((3, 3))), structure=np.ones((3, 3)))
     if count <= 1:
         return blocks
-    sizes = np.bincount(labels.ravel())[1:]
+    sizes = np.bincount(labels[grid], minlength=count + 1)[1:]  # agreeing blocks per piece
     biggest = int(np.argmax(sizes)) + 1
     return [(by, bx) for by, bx in blocks if labels[by // BLOCK, bx // BLOCK] == biggest]
 
