@@ -62,11 +62,22 @@ def test_luminance_jnd_follows_chou_and_li() -> None:
 
 
 def test_grids_by_size_and_texture() -> None:
-    assert ss2.grid_shape(256, 256) == (64, 64, 4.0)
+    assert ss2.grid_shape(256, 256, flat=True) == (64, 64, 4.0)
+    assert ss2.grid_shape(256, 256) == (128, 128, 2.0)  # a small photo: chips per bit first
     assert ss2.grid_shape(512, 512) == (128, 128, 4.0)
     assert ss2.grid_shape(1024, 1024) == (160, 160, 6.4)
     assert ss2.grid_shape(512, 512, textured=True) == (160, 160, 3.2)
     assert ss2.grid_shape(600, 400)[:2] == (128, 85)  # 160 chips would be 3.75 px
+
+
+def test_small_photo_keeps_its_payload_through_jpeg() -> None:
+    # astronaut at 320 px (as tests/test_stamp.py stamps it): not flat, so 128 chips, not 64
+    photo = Image.fromarray(np.asarray(watermark_data.load_photo("astronaut", 512).image))
+    photo = photo.resize((320, 320))
+    payload = Payload(content_id=320)
+    for quality in (95, 85):
+        found = extract(_encoded(embed(photo, payload), "JPEG", quality))
+        assert found is not None and found.payload == payload, quality
 
 
 def test_photos_keep_ssim_and_textures_keep_fine_chips() -> None:

@@ -6,8 +6,9 @@ codeword bit, a pilot on the other 224) with its own seed, so the two methods ne
 other's tiles, with chips of at least 4 px and a different strength rule:
 
 * **Chips of at least 4 px** (:func:`grid_shape`): 160, 128 or 64 chips along the long edge,
-  the first whose chips are 4 px or more (6.4 px at 1024, 4 px at 512 and 256; ``sdkit-ss1``'s
-  160 everywhere gave 3.2 and 1.6 px, which WebP and JPEG q75 remove). A picture made only of
+  the first whose chips are 4 px or more (6.4 px at 1024, 4 px at 512 and at 256 on a flat
+  picture; ``sdkit-ss1``'s 160 everywhere gave 3.2 and 1.6 px, which WebP and JPEG q75
+  remove). 64 chips only for flat pictures: a small photo keeps 128. A picture made only of
   texture keeps 160: there a coarser chip meets more of the host's own texture.
 * **Strength on flat pictures** (:func:`is_flat`, :func:`luminance_jnd`). SSIM >= 0.981 held
   flat colour (where SSIM's stabilising constant is all there is) under about one level, which
@@ -111,13 +112,22 @@ def _layout(n_bits: int) -> _ss1._Layout:
     return _ss1._layout(n_bits, SEED)
 
 
-def grid_shape(height: int, width: int, *, textured: bool = False) -> tuple[int, int, float]:
-    """(grid_h, grid_w, chip) of the chip grid ss2 embeds in a ``width`` x ``height`` image:
-    the first of :data:`GRIDS` whose chips are at least :data:`MIN_CHIP` px (the finest,
-    ``GRIDS[0]``, for a ``textured`` picture, where a coarser chip meets more of the host)."""
+def grid_shape(
+    height: int, width: int, *, textured: bool = False, flat: bool = False
+) -> tuple[int, int, float]:
+    """(grid_h, grid_w, chip) of the chip grid ss2 embeds in a ``width`` x ``height`` image.
+
+    The first of :data:`GRIDS` whose chips are at least :data:`MIN_CHIP` px; the coarsest,
+    ``GRIDS[-1]``, only for a ``flat`` picture (a small photo needs the chips per bit more than
+    their size: with 64 chips, astronaut at 320 px lost its payload to JPEG q95), and the
+    finest, ``GRIDS[0]``, for a ``textured`` one, where a coarser chip meets more of the host.
+    """
     long_edge = max(height, width)
+    allowed = GRIDS if flat else GRIDS[:-1]
     grid = (
-        GRIDS[0] if textured else next((g for g in GRIDS if long_edge / g >= MIN_CHIP), GRIDS[-1])
+        GRIDS[0]
+        if textured
+        else next((g for g in allowed if long_edge / g >= MIN_CHIP), allowed[-1])
     )
     chip = long_edge / grid
     return max(1, round(height / chip)), max(1, round(width / chip)), chip
@@ -163,16 +173,17 @@ def embed_bits(image: Image.Image, bits: npt.NDArray[np.uint8]) -> Image.Image:
     mean = uniform_filter(luma, 7)
     std = np.sqrt(np.maximum(uniform_filter(luma * luma, 7) - mean * mean, 0.0))
     textured = float(np.mean(std < TEXTURE_STD)) < TEXTURE_SHARE
-    grid_h, grid_w, _ = grid_shape(height, width, textured=textured)
+    # a mostly flat picture (as the shipped model draws) is held by PSNR and the visibility
+    # threshold, gets a higher floor and the coarsest grid; a photo keeps sdkit-ss1's floor
+    # and is held by SSIM too
+    flat = is_flat(std)
+    grid_h, grid_w, _ = grid_shape(height, width, textured=textured, flat=flat)
     ty, tx = np.mgrid[0:grid_h, 0:grid_w]
     ty, tx = ty % TILE, tx % TILE
     index = layout.assign[ty, tx]
     pn = layout.pn[ty, tx]
     symbols = np.where(index < 0, 1.0, 2.0 * bits[np.maximum(index, 0)].astype(np.float64) - 1.0)
     pattern = _ss1._to_pixels(symbols * pn, width, height)
-    # a mostly flat picture (as the shipped model draws) is held by PSNR alone and gets a
-    # higher floor; a photo keeps sdkit-ss1's floor and is held by SSIM too
-    flat = is_flat(std)
     floor = FLOOR if flat else _ss1.FLOOR
     delta = pattern * np.clip(_ss1.STRENGTH * std / 8.0, floor, _ss1.CEILING)
     delta += _ss1._informed_correction(rgb, delta, bits, index, pn)
