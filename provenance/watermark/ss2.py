@@ -91,9 +91,10 @@ BLOCK_Z = 3.0  # a block agrees with the payload at this z-score
 SPLICE_Z = 3.5  # a fold whose pilot scores this z or more is checked for a splice
 GATE_BLOCK = TILE // 2  # chips per side of a splice's gating block
 GATE_Z = 2.5  # a block whose 3 x 3 neighbourhood's pilot scores this z or more joins the fold
-SQUARE_KEEP = 3  # square-lattice hypotheses (each with its finer alternative)
-GENERAL_KEEP = 3  # general-lattice hypotheses
-RECTIFY_KEEP = 3  # hypotheses read at every phase, after a two-phase look at each
+SQUARE_KEEP = 2  # square-lattice hypotheses (each with its finer alternative)
+GENERAL_KEEP = 2  # general-lattice hypotheses
+RECTIFY_KEEP = 3  # hypotheses read at every phase, after a two-phase look at each,
+RECTIFY_Z = 5.0  # if that look's pilot reaches this z (noise: 3.8 to 5.1; marked: 5.4 to 12)
 MAX_GROWTH = 2.0  # the lattice path never resamples to more than this many times the pixels
 
 FloatArray = npt.NDArray[np.float64]
@@ -298,15 +299,14 @@ def _candidate(
     *,
     windows: bool = False,
 ) -> Candidate | None:
-    folded = _fold(luma, chip, px, py)
-    if folded is None:
+    found = _aligned(luma, chip, px, py, layout, windows=windows)
+    if found is None:
         return None
-    tile, weighted, weight = folded
-    z, k, oy, ox = _orient(tile, layout)
-    if windows:
-        z, k, oy, ox = max((z, k, oy, ox), _best_window(weighted, layout))
+    (tile, weighted, weight), (z, k, oy, ox) = found
     spliced = None
-    if z >= SPLICE_Z:
+    # a splice is looked for where the pilot is clear, or (on the lattice path, read in
+    # windows) where it is clear enough: most folds of an unmarked image score 3.5 to 5
+    if z >= SYNC_Z or (windows and z >= SPLICE_Z):
         # only some blocks agree (a splice): read them alone too. z stays the whole fold's:
         # the gated fold's own z is raised by the choice of blocks, even on noise
         gated = _gated(tile, weighted, layout, k, (oy, ox))
@@ -314,6 +314,25 @@ def _candidate(
             spliced = _soft(gated, layout, k, (oy, ox))
     soft = _soft(tile, layout, k, (oy, ox))
     return Candidate(soft, z, weighted, weight, k, (oy, ox), chip, (px, py), matrix, spliced)
+
+
+def _aligned(
+    luma: _ss1.Evidence,
+    chip: float,
+    px: float,
+    py: float,
+    layout: _ss1._Layout,
+    *,
+    windows: bool = False,
+) -> tuple[tuple[FloatArray, FloatArray, FloatArray], tuple[float, int, int, int]] | None:
+    """The fold at one chip size and phase, and the pilot's answer: (z, k, oy, ox)."""
+    folded = _fold(luma, chip, px, py)
+    if folded is None:
+        return None
+    z, k, oy, ox = _orient(folded[0], layout)
+    if windows:
+        z, k, oy, ox = max((z, k, oy, ox), _best_window(folded[1], layout))
+    return folded, (z, k, oy, ox)
 
 
 def _soft(tile: FloatArray, layout: _ss1._Layout, k: int, offset: tuple[int, int]) -> FloatArray:
@@ -347,8 +366,8 @@ def _expected(
 ) -> FloatArray:
     """A tile pattern as the candidate's grid carries it (inverse of the fold's alignment)."""
     tile = sync.undihedral(np.roll(pattern, offset, axis=(0, 1)), k)
-    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
-    return np.asarray(tile[yy % TILE, xx % TILE])
+    reps = (-(-shape[0] // TILE), -(-shape[1] // TILE))
+    return np.asarray(np.tile(tile, reps)[: shape[0], : shape[1]])
 
 
 def _gated(
@@ -390,18 +409,30 @@ def _native(luma: _ss1.Evidence, layout: _ss1._Layout) -> list[Candidate]:
     all 8 orientations."""
     height, width = luma.luma.shape
     sizes: set[float] = set()
-    for grid in GRIDS:
+    for i, grid in enumerate(GRIDS):
         chip = max(height, width) / grid
         sizes |= {chip, float(np.floor(chip)), float(np.ceil(chip))}
-        sizes |= {chip / (1.0 - 0.01 * k) for k in range(1, 21)}
+        # crops of up to 20 %: in 1 % steps for the common grid, 2 % for the others
+        step = 1 if i == 0 else 2
+        sizes |= {chip / (1.0 - 0.01 * k) for k in range(step, 21, step)}
     coarse: list[tuple[float, float]] = []
-    for size in sorted(s for s in sizes if s >= 1.0):
+    for size in _distinct(sorted(s for s in sizes if s >= 1.0)):
         zs = [
             c.z for p in (0.0, size / 2) if (c := _candidate(luma, size, p, p, layout, _IDENTITY))
         ]
         coarse.append((max(zs, default=-np.inf), size))
     coarse.sort(reverse=True)
     return _phases(luma, [size for _, size in coarse[:3]], layout, _IDENTITY)
+
+
+def _distinct(sizes: list[float], tolerance: float = 0.003) -> list[float]:
+    """Sorted chip sizes without near-repeats (the grids' crop sizes overlap: 6.4 px / 0.8 is
+    the 128-chip grid's 8 px at 1024)."""
+    kept: list[float] = []
+    for size in sizes:
+        if not kept or size > kept[-1] * (1 + tolerance):
+            kept.append(size)
+    return kept
 
 
 def _phases(
@@ -442,7 +473,8 @@ def _rectified(luma: npt.NDArray[np.float32], layout: _ss1._Layout) -> Iterator[
     """Candidates read after undoing the affine map the tile lattice shows.
 
     Each hypothesis is first read at two sub-chip phases; the :data:`RECTIFY_KEEP` whose
-    pilot answers best are read at all 16 phases.
+    pilot answers best, at :data:`RECTIFY_Z` or more, are read at all 16 phases (most of an
+    unmarked image's time went there).
     """
     ranked: list[tuple[float, int, _ss1.Evidence, float, FloatArray]] = []
     for i, lattice in enumerate(_hypotheses(luma)):
@@ -452,13 +484,14 @@ def _rectified(luma: npt.NDArray[np.float32], layout: _ss1._Layout) -> Iterator[
         rect = sync.rectify(luma, lattice, TILE, chip)
         evidence = _ss1.Evidence(rect.luma)
         coarse = [
-            c.z
+            found[1][0]
             for p in (0.0, chip / 2)
-            if (c := _candidate(evidence, chip, p, p, layout, rect.matrix, windows=True))
+            if (found := _aligned(evidence, chip, p, p, layout, windows=True))
         ]
         ranked.append((max(coarse, default=-np.inf), i, evidence, chip, rect.matrix))
     ranked.sort(key=lambda item: (-item[0], item[1]))
-    for _, _, evidence, chip, matrix in ranked[:RECTIFY_KEEP]:
+    clear = [item for item in ranked if item[0] >= RECTIFY_Z]
+    for _, _, evidence, chip, matrix in clear[:RECTIFY_KEEP]:
         yield from _phases(evidence, [chip], layout, matrix, windows=True)[:2]
 
 
