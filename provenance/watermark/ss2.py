@@ -46,11 +46,20 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
-from scipy.ndimage import binary_dilation, label, uniform_filter
+from scipy.ndimage import uniform_filter
 
 from . import payload as _payload
 from . import spread as _ss1
 from . import sync
+from .region import Region, region_of
+from .strength import (
+    GRIDS,
+    TEXTURE_SHARE,
+    TEXTURE_STD,
+    grid_shape,
+    is_flat,
+    luminance_jnd,
+)
 
 __all__ = [
     "MAX_DECODES",
@@ -72,22 +81,9 @@ TILE = _ss1.TILE
 CHIPS_PER_BIT = _ss1.CHIPS_PER_BIT
 FLOOR = 1.6  # minimum amplitude (levels), before the global scaling
 FLAT_PSNR = 40.0  # on a flat picture, at or above this PSNR the SSIM floor no longer applies
-FLAT_STD = 2.0  # luma standard deviation (7 x 7) under which a pixel is flat
-FLAT_SHARE = 0.85  # a picture is flat when at least this share of its pixels is (photos:
-# 0.0 to 0.76 at 512 px; rocket, half sky, is 0.76 and must keep SSIM >= 0.98)
-SMALL_EDGE = 512  # below this long edge, smooth pictures count as flat too
-SMOOTH_STD = 6.0
-SMOOTH_SHARE = 0.75
 SYNC_Z = 5.0
-# chips along the long edge: the first whose chips are at least MIN_CHIP px, else the last
-GRIDS = (160, 128, 64)
-MIN_CHIP = 4.0
-TEXTURE_STD = 8.0  # a picture with fewer than TEXTURE_SHARE of its pixels under this 7 x 7
-TEXTURE_SHARE = 0.1  # luma standard deviation is all texture (grass, gravel: 0.00 to 0.03)
 MAX_DECODES = 40  # decode_payload calls per image, at most (the false-accept budget)
 CHASE_BITS = _payload.MAX_CHASE_BITS
-BLOCK = 16  # chips per localisation block side
-BLOCK_Z = 3.0  # a block agrees with the payload at this z-score
 SPLICE_Z = 3.5  # a fold whose pilot scores this z or more is checked for a splice
 GATE_BLOCK = TILE // 2  # chips per side of a splice's gating block
 GATE_Z = 2.5  # a block whose 3 x 3 neighbourhood's pilot scores this z or more joins the fold
@@ -111,52 +107,6 @@ assert false_accept_bound() < 1e-9, "the geometric search must keep the false-ac
 def _layout(n_bits: int) -> _ss1._Layout:
     """ss1's tile layout drawn from ss2's own seed (so neither method reads the other's tiles)."""
     return _ss1._layout(n_bits, SEED)
-
-
-def grid_shape(
-    height: int, width: int, *, textured: bool = False, flat: bool = False
-) -> tuple[int, int, float]:
-    """(grid_h, grid_w, chip) of the chip grid ss2 embeds in a ``width`` x ``height`` image.
-
-    The first of :data:`GRIDS` whose chips are at least :data:`MIN_CHIP` px; the coarsest,
-    ``GRIDS[-1]``, only for a ``flat`` picture (a small photo needs the chips per bit more than
-    their size: with 64 chips, astronaut at 320 px lost its payload to JPEG q95), and the
-    finest, ``GRIDS[0]``, for a ``textured`` one, where a coarser chip meets more of the host.
-    """
-    long_edge = max(height, width)
-    allowed = GRIDS if flat else GRIDS[:-1]
-    grid = (
-        GRIDS[0]
-        if textured
-        else next((g for g in allowed if long_edge / g >= MIN_CHIP), allowed[-1])
-    )
-    chip = long_edge / grid
-    return max(1, round(height / chip)), max(1, round(width / chip)), chip
-
-
-def luminance_jnd(background: FloatArray) -> FloatArray:
-    """The smallest luma change visible on a flat ``background`` (0..255), in levels.
-
-    Chou and Li's luminance-adaptation threshold (IEEE TCSVT 5(6), 1995, eq. 2, from their
-    viewing experiments): ``17 * (1 - sqrt(bg / 127)) + 3`` below mid-grey, ``3 / 128 *
-    (bg - 127) + 3`` above; 3 levels at mid-grey, up to 20 on black and 6 on white.
-    """
-    bg = np.clip(background, 0.0, 255.0)
-    dark = 17.0 * (1.0 - np.sqrt(bg / 127.0)) + 3.0
-    bright = 3.0 / 128.0 * (bg - 127.0) + 3.0
-    return np.asarray(np.where(bg <= 127.0, dark, bright), dtype=np.float64)
-
-
-def is_flat(std: FloatArray) -> bool:
-    """Whether a picture is held by PSNR and the visibility threshold rather than by SSIM.
-
-    ``std`` is the luma's 7 x 7 standard deviation per pixel. Flat: under :data:`FLAT_STD` on
-    :data:`FLAT_SHARE` of the pixels; or, below :data:`SMALL_EDGE` px, under :data:`SMOOTH_STD`
-    on :data:`SMOOTH_SHARE` of them (the shipped model's 256 px pictures: 0.86 to 0.97).
-    """
-    if float(np.mean(std < FLAT_STD)) >= FLAT_SHARE:
-        return True
-    return max(std.shape) < SMALL_EDGE and float(np.mean(std < SMOOTH_STD)) >= SMOOTH_SHARE
 
 
 def embed_bits(image: Image.Image, bits: npt.NDArray[np.uint8]) -> Image.Image:
@@ -245,22 +195,6 @@ class Candidate:
         if self.z < SYNC_Z:
             return [self.spliced]
         return [self.soft, self.spliced]
-
-
-@dataclass(frozen=True)
-class Region:
-    """Where a payload was found.
-
-    Attributes:
-        box: (left, top, right, bottom) in the image's pixels: the agreeing blocks' bounds.
-        share: agreeing blocks / blocks on the image (1.0 when the whole image carries it).
-    """
-
-    box: tuple[int, int, int, int]
-    share: float
-
-    def to_dict(self) -> dict[str, object]:
-        return {"box": list(self.box), "share": self.share}
 
 
 def _fold(
@@ -509,24 +443,6 @@ def candidates(
     yield from _rectified(luma.luma, layout)
 
 
-def _largest_piece(blocks: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The agreeing blocks that touch one another (8 neighbours, across one gap) in the
-    largest group: a marked region is one piece, and a stray block of the host that happens
-    to agree must not stretch its box."""
-    rows = max(by for by, _ in blocks) // BLOCK + 1
-    cols = max(bx for _, bx in blocks) // BLOCK + 1
-    grid = np.zeros((rows, cols), dtype=bool)
-    for by, bx in blocks:
-        grid[by // BLOCK, bx // BLOCK] = True
-    # blocks one gap apart (a dark or clipped patch inside the region) still count as touching
-    labels, count = label(binary_dilation(grid, np.ones((3, 3))), structure=np.ones((3, 3)))
-    if count <= 1:
-        return blocks
-    sizes = np.bincount(labels[grid], minlength=count + 1)[1:]  # agreeing blocks per piece
-    biggest = int(np.argmax(sizes)) + 1
-    return [(by, bx) for by, bx in blocks if labels[by // BLOCK, bx // BLOCK] == biggest]
-
-
 def locate(cand: Candidate, codeword: npt.NDArray[np.uint8], size: tuple[int, int]) -> Region:
     """Score each block of the candidate's grid against the decoded pattern; the largest
     piece of agreeing blocks gives the box, and its share of the blocks on the image.
@@ -542,32 +458,6 @@ def locate(cand: Candidate, codeword: npt.NDArray[np.uint8], size: tuple[int, in
     )
     expected = sync.undihedral(np.roll(symbols * layout.pn, cand.offset, axis=(0, 1)), cand.k)
     grid_h, grid_w = cand.weighted.shape
-    yy, xx = np.mgrid[0:grid_h, 0:grid_w]
-    product = cand.weighted * expected[yy % TILE, xx % TILE]
-    agree: list[tuple[int, int]] = []
-    counted = 0
-    for by in range(0, grid_h - BLOCK // 2, BLOCK):
-        for bx in range(0, grid_w - BLOCK // 2, BLOCK):
-            block = (slice(by, by + BLOCK), slice(bx, bx + BLOCK))
-            if np.count_nonzero(cand.weight[block]) < BLOCK * BLOCK // 2:
-                continue
-            counted += 1
-            energy = float(np.sum(cand.weighted[block] ** 2))
-            if float(np.sum(product[block])) >= BLOCK_Z * np.sqrt(energy + 1e-12):
-                agree.append((by, bx))
-    if not agree:
-        return Region((0, 0, 0, 0), 0.0)
-    agree = _largest_piece(agree)
-    points = []
-    for by, bx in agree:
-        for cy in (by, min(by + BLOCK, grid_h)):
-            for cx in (bx, min(bx + BLOCK, grid_w)):
-                points.append((cand.phase[0] + cx * cand.chip, cand.phase[1] + cy * cand.chip, 1.0))
-    mapped = cand.matrix @ np.array(points).T
-    width, height = size
-    left, top = (float(v) for v in np.clip(mapped.min(axis=1), 0, [width, height]))
-    right, bottom = (float(v) for v in np.clip(mapped.max(axis=1), 0, [width, height]))
-    return Region(
-        (round(left), round(top), round(right), round(bottom)),
-        len(agree) / max(counted, 1),
-    )
+    reps = (-(-grid_h // TILE), -(-grid_w // TILE))
+    product = cand.weighted * np.tile(expected, reps)[:grid_h, :grid_w]
+    return region_of(product, cand.weighted, cand.weight, cand.phase, cand.chip, cand.matrix, size)
