@@ -64,7 +64,7 @@ from watermark_data import (
     unmarked_corpus,
 )
 
-from provenance.watermark import Payload, embed, extract, payload, ss2
+from provenance.watermark import Payload, embed, extract, false_accept_bound
 from provenance.watermark.baselines import BASELINES, embed_baseline, extract_baseline
 
 BASELINE_BITS = 48
@@ -310,9 +310,7 @@ def _false_positives(count: int, seed: int, budget_s: float | None) -> dict[str,
             )
             if len(positives) <= 10:
                 print(f"  false positive: #{item.index} {item.name}: {detection!r}", flush=True)
-    # the analytic bound: at most ss2.MAX_DECODES + 3 (sdkit-ss1) decodes per image, each at
-    # most false_accept_probability(5); union bound over decodes, then over images
-    per_image = (ss2.MAX_DECODES + 3) * payload.false_accept_probability(payload.MAX_CHASE_BITS)
+    per_image = false_accept_bound()  # union bound over extract's decodes; then over images
     return {
         "images": len(seconds) + len(errors),
         "requested": count,

@@ -269,6 +269,15 @@ def _aligned(
     return folded, (z, k, oy, ox)
 
 
+def _coarse_z(
+    luma: _ss1.Evidence, chip: float, layout: _ss1._Layout, *, windows: bool = False
+) -> float:
+    """The pilot's z at chip size ``chip``, the better of two sub-chip phases (0 and a half):
+    a first look that ranks sizes and lattices before the 16-phase read (no soft bits)."""
+    found = (_aligned(luma, chip, p, p, layout, windows=windows) for p in (0.0, chip / 2))
+    return max((f[1][0] for f in found if f is not None), default=-np.inf)
+
+
 def _soft(tile: FloatArray, layout: _ss1._Layout, k: int, offset: tuple[int, int]) -> FloatArray:
     """Soft codeword bits of a fold, once aligned (dihedral move ``k``, then ``offset``)."""
     aligned = np.roll(sync.dihedral(tile, k), (-offset[0], -offset[1]), axis=(0, 1)) * layout.pn
@@ -351,10 +360,7 @@ def _native(luma: _ss1.Evidence, layout: _ss1._Layout) -> list[Candidate]:
         sizes |= {chip / (1.0 - 0.01 * k) for k in range(step, 21, step)}
     coarse: list[tuple[float, float]] = []
     for size in _distinct(sorted(s for s in sizes if s >= 1.0)):
-        zs = [
-            c.z for p in (0.0, size / 2) if (c := _candidate(luma, size, p, p, layout, _IDENTITY))
-        ]
-        coarse.append((max(zs, default=-np.inf), size))
+        coarse.append((_coarse_z(luma, size, layout), size))
     coarse.sort(reverse=True)
     return _phases(luma, [size for _, size in coarse[:3]], layout, _IDENTITY)
 
@@ -417,12 +423,8 @@ def _rectified(luma: npt.NDArray[np.float32], layout: _ss1._Layout) -> Iterator[
         chip = period / TILE * max(1.0, np.sqrt(growth / MAX_GROWTH))
         rect = sync.rectify(luma, lattice, TILE, chip)
         evidence = _ss1.Evidence(rect.luma)
-        coarse = [
-            found[1][0]
-            for p in (0.0, chip / 2)
-            if (found := _aligned(evidence, chip, p, p, layout, windows=True))
-        ]
-        ranked.append((max(coarse, default=-np.inf), i, evidence, chip, rect.matrix))
+        z = _coarse_z(evidence, chip, layout, windows=True)
+        ranked.append((z, i, evidence, chip, rect.matrix))
     ranked.sort(key=lambda item: (-item[0], item[1]))
     clear = [item for item in ranked if item[0] >= RECTIFY_Z]
     for _, _, evidence, chip, matrix in clear[:RECTIFY_KEEP]:
@@ -456,8 +458,6 @@ def locate(cand: Candidate, codeword: npt.NDArray[np.uint8], size: tuple[int, in
     symbols = np.where(
         layout.assign < 0, 1.0, 2.0 * codeword[np.maximum(layout.assign, 0)].astype(np.float64) - 1
     )
-    expected = sync.undihedral(np.roll(symbols * layout.pn, cand.offset, axis=(0, 1)), cand.k)
-    grid_h, grid_w = cand.weighted.shape
-    reps = (-(-grid_h // TILE), -(-grid_w // TILE))
-    product = cand.weighted * np.tile(expected, reps)[:grid_h, :grid_w]
+    expected = _expected(symbols * layout.pn, cand.k, cand.offset, cand.weighted.shape)
+    product = cand.weighted * expected
     return region_of(product, cand.weighted, cand.weight, cand.phase, cand.chip, cand.matrix, size)

@@ -134,27 +134,16 @@ def find_lattices(luma: npt.NDArray[np.float32] | LagMap, *, keep: int = 3) -> l
         keep: how many hypotheses to return at most.
     """
     lags = lag_map(luma) if isinstance(luma, np.ndarray) else luma
-    corr, valid, z = lags.corr, lags.valid, lags.z.copy()
+    valid, local = lags.valid, lags.local
     if not valid.any():
         return []
-    cy, cx = corr.shape[0] // 2, corr.shape[1] // 2
-    yy, xx = np.mgrid[-cy : corr.shape[0] - cy, -cx : corr.shape[1] - cx]
-    z[~valid] = 0.0
-    # one half plane: a peak at v is also one at -v
-    half = (yy > 0) | ((yy == 0) & (xx > 0))
-    peaks = (z == maximum_filter(z, 5)) & (z > PEAK_Z) & half
-    ys, xs = np.nonzero(peaks)
-    if len(ys) < 2:
+    cy, cx = valid.shape[0] // 2, valid.shape[1] // 2
+    points = _peak_points(lags, lags.ringed, PEAK_Z, most=60)
+    if len(points) < 2:
         return []
-    order = np.argsort(-z[ys, xs])[:60]
-    points = []
-    for i in order:
-        py, px = _subpixel(corr, int(ys[i]), int(xs[i]))
-        points.append((float(z[ys[i], xs[i]]), np.array([px - cx, py - cy])))
     # every pair of strong peaks is a basis hypothesis; the lattice whose points are peaks
     # (and whose other points are not missing) scores best: a half-period lattice predicts
     # points with nothing there, a double-period one misses the peaks between its points
-    local = maximum_filter(z, 3)
     scored: list[tuple[float, FloatArray]] = []
     strong = [p for _, p in points[:16]]
     for i, first in enumerate(strong):
@@ -274,12 +263,16 @@ class LagMap:
         corr: the autocorrelation, centred (lag 0 at the middle).
         valid: the lags searched (a ring from :data:`MIN_PERIOD` to :data:`MAX_LAG`).
         z: ``corr`` z-scored over the ring.
+        ringed: ``z`` on the ring, 0 elsewhere.
+        local: the 3 x 3 maximum of ``ringed`` (both searches score lattice points on it).
         shape: (height, width) of the image.
     """
 
     corr: FloatArray
     valid: npt.NDArray[np.bool_]
     z: FloatArray
+    ringed: FloatArray
+    local: FloatArray
     shape: tuple[int, int]
 
 
@@ -294,23 +287,26 @@ def lag_map(luma: npt.NDArray[np.float32]) -> LagMap:
     if valid.any():
         values = corr[valid]
         z = (corr - float(values.mean())) / (float(values.std()) + 1e-12)
-    return LagMap(corr, valid, z, (height, width))
+    ringed = np.where(valid, z, 0.0)
+    return LagMap(corr, valid, z, ringed, maximum_filter(ringed, 3), (height, width))
 
 
 def _peak_points(
-    z: FloatArray, valid: npt.NDArray[np.bool_], threshold: float, most: int = 200
+    lags: LagMap, surface: FloatArray, threshold: float, most: int
 ) -> list[tuple[float, FloatArray]]:
-    """Local maxima of a centred z-map above ``threshold`` in one half plane: (z, lag x/y),
-    refined to sub-pixel, strongest first."""
+    """The ``most`` strongest 5 x 5 maxima of ``surface`` (``lags.z`` or ``lags.ringed``) on
+    the ring above ``threshold``, in one half plane (a peak at v is also one at -v): (z, lag
+    x/y), placed to sub-pixel on the autocorrelation."""
+    z = lags.z
     cy, cx = z.shape[0] // 2, z.shape[1] // 2
     yy, xx = np.mgrid[-cy : z.shape[0] - cy, -cx : z.shape[1] - cx]
     half = (yy > 0) | ((yy == 0) & (xx > 0))
-    peaks = (z == maximum_filter(z, 5)) & (z > threshold) & half & valid
+    peaks = (surface == maximum_filter(surface, 5)) & (surface > threshold) & half & lags.valid
     ys, xs = np.nonzero(peaks)
     points = []
-    for i in np.argsort(-z[ys, xs])[:most]:
-        py, px = _subpixel(z, int(ys[i]), int(xs[i]))
-        points.append((float(z[ys[i], xs[i]]), np.array([px - cx, py - cy])))
+    for i in np.argsort(-surface[ys, xs])[:most]:
+        py, px = _subpixel(lags.corr, int(ys[i]), int(xs[i]))
+        points.append((float(surface[ys[i], xs[i]]), np.array([px - cx, py - cy])))
     return points
 
 
@@ -332,13 +328,12 @@ def find_square_lattices(luma: npt.NDArray[np.float32] | LagMap, *, keep: int = 
     height, width = lags.shape
     if not valid.any():
         return []
-    local = maximum_filter(np.where(valid, z, 0.0), 3)
     # the 3 x 3 maximum of noise is biased upwards: re-centre it, or a sum over many points
     # favours short periods
-    spread = float(local[valid].std())
+    spread = float(lags.local[valid].std())
     if spread <= 1e-9:  # a flat picture: nothing periodic to find
         return []
-    local = np.where(valid, (local - float(local[valid].mean())) / spread, 0.0)
+    local = np.where(valid, (lags.local - float(lags.local[valid].mean())) / spread, 0.0)
     cy, cx = z.shape[0] // 2, z.shape[1] // 2
     reach = MAX_LAG * min(height, width)
     step = 0.25
@@ -367,7 +362,7 @@ def find_square_lattices(luma: npt.NDArray[np.float32] | LagMap, *, keep: int = 
     peaks = (scores == maximum_filter(scores, (9, 9), mode=("wrap", "nearest"))) & (scores > 0)
     order = np.argsort(-scores[peaks])
     ai, pi = np.nonzero(peaks)
-    points = _peak_points(z, valid, REFINE_Z)
+    points = _peak_points(lags, z, REFINE_Z, most=200)
     found: list[Lattice] = []
     for o in order[: 4 * keep]:
         theta, period = angles[ai[o]], periods[pi[o]]
