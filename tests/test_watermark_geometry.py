@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from provenance import watermark
 from provenance.watermark import Payload, embed, extract, payload, ss2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -67,6 +68,7 @@ def test_false_accept_budget_and_unmarked_images() -> None:
     # 40 decodes of at most 9.8e-13 each: the union bound per image stays under 1e-9
     assert ss2.MAX_DECODES * payload.false_accept_probability(ss2.CHASE_BITS) < 1e-9
     assert ss2.false_accept_bound() == pytest.approx(40 * 9.8e-13, rel=0.01)
+    assert watermark.false_accept_bound() == pytest.approx(4.2e-11, rel=0.01)  # with ss1's 3
     for index in (0, 1, 30, 32, 34, 36):  # photos, a flip, a rotation, flat and noise images
         item = watermark_data.corpus_item(index, seed=22)
         assert extract(item.image) is None, item.name
@@ -85,3 +87,15 @@ def test_verify_names_method_and_region(marked: Image.Image, tmp_path: Path) -> 
     assert report.watermark["payload"]["hex"] == "5eed00220001"
     assert report.watermark["region"]["share"] > 0.3
     assert "method sdkit-ss2" in report.to_text()
+
+
+@pytest.mark.parametrize(
+    "shape", [(128, 2000), (2000, 128), (129, 129), (300, 300)], ids=lambda s: f"{s[0]}x{s[1]}"
+)
+def test_odd_unmarked_pictures_give_none(shape: tuple[int, int]) -> None:
+    # extreme aspects, the smallest size searched, periodic stripes: none decodes or raises
+    rng = np.random.default_rng(sum(shape))
+    noise = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    stripes = ((np.indices(shape).sum(axis=0) // 50) % 2 * 255).astype(np.uint8)
+    for pixels in (noise, stripes, np.full(shape, 5, np.uint8)):
+        assert extract(Image.fromarray(pixels)) is None

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from provenance.watermark import sync
+from provenance.watermark import region, sync
 
 
 def _tiled(period: int = 96, size: int = 640, seed: int = 0) -> Image.Image:
@@ -70,3 +70,25 @@ def test_same_basis_ignores_order_and_signs_only() -> None:
     assert sync.same_basis(a, a * 1.01)
     assert not sync.same_basis(a, a * 1.1)
     assert not sync.same_basis(a, a * 2)
+
+
+def test_region_is_the_largest_piece_of_agreeing_blocks() -> None:
+    # a 4 x 4-block marked patch with one dark block inside, and one stray agreeing block far
+    # away: the box is the patch's, the stray block does not stretch it
+    grid = np.zeros((160, 160))
+    weighted = np.ones_like(grid)
+    product = np.zeros_like(grid)
+    product[32:96, 16:80] = 1.0  # blocks (2..5, 1..4) agree
+    product[48:64, 32:48] = 0.0  # a gap of one block inside the patch
+    product[144:160, 144:160] = 1.0  # a stray block
+    found = region.region_of(
+        product,
+        weighted,
+        weighted,
+        (0.0, 0.0),
+        2.0,
+        np.array([[1.0, 0, 0], [0, 1.0, 0]]),
+        (320, 320),
+    )
+    assert found.box == (32, 64, 160, 192)  # chips 16..80 x 32..96 at 2 px
+    assert found.share == pytest.approx(15 / 100)  # 15 agreeing blocks of the 10 x 10
