@@ -63,15 +63,15 @@ DEFAULT_METHOD = _ss2.METHOD
 # so the reduced copy carries the same grid, with chips of 6.4 px or more (as a 1024 px image,
 # the size SDXL makes, searched natively); a 6000 x 6000 image takes 0.5 s instead of 47 s.
 SEARCH_PIXELS = 1024 * 1024
-SS1_DECODES = 3  # sdkit-ss1 candidates extract decodes after the sdkit-ss2 search
+_SS1_DECODES = 3  # sdkit-ss1 candidates extract decodes after the sdkit-ss2 search
 
 
 def false_accept_bound() -> float:
     """Union bound on ``extract`` returning a false payload for one unmarked image: at most
-    ``ss2.MAX_DECODES`` sdkit-ss2 decodes and :data:`SS1_DECODES` sdkit-ss1 decodes, each at
-    most ``payload.false_accept_probability(5)`` (4.2e-11)."""
+    ``ss2.MAX_DECODES`` (40) sdkit-ss2 decodes and 3 sdkit-ss1 decodes, each at most
+    ``payload.false_accept_probability(5)``: 43 x 9.8e-13 = 4.2e-11."""
     per_decode = _payload.false_accept_probability(_payload.MAX_CHASE_BITS)
-    return (_ss2.MAX_DECODES + SS1_DECODES) * per_decode
+    return (_ss2.MAX_DECODES + _SS1_DECODES) * per_decode
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def extract(image: Image.Image, *, max_pixels: int = SEARCH_PIXELS) -> Detection
         if decodes >= _ss2.MAX_DECODES:
             break
     ss1 = _ss1.soft_candidates(
-        searched, _payload.CODEWORD_BITS, keep=SS1_DECODES, evidence=evidence
+        searched, _payload.CODEWORD_BITS, keep=_SS1_DECODES, evidence=evidence
     )
     for old in ss1:
         decoded = _payload.decode_payload(old.soft)
