@@ -439,8 +439,13 @@ def _print_tables(cells: dict[str, dict[str, Any]], targets: dict[str, Any]) -> 
         print(f"{label:<22}" + "".join(f"{fmt(c):>{width}}" for c in cells.values()))
     print("\ntargets")
     print(header)
-    for target in next(iter(targets["per_cell"].values()), {}):
-        row = "".join(f"{_verdict(targets['per_cell'][k][target]['pass']):>{width}}" for k in keys)
+    # some targets hold at one size only (WebP q70 at 512 px): "-" where a cell has none
+    names = list(dict.fromkeys(t for checks in targets["per_cell"].values() for t in checks))
+    for target in names:
+        row = "".join(
+            f"{_verdict(checks[target]['pass']) if target in checks else '-':>{width}}"
+            for checks in (targets["per_cell"][k] for k in keys)
+        )
         print(f"{target:<22}{row}")
     fp = targets["false_positives"]
     print(f"{'false positives':<22}{fp['value']} -> {_verdict(fp['pass'])} ({fp['target']})")

@@ -97,3 +97,14 @@ def test_flat_saturated_pictures_keep_the_payload(side: int) -> None:
         assert 10 * np.log10(255**2 / np.mean(changed**2)) >= 38.5  # the method's PSNR floor
         found = extract(marked)
         assert found is not None and found.payload == payload
+
+
+def test_chip_box_filter_matches_scipy() -> None:
+    # Evidence's chip grids are filtered by OpenCV: the same values as scipy's uniform_filter
+    from scipy.ndimage import uniform_filter
+
+    from provenance.watermark import spread
+
+    grid = np.random.default_rng(0).normal(0, 9, (37, 53))
+    for size in (3, 5):
+        assert np.allclose(spread._box(grid, size), uniform_filter(grid, size), atol=1e-12)

@@ -92,3 +92,53 @@ def test_region_is_the_largest_piece_of_agreeing_blocks() -> None:
     )
     assert found.box == (32, 64, 160, 192)  # chips 16..80 x 32..96 at 2 px
     assert found.share == pytest.approx(15 / 100)  # 15 agreeing blocks of the 10 x 10
+
+
+def test_coarser_undoes_finer() -> None:
+    square = sync.Lattice(np.array([[128.0, 0.0], [0.0, 128.0]]), 1.0)
+    coarse = sync.coarser(square)
+    # the diagonals: 45 degrees, sides x sqrt 2
+    assert np.hypot(*coarse.basis) == pytest.approx([128 * math.sqrt(2)] * 2)
+    assert sync.same_basis(sync.finer(coarse).basis, square.basis)
+    assert sync.same_basis(sync.coarser(sync.finer(square)).basis, square.basis)
+
+
+def test_doubled_doubles_the_shorter_vector() -> None:
+    stretched = sync.Lattice(np.array([[102.4, 0.0], [0.0, 64.0]]), 1.0)
+    assert np.allclose(sync.doubled(stretched).basis, [[102.4, 0.0], [0.0, 128.0]])
+    wide = sync.Lattice(np.array([[60.0, 0.0], [0.0, 100.0]]), 1.0)
+    assert np.allclose(sync.doubled(wide).basis, [[120.0, 0.0], [0.0, 100.0]])
+
+
+def test_square_lattice_is_placed_to_a_fifth_of_a_pixel() -> None:
+    # at a 96 px period, 0.5 px off (the pooling grid's step) drifts by a chip across 480 px
+    turned = _tiled().rotate(3.0, resample=Image.Resampling.BICUBIC).crop((80, 80, 560, 560))
+    found = sync.find_square_lattices(_luma(turned), keep=1)
+    got_angle, period = _angle_and_period(found[0].basis)
+    assert abs(period - 96.0) < 0.2
+    assert min(abs(got_angle - 87.0), 90 - abs(got_angle - 87.0)) < 0.1
+
+
+@pytest.mark.parametrize("clipped", [False, True])
+def test_autocorrelation_is_normalised_by_the_overlap(clipped: bool) -> None:
+    # the lag map against a direct sum over the overlapping pixels, with and without pixels
+    # that carry no mark (the overlap count then comes from the mask's own autocorrelation)
+    rng = np.random.default_rng(5)
+    luma = rng.uniform(20, 230, (60, 70)).astype(np.float32)
+    if clipped:
+        luma[10:20, 30:45] = 255.0
+    corr, height, width = sync._autocorrelation(luma)
+    cy, cx = corr.shape[0] // 2, corr.shape[1] // 2
+    keep = ~sync._unmarkable(luma)
+    residuals = [sync._whitened(luma, size).astype(np.float64) for size in sync.WHITENING]
+    energy = [float(np.sum(r * r)) for r in residuals]
+    for dy, dx in [(0, 29), (17, -11), (-23, 5), (30, 30)]:
+        ys, xs = slice(max(0, -dy), height - max(0, dy)), slice(max(0, -dx), width - max(0, dx))
+        ys2, xs2 = slice(max(0, dy), height + min(0, dy)), slice(max(0, dx), width + min(0, dx))
+        overlap = float(np.sum(keep[ys, xs] & keep[ys2, xs2]))
+        direct = sum(
+            float(np.sum(r[ys, xs] * r[ys2, xs2])) / e
+            for r, e in zip(residuals, energy, strict=True)
+        )
+        expected = direct / max(overlap, 0.25 * height * width)
+        assert corr[cy + dy, cx + dx] == pytest.approx(expected, rel=1e-3, abs=1e-7)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
@@ -243,17 +244,41 @@ class Evidence:
         found = self._cache.get(key)
         if found is not None:
             return found
+        found = residual_and_weight(*self.cells(grid_w, grid_h, box))
+        self._cache[key] = found
+        return found
+
+    def cells(
+        self, grid_w: int, grid_h: int, box: tuple[float, float, float, float] | None = None
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """The mean luma of each cell of a ``grid_w`` x ``grid_h`` grid over ``box``, and the
+        share of clipped pixels in each (None when the image has none)."""
         size = (grid_w, grid_h)
-        cells = self._plane.resize(size, Image.Resampling.BOX, box=box)
-        grid = np.asarray(cells, dtype=np.float64)
-        residual = grid - uniform_filter(grid, 3)
-        weight = 1.0 / (uniform_filter(residual * residual, 5) + 1.0)
-        if self._clipped is not None:
-            share = self._clipped.resize(size, Image.Resampling.BOX, box=box)
-            share_cells = np.asarray(share, dtype=np.float64).astype(np.float32)
-            weight[uniform_filter(share_cells, 3) > 0] = 0.0
-        self._cache[key] = (residual, weight)
-        return residual, weight
+        grid = np.asarray(self._plane.resize(size, Image.Resampling.BOX, box=box), np.float64)
+        if self._clipped is None:
+            return grid, None
+        share = self._clipped.resize(size, Image.Resampling.BOX, box=box)
+        return grid, np.asarray(share, dtype=np.float64)
+
+
+def residual_and_weight(
+    grid: FloatArray, clipped: FloatArray | None = None
+) -> tuple[FloatArray, FloatArray]:
+    """A chip grid's residual (the chip minus its 3 x 3 mean) and each chip's weight (the
+    inverse of the residual's local energy; 0 beside a clipped pixel)."""
+    residual = grid - _box(grid, 3)
+    weight = 1.0 / (_box(residual * residual, 5) + 1.0)
+    if clipped is not None:
+        # float32 as benchmarked: `> 0` below then also drops the chips where the filter's
+        # running sum leaves a tiny residue beside a clipped chip
+        weight[uniform_filter(clipped.astype(np.float32), 3) > 0] = 0.0
+    return residual, weight
+
+
+def _box(values: FloatArray, size: int) -> FloatArray:
+    """``scipy.ndimage.uniform_filter(values, size)`` (the same border, equal to 1e-15) by
+    OpenCV, twice as fast: a search filters hundreds of chip grids."""
+    return np.asarray(cv2.blur(values, (size, size), borderType=cv2.BORDER_REFLECT))
 
 
 def _informed_correction(

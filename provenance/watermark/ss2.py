@@ -87,10 +87,13 @@ CHASE_BITS = _payload.MAX_CHASE_BITS
 SPLICE_Z = 3.5  # a fold whose pilot scores this z or more is checked for a splice
 GATE_BLOCK = TILE // 2  # chips per side of a splice's gating block
 GATE_Z = 2.5  # a block whose 3 x 3 neighbourhood's pilot scores this z or more joins the fold
-SQUARE_KEEP = 2  # square-lattice hypotheses (each with its finer alternative)
+SQUARE_KEEP = 2  # square-lattice hypotheses (each with its finer and coarser alternatives)
 GENERAL_KEEP = 2  # general-lattice hypotheses
-RECTIFY_KEEP = 3  # hypotheses read at every phase, after a two-phase look at each,
-RECTIFY_Z = 5.0  # if that look's pilot reaches this z (noise: 3.8 to 5.1; marked: 5.4 to 12)
+RECTIFY_KEEP = 3  # hypotheses read at every phase, after a four-phase look at each,
+RECTIFY_Z = 4.8  # if that look's pilot reaches this z (noise: 3.8 to 5.2; marked: 4.9 to 13;
+# the 16-phase read then gains up to half a z: gravel turned 2 degrees, 4.92 -> 5.34)
+COARSE_CHIPS = 320  # chips a side the first look reads at most (a splice's 3.2 px chips at
+# 1024 px: 320 chips; a false lattice of 1.4 px chips: 730)
 MAX_GROWTH = 2.0  # the lattice path never resamples to more than this many times the pixels
 
 FloatArray = npt.NDArray[np.float64]
@@ -198,12 +201,19 @@ class Candidate:
 
 
 def _fold(
-    evidence: _ss1.Evidence, chip: float, px: float, py: float
+    evidence: _ss1.Evidence, chip: float, px: float, py: float, limit: int | None = None
 ) -> tuple[FloatArray, FloatArray, FloatArray] | None:
+    """The tile fold of the chip grid at ``chip`` px and phase (``px``, ``py``), with the
+    grid's weighted residual and weights; ``limit``: at most that many chips a side, in
+    the middle (whole tiles off each side, so the tile offset stays)."""
     height, width = evidence.luma.shape
     grid_h, grid_w = int((height - py) // chip), int((width - px) // chip)
     if min(grid_h, grid_w) < TILE // 2:
         return None
+    if limit is not None:
+        skip_y, skip_x = (max(0, side - limit) // 2 // TILE * TILE for side in (grid_h, grid_w))
+        px, py = px + skip_x * chip, py + skip_y * chip
+        grid_h, grid_w = min(grid_h, limit), min(grid_w, limit)
     box = (px, py, px + grid_w * chip, py + grid_h * chip)
     residual, weight = evidence.chips(grid_w, grid_h, box)
     weighted = residual * weight
@@ -212,15 +222,27 @@ def _fold(
 
 def _orient(folded: FloatArray, layout: _ss1._Layout) -> tuple[float, int, int, int]:
     """Best dihedral move and tile offset for a fold: (z, k, oy, ox)."""
+    return _orient_many(folded[None], layout)[0]
+
+
+def _orient_many(folds: FloatArray, layout: _ss1._Layout) -> list[tuple[float, int, int, int]]:
+    """:func:`_orient` of each fold of a stack (n x TILE x TILE), in one FFT call."""
     pilot = np.conj(np.fft.fft2(layout.pilot))
-    moved = np.stack([sync.dihedral(folded, k) for k in range(sync.DIHEDRAL)])
-    corr = np.real(np.fft.ifft2(np.fft.fft2(moved) * pilot)).reshape(sync.DIHEDRAL, -1)
-    peak = np.argmax(corr, axis=1)
-    top = corr[np.arange(sync.DIHEDRAL), peak]
-    zs = (top - corr.mean(axis=1)) / (corr.std(axis=1) + 1e-12)
-    k = int(np.argmax(zs))
-    oy, ox = divmod(int(peak[k]), TILE)
-    return float(zs[k]), k, oy, ox
+    mirrored = folds[:, :, ::-1]
+    moved = np.stack(
+        [np.rot90(mirrored if k >= 4 else folds, k % 4, axes=(1, 2)) for k in range(sync.DIHEDRAL)],
+        axis=1,
+    )  # n x 8 x TILE x TILE, as sync.dihedral moves each fold
+    corr = np.real(np.fft.ifft2(np.fft.fft2(moved) * pilot)).reshape(len(folds), sync.DIHEDRAL, -1)
+    peak = np.argmax(corr, axis=2)
+    top = np.take_along_axis(corr, peak[:, :, None], axis=2)[:, :, 0]
+    zs = (top - corr.mean(axis=2)) / (corr.std(axis=2) + 1e-12)
+    found = []
+    for i in range(len(folds)):
+        k = int(np.argmax(zs[i]))
+        oy, ox = divmod(int(peak[i, k]), TILE)
+        found.append((float(zs[i, k]), k, oy, ox))
+    return found
 
 
 def _candidate(
@@ -258,9 +280,10 @@ def _aligned(
     layout: _ss1._Layout,
     *,
     windows: bool = False,
+    limit: int | None = None,
 ) -> tuple[tuple[FloatArray, FloatArray, FloatArray], tuple[float, int, int, int]] | None:
     """The fold at one chip size and phase, and the pilot's answer: (z, k, oy, ox)."""
-    folded = _fold(luma, chip, px, py)
+    folded = _fold(luma, chip, px, py, limit)
     if folded is None:
         return None
     z, k, oy, ox = _orient(folded[0], layout)
@@ -270,11 +293,29 @@ def _aligned(
 
 
 def _coarse_z(
-    luma: _ss1.Evidence, chip: float, layout: _ss1._Layout, *, windows: bool = False
+    luma: _ss1.Evidence,
+    chip: float,
+    layout: _ss1._Layout,
+    *,
+    windows: bool = False,
+    both_axes: bool = False,
 ) -> float:
-    """The pilot's z at chip size ``chip``, the better of two sub-chip phases (0 and a half):
-    a first look that ranks sizes and lattices before the 16-phase read (no soft bits)."""
-    found = (_aligned(luma, chip, p, p, layout, windows=windows) for p in (0.0, chip / 2))
+    """The pilot's z at chip size ``chip``, the best of a few sub-chip phases: a first look
+    that ranks sizes and lattices before the 16-phase read (no soft bits).
+
+    The phases are 0 and half a chip on the diagonal, or with ``both_axes`` also half a chip
+    on one axis only: a rectified image's phase is anything on either axis, and half a chip
+    off on one axis costs most of the z (a rotated 1024 px photo: 6.4 at its phase, 4.4 at
+    the diagonal's best), while the native grid's sizes are many and crops rarely land there.
+    At most :data:`COARSE_CHIPS` chips a side are read (a lattice of small tiles costs the
+    square of its chip count).
+    """
+    half = chip / 2
+    phases = [(0.0, 0.0), (half, half)] + ([(half, 0.0), (0.0, half)] if both_axes else [])
+    found = (
+        _aligned(luma, chip, px, py, layout, windows=windows, limit=COARSE_CHIPS)
+        for px, py in phases
+    )
     return max((f[1][0] for f in found if f is not None), default=-np.inf)
 
 
@@ -294,14 +335,14 @@ def _best_window(weighted: FloatArray, layout: _ss1._Layout) -> tuple[float, int
     grid_h, grid_w = weighted.shape
     size_y = max(2, grid_h // TILE // 2) * TILE
     size_x = max(2, grid_w // TILE // 2) * TILE
-    best = (-np.inf, 0, 0, 0)
     step_y = max(1, size_y // TILE // 2) * TILE  # whole tiles: a window's fold keeps the
     step_x = max(1, size_x // TILE // 2) * TILE  # grid's tile offset
-    for wy in range(0, max(1, grid_h - size_y + 1), step_y):
-        for wx in range(0, max(1, grid_w - size_x + 1), step_x):
-            window = weighted[wy : wy + size_y, wx : wx + size_x]
-            best = max(best, _orient(_ss1.fold_tiles(window), layout))
-    return best
+    folds = [
+        _ss1.fold_tiles(weighted[wy : wy + size_y, wx : wx + size_x])
+        for wy in range(0, max(1, grid_h - size_y + 1), step_y)
+        for wx in range(0, max(1, grid_w - size_x + 1), step_x)
+    ]
+    return max(_orient_many(np.stack(folds), layout))
 
 
 def _expected(
@@ -396,12 +437,17 @@ def _phases(
 
 def _hypotheses(luma: npt.NDArray[np.float32]) -> list[sync.Lattice]:
     """Lattices worth rectifying: the square ones (rotation and scale), each with its finer
-    diagonal alternative, then the general ones (non-uniform scale, shear); no repeats."""
+    and coarser diagonal alternatives, then the general ones (non-uniform scale, shear); no
+    repeats."""
     lags = sync.lag_map(luma)
     found: list[sync.Lattice] = []
     for lattice in sync.find_square_lattices(lags, keep=SQUARE_KEEP):
-        found += [lattice, sync.finer(lattice)]
-    found += sync.find_lattices(lags, keep=GENERAL_KEEP)
+        finer = sync.finer(lattice)
+        # the square search looks no finer than MIN_SQUARE_PERIOD: neither do its alternatives
+        keep_finer = np.hypot(*finer.basis).min() >= sync.MIN_SQUARE_PERIOD
+        found += [lattice, *([finer] if keep_finer else []), sync.coarser(lattice)]
+    for lattice in sync.find_lattices(lags, keep=GENERAL_KEEP):
+        found += [lattice, sync.doubled(lattice)]
     unique: list[sync.Lattice] = []
     for lattice in found:
         if not any(sync.same_basis(lattice.basis, other.basis) for other in unique):
@@ -412,7 +458,7 @@ def _hypotheses(luma: npt.NDArray[np.float32]) -> list[sync.Lattice]:
 def _rectified(luma: npt.NDArray[np.float32], layout: _ss1._Layout) -> Iterator[Candidate]:
     """Candidates read after undoing the affine map the tile lattice shows.
 
-    Each hypothesis is first read at two sub-chip phases; the :data:`RECTIFY_KEEP` whose
+    Each hypothesis is first read at four sub-chip phases; the :data:`RECTIFY_KEEP` whose
     pilot answers best, at :data:`RECTIFY_Z` or more, are read at all 16 phases (most of an
     unmarked image's time went there).
     """
@@ -423,7 +469,7 @@ def _rectified(luma: npt.NDArray[np.float32], layout: _ss1._Layout) -> Iterator[
         chip = period / TILE * max(1.0, np.sqrt(growth / MAX_GROWTH))
         rect = sync.rectify(luma, lattice, TILE, chip)
         evidence = _ss1.Evidence(rect.luma)
-        z = _coarse_z(evidence, chip, layout, windows=True)
+        z = _coarse_z(evidence, chip, layout, windows=True, both_axes=True)
         ranked.append((z, i, evidence, chip, rect.matrix))
     ranked.sort(key=lambda item: (-item[0], item[1]))
     clear = [item for item in ranked if item[0] >= RECTIFY_Z]
