@@ -110,7 +110,7 @@ def test_sigint_while_generating_exits_130_without_a_file(
         "-m",
         str(tiny_sd_path),
         "--steps",
-        "300",
+        "999",
         "--sampler",
         "Euler",
         "-o",
@@ -125,7 +125,7 @@ def test_sigint_while_generating_exits_130_without_a_file(
         try:
             deadline = time.monotonic() + 120
             # the progress bar is up: the model is loaded and the denoising loop has begun
-            while not re.search(rb"\b\d+/300\b", bytes(stderr)):
+            while not re.search(rb"\b\d+/999\b", bytes(stderr)):
                 assert proc.poll() is None, bytes(stderr).decode(errors="replace")
                 assert time.monotonic() < deadline, "no progress line"
                 time.sleep(0.05)

@@ -175,7 +175,7 @@ def test_130_interrupted_in_every_command(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 def test_130_sigint_in_a_subprocess(tiny_sd_path: Path, tmp_path: Path) -> None:
     command = [sys.executable, "-c", "from sdkit.cli import main; main()", "generate", "x"]
-    command += ["-m", str(tiny_sd_path), "--steps", "300", "-o", str(tmp_path / "a.png")]
+    command += ["-m", str(tiny_sd_path), "--steps", "999", "-o", str(tmp_path / "a.png")]
     stderr = bytearray()
 
     def read(stream: Any) -> None:
@@ -187,7 +187,7 @@ def test_130_sigint_in_a_subprocess(tiny_sd_path: Path, tmp_path: Path) -> None:
         reader.start()
         try:
             deadline = time.monotonic() + 120
-            while not re.search(rb"\b\d+/300\b", bytes(stderr)):  # the denoising loop runs
+            while not re.search(rb"\b\d+/999\b", bytes(stderr)):  # the denoising loop runs
                 assert proc.poll() is None and time.monotonic() < deadline, bytes(stderr)
                 time.sleep(0.05)
             proc.send_signal(signal.SIGINT)
