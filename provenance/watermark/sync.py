@@ -350,11 +350,12 @@ def _peak_points(
 def find_square_lattices(luma: npt.NDArray[np.float32] | LagMap, *, keep: int = 2) -> list[Lattice]:
     """Lattices of square tiles (rotation and uniform scale), clearest first (may be empty).
 
-    The autocorrelation is pooled along rays: for each angle (0.25 degree steps over a
-    quarter turn) and period (0.5 px steps), the lattice's nearest points on both axes (one
-    and two periods out) and on both diagonals are summed, so peaks too weak to stand out
-    alone (a rotated copy re-encoded as JPEG) add up; each winner is then refined by least
-    squares over the peaks near its points (:func:`_refine`).
+    The autocorrelation is pooled: for each angle (0.25 degree steps over a quarter turn)
+    and period (0.5 px steps), the lattice's :data:`SQUARE_POINTS` inside the searched ring
+    are summed, so peaks too weak to stand out alone (a rotated copy re-encoded as JPEG) add
+    up. Each winner is placed to a fifth of those steps on the autocorrelation
+    (:func:`_finest_square`), refined by least squares over the peaks near its points
+    (:func:`_refine`), and the better placed of the two is kept.
 
     Args:
         luma: the image's luma, 0..255 (float32), or its :func:`lag_map`.
