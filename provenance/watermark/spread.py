@@ -225,8 +225,6 @@ class Evidence:
         self.luma = np.asarray(luma, dtype=np.float32)
         self._plane = Image.fromarray(self.luma, "F")
         clipped = (luma >= 254.5) | (luma <= 0.5)
-        # float32 as benchmarked: `> 0` below then also drops the chips where the filter's
-        # running sum leaves a tiny residue beside a clipped chip
         self._clipped = Image.fromarray(clipped.astype(np.float32), "F") if clipped.any() else None
         self._cache: dict[tuple[int, int, tuple[float, ...] | None], tuple[FloatArray, FloatArray]]
         self._cache = {}

@@ -423,23 +423,15 @@ def _point_sum(z: FloatArray, basis: FloatArray, reach: float) -> float:
 def _finest_square(
     z: FloatArray, theta: float, period: float, reach: float, d_theta: float, d_period: float
 ) -> FloatArray:
-    """The square basis near (``theta``, ``period``) whose points score best on ``z``, to a
-    fifth of the pooling grid's steps: at a 100 px period, the grid's half-pixel step drifts
-    by most of a chip across a 512 px picture."""
-    thetas = theta + d_theta * np.linspace(-1.0, 1.0, 11)
-    lengths = period + d_period * np.linspace(-1.0, 1.0, 11)
-    n = np.array(SQUARE_POINTS, dtype=np.float64)
-    c, s_ = np.cos(thetas)[:, None, None], np.sin(thetas)[:, None, None]
-    radius = lengths[None, :, None]
-    px = (n[:, 0] * c - n[:, 1] * s_) * radius
-    py = (n[:, 0] * s_ + n[:, 1] * c) * radius
-    cy, cx = z.shape[0] // 2, z.shape[1] // 2
-    inside = np.hypot(n[:, 0], n[:, 1])[None, None, :] * radius <= reach
-    values = map_coordinates(z, [cy + py.ravel(), cx + px.ravel()], order=1).reshape(px.shape)
-    score = np.where(inside, values, 0.0).sum(axis=2) / np.maximum(inside.sum(axis=2), 1)
-    a, b = np.unravel_index(int(np.argmax(score)), score.shape)
-    ct, st = np.cos(thetas[a]), np.sin(thetas[a])
-    return np.asarray(lengths[b] * np.array([[ct, -st], [st, ct]]))
+    """The square basis near (``theta``, ``period``) whose points score best on ``z``
+    (:func:`_point_sum`), to a fifth of the pooling grid's steps: at a 100 px period, the
+    grid's half-pixel step drifts by most of a chip across a 512 px picture."""
+    candidates = [
+        length * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+        for t in theta + d_theta * np.linspace(-1.0, 1.0, 11)
+        for length in period + d_period * np.linspace(-1.0, 1.0, 11)
+    ]
+    return max(candidates, key=lambda basis: _point_sum(z, basis, reach))
 
 
 def finer(lattice: Lattice) -> Lattice:
