@@ -1,6 +1,6 @@
 """Data for the watermark robustness benchmark: real photos, attacks, and an unmarked corpus.
 
-Three parts, each usable alone (by ``watermark_robustness.py`` and by the tests):
+Four parts, each usable alone (by ``watermark_robustness.py`` and by the tests):
 
 * ``load_photos(size)``: 14 real photos from scikit-image and scikit-learn, centre-cropped to a
   square and resized with LANCZOS to ``size`` x ``size`` RGB. Several sources are smaller than
@@ -9,6 +9,9 @@ Three parts, each usable alone (by ``watermark_robustness.py`` and by the tests)
   easier to watermark invisibly and harder to carry bits in; the benchmark reports them anyway
   and records the flag per image. Greyscale sources (camera, brick, grass, gravel, moon) are
   repeated into three equal channels (``Photo.grey``).
+* ``load_generated(size, count)``: pictures the shipped model draws at ``size`` px (one large
+  shape on a flat background, with the model's fine grain), which issue 22 measures beside the
+  photos; drawn once and then read from a cache.
 * ``ATTACKS``: name -> function PIL image -> PIL image, the everyday edits a marked image meets.
   The crops and ``reshare`` change the image size; nothing is resized back unless the name says
   so ("and_back").
@@ -34,9 +37,11 @@ from __future__ import annotations
 import functools
 import io
 import math
+import os
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -75,6 +80,7 @@ class Photo:
     image: Image.Image  # RGB, size x size
     native_side: int  # side of the centre square before resizing
     grey: bool
+    generated: bool = False  # drawn by the shipped model (load_generated), not a photo
 
     @property
     def upscaled(self) -> bool:
@@ -87,6 +93,7 @@ class Photo:
             "native_side": self.native_side,
             "upscaled": self.upscaled,
             "grey": self.grey,
+            "generated": self.generated,
         }
 
 
@@ -117,6 +124,59 @@ def load_photo(name: str, size: int) -> Photo:
 def load_photos(size: int, limit: int | None = None) -> list[Photo]:
     """Returns the first ``limit`` photos (all 14 by default) at ``size`` x ``size``."""
     return [load_photo(name, size) for name in list(PHOTO_SOURCES)[:limit]]
+
+
+GENERATED_STEPS = 25  # the shipped model's pictures: the default sampler, this many steps
+GENERATED_COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "white", "black")
+GENERATED_SHAPES = ("circle", "square", "triangle", "star", "cross")
+
+
+def generated_prompt(i: int) -> str:
+    """The ``i``-th prompt of the generated pictures: one large shape on a flat background (what
+    the shipped model draws; ``watermark_default_model.py`` uses the same prompts at 256 px)."""
+    shape = GENERATED_SHAPES[i % len(GENERATED_SHAPES)]
+    colour = GENERATED_COLOURS[i % len(GENERATED_COLOURS)]
+    background = GENERATED_COLOURS[(i + 4) % len(GENERATED_COLOURS)]
+    return f"a large {colour} {shape} in the center on a {background} background"
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "sdkit-benchmarks" / "generated"
+
+
+def load_generated(size: int, count: int) -> list[Photo]:
+    """``count`` pictures the shipped model draws at ``size`` x ``size`` (seeds 100, 101, ...,
+    prompts :func:`generated_prompt`), unwatermarked.
+
+    Drawing one takes about 10 s at 512 px and 40 s at 1024 on 2 cores, so each is kept as a PNG
+    under ``$XDG_CACHE_HOME/sdkit-benchmarks/generated`` (by default ``~/.cache``), named by the
+    shipped model's weights hash, seed and size; a later run reads it back.
+    """
+    if count <= 0:
+        return []
+    from sdkit import Generator  # torch and diffusers: only when pictures are asked for
+
+    generator = None
+    folder = _cache_dir()
+    pictures = []
+    for i in range(count):
+        seed = 100 + i
+        if generator is None:
+            generator = Generator(device="cpu", progress=False, watermark=False)
+        path = folder / f"{generator.model_sha256[:16]}-{seed}-{size}.png"
+        if path.is_file():
+            image = Image.open(path).convert("RGB")
+        else:
+            image = generator(
+                generated_prompt(i), seed=seed, width=size, height=size, steps=GENERATED_STEPS
+            ).image.image.convert("RGB")
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".part")
+            image.save(partial, "PNG")
+            partial.replace(path)  # whole files only: an interrupted run leaves no bad PNG
+        pictures.append(Photo(f"generated_{seed}", size, image, size, grey=False, generated=True))
+    return pictures
 
 
 # 2. Attacks.

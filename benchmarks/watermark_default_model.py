@@ -27,20 +27,13 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import uniform_filter
 from skimage.metrics import structural_similarity
+from watermark_data import generated_prompt
 
 from provenance.watermark import Payload, embed, extract, spread, ss2
 from sdkit import Generator
 
 QUALITIES = (95, 90, 85, 80, 75, 70, 50)
 WEBP_QUALITIES = (75, 60)  # issue 22: JPEG q75 and WebP q75 >= 90 %, PSNR >= 40 dB
-COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "white", "black")
-SHAPES = ("circle", "square", "triangle", "star", "cross")
-
-
-def _prompt(i: int) -> str:
-    shape, colour = SHAPES[i % len(SHAPES)], COLOURS[i % len(COLOURS)]
-    background = COLOURS[(i + 4) % len(COLOURS)]
-    return f"a large {colour} {shape} in the center on a {background} background"
 
 
 def _found(image: Image.Image, payload: Payload, quality: int | None, fmt: str = "JPEG") -> bool:
@@ -68,7 +61,7 @@ def main() -> int:
     over_jnd: list[float] = []
     for i in range(args.pictures):
         seed = 100 + i
-        picture = gen(_prompt(i), seed=seed).image.image
+        picture = gen(generated_prompt(i), seed=seed).image.image
         payload = Payload(content_id=seed, issuer_id=1)
         marked = embed(picture, payload)
         kept["none"] += _found(marked, payload, None)

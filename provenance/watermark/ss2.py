@@ -58,6 +58,7 @@ from .strength import (
     TEXTURE_STD,
     grid_shape,
     is_flat,
+    is_smooth,
     luminance_jnd,
 )
 
@@ -94,6 +95,8 @@ RECTIFY_Z = 4.8  # if that look's pilot reaches this z (noise: 3.8 to 5.2; marke
 # the 16-phase read then gains up to half a z: gravel turned 2 degrees, 4.92 -> 5.34)
 COARSE_CHIPS = 320  # chips a side the first look reads at most (a splice's 3.2 px chips at
 # 1024 px: 320 chips; a false lattice of 1.4 px chips: 730)
+SSIM_SPARE = 0.75  # a photo's mark is scaled until 1 - SSIM reaches this share of its floor's
+MAX_TRIES = 8  # amplitude scalings the embedder tries, at most (each one SSIM: 0.1 s at 1024)
 MAX_GROWTH = 2.0  # the lattice path never resamples to more than this many times the pixels
 
 FloatArray = npt.NDArray[np.float64]
@@ -138,35 +141,79 @@ def embed_bits(image: Image.Image, bits: npt.NDArray[np.uint8]) -> Image.Image:
     pn = layout.pn[ty, tx]
     symbols = np.where(index < 0, 1.0, 2.0 * bits[np.maximum(index, 0)].astype(np.float64) - 1.0)
     pattern = _ss1._to_pixels(symbols * pn, width, height)
-    floor = FLOOR if flat else _ss1.FLOOR
+    floor = FLOOR if flat or is_smooth(std) else _ss1.FLOOR
     delta = pattern * np.clip(_ss1.STRENGTH * std / 8.0, floor, _ss1.CEILING)
     delta += _ss1._informed_correction(rgb, delta, bits, index, pn)
     if flat:  # no pixel changes by more than its background's visibility threshold
         jnd = luminance_jnd(uniform_filter(luma, 5))
         delta = np.clip(delta, 0.5 - jnd, jnd - 0.5)  # rounding may add half a level
-    limit = 255.0**2 / 10 ** (_ss1.MIN_PSNR / 10)
-    flat_limit = 255.0**2 / 10 ** (FLAT_PSNR / 10)
-    dither = np.random.default_rng(SEED).random(rgb.shape[:2])
-    marked = rgb
-    for _ in range(8):
-        offset = np.where(np.abs(delta) < 0.5, dither, 0.5)[..., None]
-        marked = np.clip(np.floor(rgb + delta[..., None] + offset), 0, 255)
-        mse = float(np.mean((marked - rgb) ** 2))
-        if mse > limit:
-            delta *= 0.98 * np.sqrt(limit / mse)
-            continue
-        if flat and mse <= flat_limit:
-            break
-        similarity = _ss1._ssim(rgb, marked)
-        if similarity >= _ss1.MIN_SSIM:
-            break
-        # scale towards whichever floor is nearer: SSIM's, or the flat PSNR
-        towards_ssim = np.sqrt((1 - _ss1.MIN_SSIM) / max(1 - similarity, 1e-9))
-        delta *= 0.98 * min(1.0, max(towards_ssim, np.sqrt(flat_limit / mse)))
+    marked = _held(rgb, delta, flat)
     out = Image.fromarray(marked.astype(np.uint8), "RGB")
     if alpha is not None:
         out.putalpha(alpha)
     return out
+
+
+def _scale_for(tries: list[tuple[float, float]], target: float) -> float:
+    """The amplitude scale whose 1 - SSIM is ``target``, from the ``tries`` so far, each
+    ``(scale, 1 - SSIM)``.
+
+    1 - SSIM is affine in the scale's square: the mark's part grows with it, the 8-bit
+    rounding's does not. Through the last two tries when they differ; from one try, through the
+    origin, which leaves the mark weaker than it may be when the rounding's part is large.
+    """
+    s1, e1 = tries[-1]
+    through_origin = s1 * float(np.sqrt(target / max(e1, 1e-12)))
+    if len(tries) < 2 or abs(tries[-2][1] - e1) < 1e-9:
+        return through_origin
+    s0, e0 = tries[-2]
+    square = s1 * s1 + (target - e1) * (s1 * s1 - s0 * s0) / (e1 - e0)
+    return float(np.sqrt(square)) if square > 0 else through_origin / 2
+
+
+def _held(rgb: FloatArray, delta: FloatArray, flat: bool) -> FloatArray:
+    """``rgb`` plus ``delta`` (on every channel), scaled down as far as the floors ask.
+
+    Every picture: PSNR >= ``sdkit-ss1``'s 38.5 dB. A photo: SSIM >= 0.981 too, with no more
+    than 25 % of SSIM's margin to spare (:data:`SSIM_SPARE`) when a few tries find that: the
+    amplitude is bracketed between the strongest try that passed and the weakest that failed. A flat picture: SSIM
+    >= 0.981 or PSNR >= 40 dB, whichever needs less scaling. Amplitudes under half a level are
+    dithered so that 8-bit rounding keeps their pattern on average.
+    """
+    limit = 255.0**2 / 10 ** (_ss1.MIN_PSNR / 10)
+    flat_limit = 255.0**2 / 10 ** (FLAT_PSNR / 10)
+    target = 1.0 - _ss1.MIN_SSIM
+    dither = np.random.default_rng(SEED).random(rgb.shape[:2])
+    scale = 1.0
+    failed: list[tuple[float, float]] = []  # (scale, 1 - SSIM) of the tries SSIM refused
+    passed: tuple[float, float, FloatArray] | None = None  # the strongest try SSIM let through
+    for _ in range(MAX_TRIES):
+        scaled = delta * scale
+        offset = np.where(np.abs(scaled) < 0.5, dither, 0.5)[..., None]
+        marked = np.clip(np.floor(rgb + scaled[..., None] + offset), 0, 255)
+        mse = float(np.mean((marked - rgb) ** 2))
+        if mse > limit:
+            scale *= 0.98 * float(np.sqrt(limit / mse))
+            continue
+        if flat and mse <= flat_limit:
+            return marked
+        loss = 1.0 - _ss1._ssim(rgb, marked)
+        if loss <= target:
+            passed = (scale, loss, marked)
+            if not failed or loss >= SSIM_SPARE * target:
+                return marked
+        else:
+            failed.append((scale, loss))
+        if passed is None:
+            wanted = 0.99 * _scale_for(failed, 0.99 * target)
+            if flat:  # or just down to the flat PSNR, if that is the smaller step
+                wanted = max(wanted, scale * float(np.sqrt(flat_limit / mse)))
+            scale = min(wanted, 0.98 * scale)
+        else:  # between the strongest pass and the weakest refusal
+            low, high = passed[0], failed[-1][0]
+            wanted = _scale_for([failed[-1], passed[:2]], 0.99 * target)
+            scale = min(max(wanted, low + 0.1 * (high - low)), high - 0.1 * (high - low))
+    return marked if passed is None else passed[2]
 
 
 @dataclass(frozen=True)
