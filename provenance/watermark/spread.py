@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -274,7 +275,10 @@ def residual_and_weight(
     return residual, weight
 
 
-def _box(values: FloatArray, size: int) -> FloatArray:
+_Float = TypeVar("_Float", np.float32, np.float64)
+
+
+def _box(values: npt.NDArray[_Float], size: int) -> npt.NDArray[_Float]:
     """``scipy.ndimage.uniform_filter(values, size)`` (the same border, equal to 1e-15) by
     OpenCV, twice as fast: a search filters hundreds of chip grids."""
     return np.asarray(cv2.blur(values, (size, size), borderType=cv2.BORDER_REFLECT))
