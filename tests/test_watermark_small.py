@@ -138,3 +138,14 @@ def test_ssim_guard_equals_scikit_image() -> None:
     expected = structural_similarity(a, b, channel_axis=2, data_range=255)
     assert spread._ssim(a, b) == pytest.approx(expected, abs=1e-6)
     assert spread._ssim(a, a) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_ssim_floor_holds_when_the_tries_run_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    from skimage.metrics import structural_similarity
+
+    monkeypatch.setattr(ss2, "MAX_TRIES", 1)  # one try, refused: the amplitude is halved
+    photo = watermark_data.load_photo("rocket", 512).image
+    marked = embed(photo, Payload(content_id=8))
+    a, b = np.asarray(photo), np.asarray(marked)
+    assert structural_similarity(a, b, channel_axis=2, data_range=255) >= spread.MIN_SSIM - 1e-6
+    assert not np.array_equal(a, b)

@@ -175,10 +175,12 @@ def _held(rgb: FloatArray, delta: FloatArray, flat: bool) -> FloatArray:
     """``rgb`` plus ``delta`` (on every channel), scaled down as far as the floors ask.
 
     Every picture: PSNR >= ``sdkit-ss1``'s 38.5 dB. A photo: SSIM >= 0.981 too, with no more
-    than 25 % of SSIM's margin to spare (:data:`SSIM_SPARE`) when a few tries find that: the
-    amplitude is bracketed between the strongest try that passed and the weakest that failed. A flat picture: SSIM
-    >= 0.981 or PSNR >= 40 dB, whichever needs less scaling. Amplitudes under half a level are
-    dithered so that 8-bit rounding keeps their pattern on average.
+    than 25 % of SSIM's margin to spare (:data:`SSIM_SPARE`) when :data:`MAX_TRIES` tries find
+    that: the amplitude is bracketed between the strongest try that passed and the weakest that
+    failed. A flat picture: SSIM >= 0.981 or PSNR >= 40 dB, whichever needs less scaling. If no
+    try has passed by then, the amplitude is halved until one does (at scale 0 the picture is
+    unchanged), so the floors always hold. Amplitudes under half a level are dithered so that
+    8-bit rounding keeps their pattern on average.
     """
     limit = 255.0**2 / 10 ** (_ss1.MIN_PSNR / 10)
     flat_limit = 255.0**2 / 10 ** (FLAT_PSNR / 10)
@@ -187,7 +189,9 @@ def _held(rgb: FloatArray, delta: FloatArray, flat: bool) -> FloatArray:
     scale = 1.0
     failed: list[tuple[float, float]] = []  # (scale, 1 - SSIM) of the tries SSIM refused
     passed: tuple[float, float, FloatArray] | None = None  # the strongest try SSIM let through
-    for _ in range(MAX_TRIES):
+    for attempt in range(2 * MAX_TRIES):
+        if attempt >= MAX_TRIES and passed is not None:
+            break
         scaled = delta * scale
         offset = np.where(np.abs(scaled) < 0.5, dither, 0.5)[..., None]
         marked = np.clip(np.floor(rgb + scaled[..., None] + offset), 0, 255)
@@ -208,11 +212,12 @@ def _held(rgb: FloatArray, delta: FloatArray, flat: bool) -> FloatArray:
             wanted = 0.99 * _scale_for(failed, 0.99 * target)
             if flat:  # or just down to the flat PSNR, if that is the smaller step
                 wanted = max(wanted, scale * float(np.sqrt(flat_limit / mse)))
-            scale = min(wanted, 0.98 * scale)
+            scale = min(wanted, 0.98 * scale) if attempt < MAX_TRIES else scale / 2
         else:  # between the strongest pass and the weakest refusal
             low, high = passed[0], failed[-1][0]
             wanted = _scale_for([failed[-1], passed[:2]], 0.99 * target)
             scale = min(max(wanted, low + 0.1 * (high - low)), high - 0.1 * (high - low))
+    # with no pass after every halving (not seen: at 1/256 of the mark the picture is as it was)
     return marked if passed is None else passed[2]
 
 
