@@ -113,7 +113,8 @@ SPLICE = "splice_25pct"  # not an image -> image attack: the host and the true b
 ROWS = (*ATTACKS, SPLICE)
 MIN_IOU = 0.5
 MIN_PSNR_DB = 38.0  # every marked image
-MIN_SSIM = 0.98  # every marked image
+MIN_SSIM = 0.98  # every marked photo
+MIN_PSNR_GENERATED_DB = 40.0  # every marked generated picture (the issue's floor at 256 px)
 MAX_SECONDS: dict[int, tuple[float, float]] = {512: (0.25, 0.5), 1024: (1.0, 2.0)}  # embed, extract
 FP_MIN_IMAGES = 10000  # 0 false positives on at least this many unmarked images (issue 22)
 GENERATED = 6  # pictures of the shipped model per size, beside the photos (issue 22)
@@ -354,6 +355,10 @@ def _summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "psnr_min": min(r["psnr_db"] for r in rows),
             "ssim_mean": statistics.fmean(r["ssim"] for r in rows),
             "ssim_min": min(r["ssim"] for r in rows),
+            "photo_psnr_min": min((r["psnr_db"] for r in rows if not r["generated"]), default=None),
+            "photo_ssim_min": min((r["ssim"] for r in rows if not r["generated"]), default=None),
+            "generated_psnr_min": min((r["psnr_db"] for r in generated), default=None),
+            "generated_ssim_min": min((r["ssim"] for r in generated), default=None),
             "embed_median_s": statistics.median(r["embed_s"] for r in rows),
             "extract_median_s": statistics.median(r["extract_s"] for r in rows),
             "errors": sum("error" in o for r in rows for o in r["attacks"].values()),
@@ -362,13 +367,22 @@ def _summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _check_targets(cell: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    checks = {
-        "quality": {
-            "target": f"PSNR >= {MIN_PSNR_DB} dB and SSIM >= {MIN_SSIM} on every image",
-            "value": f"min PSNR {cell['psnr_min']:.2f}, min SSIM {cell['ssim_min']:.4f}",
-            "pass": cell["psnr_min"] >= MIN_PSNR_DB and cell["ssim_min"] >= MIN_SSIM,
+    checks: dict[str, dict[str, Any]] = {}
+    if cell["photo_psnr_min"] is not None:
+        checks["quality"] = {
+            "target": f"PSNR >= {MIN_PSNR_DB} dB and SSIM >= {MIN_SSIM} on every photo",
+            "value": f"min PSNR {cell['photo_psnr_min']:.2f}, "
+            f"min SSIM {cell['photo_ssim_min']:.4f}",
+            "pass": cell["photo_psnr_min"] >= MIN_PSNR_DB and cell["photo_ssim_min"] >= MIN_SSIM,
         }
-    }
+    if cell["generated_psnr_min"] is not None:
+        # a flat picture is held by PSNR and the visibility threshold, not SSIM (issue 22)
+        checks["quality_generated"] = {
+            "target": f"PSNR >= {MIN_PSNR_GENERATED_DB} dB on every generated picture",
+            "value": f"min PSNR {cell['generated_psnr_min']:.2f} "
+            f"(min SSIM {cell['generated_ssim_min']:.4f}, no target)",
+            "pass": cell["generated_psnr_min"] >= MIN_PSNR_GENERATED_DB,
+        }
     for attack, rate in {**ATTACK_TARGETS, **SIZE_TARGETS.get(cell["size"], {})}.items():
         checks[attack] = {
             "target": f"exact payload >= {rate:.0%}",
@@ -543,12 +557,21 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--fp-seconds", type=float, default=None, help="stop the unmarked images after this long"
     )
+    parser.add_argument(
+        "--combine",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="run nothing: print the tables of these earlier runs' images together (a later "
+        "file's image replaces an earlier one's with the same method, size, picture and payload)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/watermark_robustness.json"))
     args = parser.parse_args()
     args.sizes = args.sizes or ([512] if args.quick else list(SIZES))
     args.methods = args.methods or list(DEFAULT_METHODS)
-    args.photos = args.photos or (3 if args.quick else len(PHOTO_SOURCES))
+    if args.photos is None:
+        args.photos = 3 if args.quick else len(PHOTO_SOURCES)
     if args.generated is None:
         args.generated = 0 if args.quick else GENERATED
     if args.fp_count is None:
@@ -563,6 +586,12 @@ def _parse_args() -> argparse.Namespace:
 def main() -> None:
     # 1. Options; pin everything to one thread (BLAS/OpenMP pools, OpenCV, torch if loaded).
     args = _parse_args()
+    if args.combine:
+        result = _combined(args.combine, args)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+        print(f"wrote {args.json}")
+        return
     # the shipped model's pictures first, on every core (then from the cache)
     generated = {size: load_generated(size, args.generated) for size in args.sizes}
     cv2.setNumThreads(1)
@@ -571,8 +600,25 @@ def main() -> None:
     with threadpool_limits(1):
         result = _run(args, generated)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
+    args.json.write_text(json.dumps(result, indent=2, default=str))
     print(f"wrote {args.json}")
+
+
+def _combined(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
+    """The tables of earlier runs' images together: an image of a later file replaces the one
+    of an earlier file with the same method, size, picture and payload number (a rerun of
+    some pictures after a change that touches only them)."""
+    started = time.perf_counter()
+    records: dict[tuple[Any, ...], dict[str, Any]] = {}
+    fp = None
+    for path in paths:
+        run = json.loads(path.read_text())
+        for record in run["images"]:
+            record.setdefault("generated", False)  # runs before generated pictures
+            records[(record["method"], record["size"], record["photo"], record["repeat"])] = record
+        fp = run.get("false_positives") or fp
+        print(f"{path}: {len(run['images'])} images", flush=True)
+    return _report(list(records.values()), fp, args, started, os.getloadavg())
 
 
 def _run(args: argparse.Namespace, generated: dict[int, list[Photo]]) -> dict[str, Any]:
@@ -599,10 +645,21 @@ def _run(args: argparse.Namespace, generated: dict[int, list[Photo]]) -> dict[st
         fp = _false_positives(args.fp_count, args.seed, args.fp_seconds)
 
     # 4. Summary, targets, tables, JSON.
+    return _report(records, fp, args, started, load_before)
+
+
+def _report(
+    records: list[dict[str, Any]],
+    fp: dict[str, Any] | None,
+    args: argparse.Namespace,
+    started: float,
+    load_before: tuple[float, float, float],
+) -> dict[str, Any]:
     cells = _summarise(records)
     per_cell = {key: _check_targets(cell) for key, cell in cells.items()}
     fp_check = _fp_check(fp)
-    overall = {name: _overall(name, cells, per_cell, fp_check) for name in args.methods}
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    overall = {name: _overall(name, cells, per_cell, fp_check) for name in methods}
     targets = {"per_cell": per_cell, "false_positives": fp_check, "overall": overall}
     _print_tables(cells, targets)
     errors = sum(c["errors"] for c in cells.values())

