@@ -153,17 +153,18 @@ def test_ssim_floor_holds_when_the_tries_run_out(monkeypatch: pytest.MonkeyPatch
 
 def test_pedestal_lifts_black_and_lowers_white_by_the_amplitude_clipped() -> None:
     # a flat picture's mark of +-1.6 levels on white (255), black (0) and mid-grey: only the
-    # limits get an offset, as large as the part of the amplitude they would cut
+    # limits get an offset, the part of the amplitude they would cut and one level more (the
+    # decoder leaves out chips beside a pixel at 0 or 255)
     rgb = np.zeros((64, 96, 3))
     rgb[:, 32:64] = 128.0
     rgb[:, 64:] = 255.0
     delta = np.where(np.indices((64, 96)).sum(axis=0) % 2 == 0, 1.6, -1.6)
     offset = ss2._pedestal(rgb, delta)
-    np.testing.assert_allclose(offset[:, :20], 1.6, atol=1e-6)  # black: lifted
+    np.testing.assert_allclose(offset[:, :20], 2.6, atol=1e-6)  # black: lifted
     np.testing.assert_allclose(offset[:, 44:52], 0.0, atol=1e-6)  # mid-grey: untouched
-    np.testing.assert_allclose(offset[:, 76:], -1.6, atol=1e-6)  # white: lowered
+    np.testing.assert_allclose(offset[:, 76:], -2.6, atol=1e-6)  # white: lowered
     marked = rgb + (delta + offset)[..., None]
-    assert marked.min() >= -1e-6 and marked.max() <= 255 + 1e-6  # both signs fit everywhere
+    assert marked.min() >= 1 - 1e-6 and marked.max() <= 254 + 1e-6  # both signs fit everywhere
 
 
 def test_ssim_against_one_reference_equals_ssim() -> None:
