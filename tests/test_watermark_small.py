@@ -173,3 +173,19 @@ def test_ssim_against_one_reference_equals_ssim() -> None:
     score = spread._SsimAgainst(photo)
     for other in others:
         assert score(other) == spread._ssim(photo, other)
+
+
+def test_smooth_pictures_at_the_limits_count_as_flat() -> None:
+    # 7 x 7 deviation 3 (grain: smooth, not flat) on a 512 px picture: flat only when most of
+    # it sits within 16 levels of black or white
+    std = np.full((512, 512), 3.0)
+    black = np.full((512, 512), 6.0)
+    grey = np.full((512, 512), 100.0)
+    white = np.full((512, 512), 250.0)
+    assert not ss2.is_flat(std, grey)
+    assert ss2.is_flat(std, black) and ss2.is_flat(std, white)
+    half = grey.copy()
+    half[:200] = 6.0  # 39 % at the limit: a photo with a dark sky stays a photo
+    assert not ss2.is_flat(std, half)
+    assert not ss2.is_flat(np.full((512, 512), 9.0), black)  # textured: held by SSIM
+    assert ss2.is_flat(std[:256, :256])  # small and smooth: flat, whatever its levels

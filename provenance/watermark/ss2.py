@@ -134,7 +134,7 @@ def embed_bits(image: Image.Image, bits: npt.NDArray[np.uint8]) -> Image.Image:
     # a mostly flat picture (as the shipped model draws) is held by PSNR and the visibility
     # threshold, gets a higher floor and the coarsest grid; a photo keeps sdkit-ss1's floor
     # and is held by SSIM too
-    flat = is_flat(std)
+    flat = is_flat(std, mean)
     grid_h, grid_w, _ = grid_shape(height, width, textured=textured, flat=flat)
     ty, tx = np.mgrid[0:grid_h, 0:grid_w]
     ty, tx = ty % TILE, tx % TILE

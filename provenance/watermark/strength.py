@@ -30,6 +30,9 @@ FLAT_STD = 2.0  # luma standard deviation (7 x 7) under which a pixel is flat
 FLAT_SHARE = 0.85  # a picture is flat when at least this share of its pixels is (photos:
 # 0.0 to 0.76 at 512 px; rocket, half sky, is 0.76 and must keep SSIM >= 0.98)
 SMALL_EDGE = 512  # below this long edge, smooth pictures count as flat too
+LIMIT_LEVELS = 16.0  # a 7 x 7 luma mean this near black (or white) is at the 8-bit limit
+LIMIT_SHARE = 0.5  # a smooth picture with this share at the limits counts as flat too (the
+# shipped model's black and white pictures: 0.95 to 0.97; smooth photos: 0.00 to 0.23)
 SMOOTH_STD = 6.0  # a picture is smooth when at least SMOOTH_SHARE of its pixels have a 7 x 7
 SMOOTH_SHARE = 0.75  # luma standard deviation under SMOOTH_STD (the shipped model's pictures:
 # 0.86 to 0.97 at 256 px, 0.95 and 0.98 at 512 and 1024; photos: rocket, retina, moon, flower)
@@ -69,16 +72,27 @@ def luminance_jnd(background: FloatArray) -> FloatArray:
     return np.asarray(np.where(bg <= 127.0, dark, bright), dtype=np.float64)
 
 
-def is_flat(std: FloatArray) -> bool:
+def is_flat(std: FloatArray, mean: FloatArray | None = None) -> bool:
     """Whether a picture is held by PSNR and the visibility threshold rather than by SSIM.
 
-    ``std`` is the luma's 7 x 7 standard deviation per pixel. Flat: under :data:`FLAT_STD` on
-    :data:`FLAT_SHARE` of the pixels; or, below :data:`SMALL_EDGE` px, under :data:`SMOOTH_STD`
-    on :data:`SMOOTH_SHARE` of them (the shipped model's 256 px pictures: 0.86 to 0.97).
+    ``std`` and ``mean`` are the luma's 7 x 7 standard deviation and mean per pixel. Flat: under
+    :data:`FLAT_STD` on :data:`FLAT_SHARE` of the pixels; or smooth (:func:`is_smooth`) and
+    either below :data:`SMALL_EDGE` px (the shipped model's 256 px pictures: 0.86 to 0.97) or
+    with :data:`LIMIT_SHARE` of its pixels within :data:`LIMIT_LEVELS` of black or white. There
+    8-bit clipping takes half the mark, and SSIM reads any change on black as large (its
+    luminance term divides by the squared mean), while no one sees a level or two: the shipped
+    model's blue shapes on black at 512 px, held by SSIM, lost their payload to JPEG q75.
     """
     if float(np.mean(std < FLAT_STD)) >= FLAT_SHARE:
         return True
-    return max(std.shape) < SMALL_EDGE and is_smooth(std)
+    if not is_smooth(std):
+        return False
+    if max(std.shape) < SMALL_EDGE:
+        return True
+    if mean is None:
+        return False
+    at_limits = (mean <= LIMIT_LEVELS) | (mean >= 255.0 - LIMIT_LEVELS)
+    return float(np.mean(at_limits)) >= LIMIT_SHARE
 
 
 def is_smooth(std: FloatArray) -> bool:
