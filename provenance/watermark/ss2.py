@@ -208,8 +208,8 @@ def _held(rgb: FloatArray, delta: FloatArray, jnd: FloatArray | None) -> FloatAr
     than 25 % of SSIM's margin to spare (:data:`SSIM_SPARE`) when :data:`MAX_TRIES` tries find
     that: the amplitude is bracketed between the strongest try that passed and the weakest that
     failed. A flat picture: SSIM >= 0.981 or PSNR >= 40 dB, whichever needs less scaling. If no
-    try has passed by then, the amplitude is halved until one does (at scale 0 the picture is
-    unchanged), so the floors always hold. Amplitudes under half a level are dithered so that
+    try has passed by then, the amplitude is halved until one does (at scale 0 a photo is
+    unchanged; a flat picture leaves the loop at its PSNR floor), so the floors always hold. Amplitudes under half a level are dithered so that
     8-bit rounding keeps their pattern on average.
 
     ``jnd`` (a flat picture's visibility threshold per pixel, None for a photo): each try's
@@ -256,7 +256,7 @@ def _held(rgb: FloatArray, delta: FloatArray, jnd: FloatArray | None) -> FloatAr
             low, high = passed[0], failed[-1][0]
             wanted = _scale_for([failed[-1], passed[:2]], 0.99 * target)
             scale = min(max(wanted, low + 0.1 * (high - low)), high - 0.1 * (high - low))
-    # with no pass after every halving (not seen: at 1/256 of the mark the picture is as it was)
+    # with no pass after every halving (not seen: at 1/256 of the mark a photo is as it was)
     return marked if passed is None else passed[2]
 
 
