@@ -55,6 +55,7 @@ from . import sync
 from .region import Region, region_of
 from .strength import (
     GRIDS,
+    SMALL_EDGE,
     TEXTURE_SHARE,
     TEXTURE_STD,
     grid_shape,
@@ -146,12 +147,15 @@ def embed_bits(image: Image.Image, bits: npt.NDArray[np.uint8]) -> Image.Image:
     delta = pattern * np.clip(_ss1.STRENGTH * std / 8.0, floor, _ss1.CEILING)
     delta += _ss1._informed_correction(rgb, delta, bits, index, pn)
     if flat:
-        # white lowered and black lifted just enough for the mark to go both ways there, and
         # no pixel changed by more than its background's visibility threshold (rounding may
-        # add half a level)
+        # add half a level); from 512 px, white lowered and black lifted just enough for the
+        # mark to go both ways there
         jnd = luminance_jnd(uniform_filter(luma, 5))
         delta = np.clip(delta, 0.5 - jnd, jnd - 0.5)
-    marked = _held(rgb, delta, jnd if flat else None)
+    # the offset at the limits from 512 px: below, the 256 px pictures kept their payload
+    # without it, and its share of the PSNR floor cost them WebP (q75: 20/20 -> 18/20)
+    offset = flat and max(height, width) >= SMALL_EDGE
+    marked = _held(rgb, delta, jnd if flat else None, offset=offset)
     out = Image.fromarray(marked.astype(np.uint8), "RGB")
     if alpha is not None:
         out.putalpha(alpha)
@@ -201,7 +205,9 @@ def _scale_for(tries: list[tuple[float, float]], target: float) -> float:
     return float(np.sqrt(square)) if square > 0 else through_origin / 2
 
 
-def _held(rgb: FloatArray, delta: FloatArray, jnd: FloatArray | None) -> FloatArray:
+def _held(
+    rgb: FloatArray, delta: FloatArray, jnd: FloatArray | None, *, offset: bool = False
+) -> FloatArray:
     """``rgb`` plus ``delta`` (on every channel), scaled down as far as the floors ask.
 
     Every picture: PSNR >= ``sdkit-ss1``'s 38.5 dB. A photo: SSIM >= 0.981 too, with no more
@@ -213,7 +219,7 @@ def _held(rgb: FloatArray, delta: FloatArray, jnd: FloatArray | None) -> FloatAr
     8-bit rounding keeps their pattern on average.
 
     ``jnd`` (a flat picture's visibility threshold per pixel, None for a photo): each try's
-    amplitude is offset by :func:`_pedestal` and clipped to it.
+    amplitude is clipped to it, after :func:`_pedestal`'s offset if ``offset``.
     """
     flat = jnd is not None
     limit = 255.0**2 / 10 ** (_ss1.MIN_PSNR / 10)
@@ -229,7 +235,9 @@ def _held(rgb: FloatArray, delta: FloatArray, jnd: FloatArray | None) -> FloatAr
             break
         scaled = delta * scale
         if jnd is not None:
-            scaled = np.clip(scaled + _pedestal(rgb, scaled), 0.5 - jnd, jnd - 0.5)
+            if offset:
+                scaled = scaled + _pedestal(rgb, scaled)
+            scaled = np.clip(scaled, 0.5 - jnd, jnd - 0.5)
         # rgb holds whole levels, so floor(rgb + x) = rgb + floor(x): rounded once per pixel
         steps = np.floor(scaled + np.where(np.abs(scaled) < 0.5, dither, 0.5))
         marked = np.clip(rgb + steps[..., None], 0, 255)
