@@ -142,3 +142,44 @@ def test_autocorrelation_is_normalised_by_the_overlap(clipped: bool) -> None:
         )
         expected = direct / max(overlap, 0.25 * height * width)
         assert corr[cy + dy, cx + dx] == pytest.approx(expected, rel=1e-3, abs=1e-7)
+
+
+def test_region_box_covers_a_weak_mark_whose_blocks_fall_under_the_threshold() -> None:
+    # a 6 x 6-block marked patch at a z of 1.5 per block (no block agrees on its own at 3):
+    # the box is the patch's (a box around agreeing blocks alone was empty or a few blocks)
+    rng = np.random.default_rng(5)
+    weighted = rng.normal(0.0, 1.0, (160, 160))
+    product = weighted.copy()  # the unmarked chips: signs that agree by chance
+    patch = (slice(48, 144), slice(16, 112))  # blocks 3..8 x 1..6
+    product[patch] = 1.5 / 16 + rng.normal(0.0, 1.0, (96, 96))
+    found = region.region_of(
+        product,
+        weighted,
+        np.ones_like(weighted),
+        (0.0, 0.0),
+        2.0,
+        np.array([[1.0, 0, 0], [0, 1.0, 0]]),
+        (320, 320),
+    )
+    # the truth: chips 16..112 x 48..144 at 2 px; a block of noise may join at an edge
+    assert _iou(found.box, (32, 96, 224, 288)) >= 0.8
+    assert found.share < 0.1
+
+
+def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union
+
+
+def test_best_rectangle_finds_the_planted_rectangle() -> None:
+    rng = np.random.default_rng(6)
+    total = rng.normal(0.0, 1.0, (20, 20))
+    total[4:14, 9:19] += 0.8  # a z of 8 over the 100 blocks; noise alone: about 4
+    keep = region.best_rectangle(total, np.ones_like(total))
+    rows, cols = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
+    assert keep.sum() == len(rows) * len(cols)  # one rectangle
+    planted = np.zeros_like(keep)
+    planted[4:14, 9:19] = True
+    assert (keep & planted).sum() / (keep | planted).sum() >= 0.8

@@ -1,9 +1,10 @@
 """Where in a picture a payload was found: the blocks of the chip grid that agree with it.
 
 Once a payload decodes, every block of :data:`BLOCK` x :data:`BLOCK` chips is scored against
-the decoded pattern; blocks with a z-score of :data:`BLOCK_Z` or more agree. :class:`Region`
-gives the bounding box of the largest piece of agreeing blocks, in the searched image's pixels,
-and its share of the blocks, so a marked picture pasted into another is found and named.
+the decoded pattern. :class:`Region` gives the box of the rectangle of blocks where the
+evidence is strongest, in the searched image's pixels, and the share of the image's blocks
+that agree on their own (z-score :data:`BLOCK_Z` or more), so a marked picture pasted into
+another is found and named.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.ndimage import binary_dilation, label
 
-__all__ = ["BLOCK", "BLOCK_Z", "Region", "region_of"]
+__all__ = ["BLOCK", "BLOCK_Z", "Region", "best_rectangle", "region_of"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -47,7 +47,13 @@ def region_of(
     matrix: FloatArray,
     size: tuple[int, int],
 ) -> Region:
-    """The region of the blocks that agree, from a chip grid's evidence.
+    """The region where a payload was found, from a chip grid's evidence.
+
+    The box is the rectangle of blocks whose evidence for the decoded pattern has the highest
+    z-score (:func:`best_rectangle`); the share counts the blocks in it that agree on their own
+    (z-score :data:`BLOCK_Z` or more). A box drawn around the agreeing blocks alone was too
+    small on a weak mark, where most blocks of the marked region fall under the threshold
+    (gravel pasted into a photo: boxes of IoU 0.36-0.42 with the truth).
 
     Args:
         product: each chip's weighted residual times the decoded pattern's sign there.
@@ -59,48 +65,54 @@ def region_of(
         size: (width, height) of the searched image, to clip the box.
     """
     grid_h, grid_w = weighted.shape
-    agree: list[tuple[int, int]] = []
-    counted = 0
-    for by in range(0, grid_h - BLOCK // 2, BLOCK):
-        for bx in range(0, grid_w - BLOCK // 2, BLOCK):
-            block = (slice(by, by + BLOCK), slice(bx, bx + BLOCK))
-            if np.count_nonzero(weight[block]) < BLOCK * BLOCK // 2:
-                continue
-            counted += 1
-            energy = float(np.sum(weighted[block] ** 2))
-            if float(np.sum(product[block])) >= BLOCK_Z * np.sqrt(energy + 1e-12):
-                agree.append((by, bx))
-    if not agree:
+    rows, cols = -(-grid_h // BLOCK), -(-grid_w // BLOCK)
+
+    def blocks(values: FloatArray) -> FloatArray:
+        padded = np.zeros((rows * BLOCK, cols * BLOCK))
+        padded[:grid_h, :grid_w] = values
+        return np.asarray(padded.reshape(rows, BLOCK, cols, BLOCK).sum(axis=(1, 3)))
+
+    # a block counts when half its chips are on the image (and, at the grid's edges, exist)
+    on = blocks((weight != 0).astype(np.float64)) >= BLOCK * BLOCK // 2
+    total = np.where(on, blocks(product), 0.0)
+    energy = np.where(on, blocks(weighted**2), 0.0)
+    if not on.any():
         return Region((0, 0, 0, 0), 0.0)
-    agree = _largest_piece(agree)
-    points = []
-    for by, bx in agree:
-        for cy in (by, min(by + BLOCK, grid_h)):
-            for cx in (bx, min(bx + BLOCK, grid_w)):
-                points.append((phase[0] + cx * chip, phase[1] + cy * chip, 1.0))
-    mapped = matrix @ np.array(points).T
+    agree = on & (total >= BLOCK_Z * np.sqrt(energy + 1e-12))
+    keep = best_rectangle(total, energy)
+    rows_kept, cols_kept = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
+    top, bottom = rows_kept[0] * BLOCK, min((rows_kept[-1] + 1) * BLOCK, grid_h)
+    left, right = cols_kept[0] * BLOCK, min((cols_kept[-1] + 1) * BLOCK, grid_w)
+    corners = [
+        (phase[0] + cx * chip, phase[1] + cy * chip, 1.0)
+        for cy in (top, bottom)
+        for cx in (left, right)
+    ]
+    mapped = matrix @ np.array(corners).T
     width, height = size
-    left, top = (float(v) for v in np.clip(mapped.min(axis=1), 0, [width, height]))
-    right, bottom = (float(v) for v in np.clip(mapped.max(axis=1), 0, [width, height]))
+    x0, y0 = (float(v) for v in np.clip(mapped.min(axis=1), 0, [width, height]))
+    x1, y1 = (float(v) for v in np.clip(mapped.max(axis=1), 0, [width, height]))
     return Region(
-        (round(left), round(top), round(right), round(bottom)),
-        len(agree) / max(counted, 1),
+        (round(x0), round(y0), round(x1), round(y1)), int((agree & keep).sum()) / int(on.sum())
     )
 
 
-def _largest_piece(blocks: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The agreeing blocks that touch one another (8 neighbours, across one gap) in the
-    largest group: a marked region is one piece, and a stray block of the host that happens
-    to agree must not stretch its box."""
-    rows = max(by for by, _ in blocks) // BLOCK + 1
-    cols = max(bx for _, bx in blocks) // BLOCK + 1
-    grid = np.zeros((rows, cols), dtype=bool)
-    for by, bx in blocks:
-        grid[by // BLOCK, bx // BLOCK] = True
-    # blocks one gap apart (a dark or clipped patch inside the region) still count as touching
-    labels, count = label(binary_dilation(grid, np.ones((3, 3))), structure=np.ones((3, 3)))
-    if count <= 1:
-        return blocks
-    sizes = np.bincount(labels[grid], minlength=count + 1)[1:]  # agreeing blocks per piece
-    biggest = int(np.argmax(sizes)) + 1
-    return [(by, bx) for by, bx in blocks if labels[by // BLOCK, bx // BLOCK] == biggest]
+def best_rectangle(total: FloatArray, energy: FloatArray) -> npt.NDArray[np.bool_]:
+    """The rectangle of blocks whose evidence has the highest z-score: its summed ``total``
+    over the square root of its summed ``energy``; every rectangle is scored, from summed-area
+    tables (a 20 x 20 grid of blocks has 44,100 of them)."""
+    rows, cols = total.shape
+    tables = []
+    for values in (total, energy):
+        table = np.zeros((rows + 1, cols + 1))
+        table[1:, 1:] = values.cumsum(axis=0).cumsum(axis=1)
+        tables.append(table)
+    r0, r1 = np.triu_indices(rows + 1, 1)
+    c0, c1 = np.triu_indices(cols + 1, 1)
+    bands = [t[r1] - t[r0] for t in tables]  # every pair of rows, then every pair of columns
+    sums, energies = (band[:, c1] - band[:, c0] for band in bands)
+    z = np.where(energies > 0, sums / np.sqrt(np.maximum(energies, 1e-300)), -np.inf)
+    i, j = np.unravel_index(int(np.argmax(z)), z.shape)
+    keep = np.zeros((rows, cols), dtype=bool)
+    keep[r0[i] : r1[i], c0[j] : c1[j]] = True
+    return keep
