@@ -85,8 +85,9 @@ class Detection:
             decoded codeword, 0.5 (chance) .. 1.0 (every bit agrees).
         bits_corrected: codeword bits the error correction had to fix.
         sync_z: z-score of the pilot's correlation peak (how sure the alignment is).
-        region: where the payload was found (``sdkit-ss2``): the agreeing blocks' bounding box
-            in the image's pixels and their share of the blocks; ``None`` for ``sdkit-ss1``.
+        region: where the payload was found (``sdkit-ss2``): the box of the blocks where the
+            evidence is strongest, in the image's pixels, and the share of the blocks that
+            agree on their own; ``None`` for ``sdkit-ss1``.
     """
 
     payload: Payload

@@ -27,8 +27,10 @@ class Region:
     """Where a payload was found.
 
     Attributes:
-        box: (left, top, right, bottom) in the image's pixels: the agreeing blocks' bounds.
-        share: agreeing blocks / blocks on the image (1.0 when the whole image carries it).
+        box: (left, top, right, bottom) in the image's pixels: the bounds of the rectangle of
+            blocks where the evidence for the payload is strongest.
+        share: blocks in that rectangle that agree on their own / blocks on the image (1.0
+            when the whole image carries a clear mark).
     """
 
     box: tuple[int, int, int, int]

@@ -28,9 +28,9 @@ What is new in the decoder:
 * **Splices.** On the lattice path the pilot is also read in windows of half the grid; the
   rectangle of blocks where the pilot agrees best is folded alone as a second reading.
 * **Localisation.** Once a payload decodes, every block of 16 x 16 chips is scored against the
-  decoded pattern; blocks with a z-score of 3 or more agree. :class:`Region` gives the bounding
-  box of the largest piece of agreeing blocks in the searched image's pixels and its share of
-  the blocks, so a marked picture pasted into another is found and named.
+  decoded pattern. :class:`Region` gives the box of the rectangle of blocks where that evidence
+  is strongest, in the searched image's pixels, and the share of the blocks that agree on their
+  own (z-score 3 or more), so a marked picture pasted into another is found and named.
 
 False accepts: every hypothesis the decoder tries is one more chance for noise to decode. The
 decoder makes at most :data:`MAX_DECODES` calls of ``decode_payload`` per image, each at most
