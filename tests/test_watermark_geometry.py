@@ -181,8 +181,10 @@ def test_best_window_equals_folding_each_window() -> None:
         size_y = max(2, shape[0] // ss2.TILE // 2) * ss2.TILE
         size_x = max(2, shape[1] // ss2.TILE // 2) * ss2.TILE
         # strides of a quarter of the window, in whole tiles
-        step_y = max(1, size_y // ss2.TILE // 4) * ss2.TILE
-        step_x = max(1, size_x // ss2.TILE // 4) * ss2.TILE
+        places_y = max(1, (shape[0] - size_y) // ss2.TILE + 1)
+        places_x = max(1, (shape[1] - size_x) // ss2.TILE + 1)
+        step_y = max(1, size_y // ss2.TILE // 4, -(-places_y // ss2.MAX_WINDOWS)) * ss2.TILE
+        step_x = max(1, size_x // ss2.TILE // 4, -(-places_x // ss2.MAX_WINDOWS)) * ss2.TILE
         ref = max(
             _orient_by_moving_the_fold(
                 spread.fold_tiles(weighted[wy : wy + size_y, wx : wx + size_x]), layout

@@ -101,6 +101,7 @@ COARSE_CHIPS = 320  # chips a side the first look reads at most (a splice's 3.2 
 # 1024 px: 320 chips; a false lattice of 1.4 px chips: 730)
 SSIM_SPARE = 0.75  # a photo's mark is scaled until 1 - SSIM reaches this share of its floor's
 MAX_TRIES = 8  # amplitude scalings the embedder tries, at most (each one SSIM: 0.1 s at 1024)
+MAX_WINDOWS = 6  # splice windows a side, at most (each a fold and 8 correlations)
 MAX_GROWTH = 2.0  # the lattice path never resamples to more than this many times the pixels
 
 FloatArray = npt.NDArray[np.float64]
@@ -471,7 +472,9 @@ def _best_window(weighted: FloatArray, layout: _ss1._Layout) -> tuple[float, int
     picture is diluted by the rest of the picture in the whole fold, much less in a window
     that covers it. Each window's fold is a sum of whole tiles, from a summed-area table.
 
-    6 x 6 windows on a 10-tile grid, 9 x 9 at most on any. Strides of half a window (3 x 3)
+    6 x 6 windows on a 10-tile grid, and no more (:data:`MAX_WINDOWS`) on a larger one: the
+    flat pictures' fine lattices gave up to 9 x 9, which cost their unmarked reads 0.3-0.7 s
+    at 1024 px. Strides of half a window (3 x 3)
     missed half of a pasted region: gravel pasted into a photo twice its sides at 12 places
     was read at 10 with these, at 4 with half-window strides in the first look only.
     """
@@ -485,8 +488,9 @@ def _best_window(weighted: FloatArray, layout: _ss1._Layout) -> tuple[float, int
     for i in range(1, tiles_x + 1):
         table[:, i] += table[:, i - 1]
     size_y, size_x = max(2, grid_h // TILE // 2), max(2, grid_w // TILE // 2)  # in tiles
-    y0 = np.arange(0, max(1, grid_h // TILE - size_y + 1), max(1, size_y // 4))
-    x0 = np.arange(0, max(1, grid_w // TILE - size_x + 1), max(1, size_x // 4))
+    places_y, places_x = max(1, grid_h // TILE - size_y + 1), max(1, grid_w // TILE - size_x + 1)
+    y0 = np.arange(0, places_y, max(1, size_y // 4, -(-places_y // MAX_WINDOWS)))
+    x0 = np.arange(0, places_x, max(1, size_x // 4, -(-places_x // MAX_WINDOWS)))
     y1, x1 = np.minimum(y0 + size_y, tiles_y), np.minimum(x0 + size_x, tiles_x)
     folds = (table[y1][:, x1] - table[y0][:, x1] - table[y1][:, x0] + table[y0][:, x0]).reshape(
         -1, TILE, TILE
