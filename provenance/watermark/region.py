@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BLOCK", "BLOCK_Z", "Region", "best_rectangle", "region_of"]
+__all__ = ["BLOCK", "BLOCK_Z", "Region", "best_rectangle", "block_sums", "region_of"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -67,17 +67,10 @@ def region_of(
         size: (width, height) of the searched image, to clip the box.
     """
     grid_h, grid_w = weighted.shape
-    rows, cols = -(-grid_h // BLOCK), -(-grid_w // BLOCK)
-
-    def blocks(values: FloatArray) -> FloatArray:
-        padded = np.zeros((rows * BLOCK, cols * BLOCK))
-        padded[:grid_h, :grid_w] = values
-        return np.asarray(padded.reshape(rows, BLOCK, cols, BLOCK).sum(axis=(1, 3)))
-
     # a block counts when half its chips are on the image (and, at the grid's edges, exist)
-    on = blocks((weight != 0).astype(np.float64)) >= BLOCK * BLOCK // 2
-    total = np.where(on, blocks(product), 0.0)
-    energy = np.where(on, blocks(weighted**2), 0.0)
+    on = block_sums((weight != 0).astype(np.float64), BLOCK) >= BLOCK * BLOCK // 2
+    total = np.where(on, block_sums(product, BLOCK), 0.0)
+    energy = np.where(on, block_sums(weighted**2, BLOCK), 0.0)
     if not on.any():
         return Region((0, 0, 0, 0), 0.0)
     agree = on & (total >= BLOCK_Z * np.sqrt(energy + 1e-12))
@@ -97,6 +90,16 @@ def region_of(
     return Region(
         (round(x0), round(y0), round(x1), round(y1)), int((agree & keep).sum()) / int(on.sum())
     )
+
+
+def block_sums(values: FloatArray, size: int) -> FloatArray:
+    """The sum of each ``size`` x ``size`` block of ``values`` (the last row and column of
+    blocks padded with zeros)."""
+    height, width = values.shape
+    rows, cols = -(-height // size), -(-width // size)
+    padded = np.zeros((rows * size, cols * size))
+    padded[:height, :width] = values
+    return np.asarray(padded.reshape(rows, size, cols, size).sum(axis=(1, 3)))
 
 
 def best_rectangle(total: FloatArray, energy: FloatArray) -> npt.NDArray[np.bool_]:

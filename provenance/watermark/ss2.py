@@ -55,7 +55,7 @@ from scipy.ndimage import uniform_filter
 from . import payload as _payload
 from . import spread as _ss1
 from . import sync
-from .region import Region, best_rectangle, region_of
+from .region import Region, best_rectangle, block_sums, region_of
 from .strength import (
     GRIDS,
     SMALL_EDGE,
@@ -402,9 +402,8 @@ def _spliced(cand: Candidate, layout: _ss1._Layout, *, windows: bool) -> Candida
     """
     if not (cand.z >= SYNC_Z or (windows and cand.z >= SPLICE_Z)):
         return cand
-    tile = _ss1.fold_tiles(cand.weighted)
-    gated = _gated(tile, cand.weighted, layout, cand.k, cand.offset)
-    if gated is tile:
+    gated = _gated(cand.weighted, layout, cand.k, cand.offset)
+    if gated is None:
         return cand
     return dataclasses.replace(cand, spliced=_soft(gated, layout, cand.k, cand.offset))
 
@@ -474,9 +473,9 @@ def _best_window(weighted: FloatArray, layout: _ss1._Layout) -> tuple[float, int
 
     6 x 6 windows on a 10-tile grid, and no more (:data:`MAX_WINDOWS`) on a larger one: the
     flat pictures' fine lattices gave up to 9 x 9, which cost their unmarked reads 0.3-0.7 s
-    at 1024 px. Strides of half a window (3 x 3)
-    missed half of a pasted region: gravel pasted into a photo twice its sides at 12 places
-    was read at 10 with these, at 4 with half-window strides in the first look only.
+    at 1024 px. Strides of half a window (3 x 3) missed half of a pasted region: gravel
+    pasted into a photo twice its sides at 12 places was read at 10 with these, at 4 with
+    half-window strides in the first look only.
     """
     grid_h, grid_w = weighted.shape
     tiles_y, tiles_x = -(-grid_h // TILE), -(-grid_w // TILE)
@@ -511,34 +510,28 @@ def _expected(
 
 
 def _gated(
-    tile: FloatArray, weighted: FloatArray, layout: _ss1._Layout, k: int, offset: tuple[int, int]
-) -> FloatArray:
+    weighted: FloatArray, layout: _ss1._Layout, k: int, offset: tuple[int, int]
+) -> FloatArray | None:
     """The fold over the rectangle of blocks where the pilot agrees best, when that is only
-    part of the grid (a splice).
+    part of the grid (a splice); None when it is most of the grid, or under 4 blocks.
 
-    Blocks are half a tile wide. Of every rectangle of blocks, the one whose pilot evidence has
-    the highest z-score is kept (:func:`~provenance.watermark.region.best_rectangle`): a pasted picture is one rectangle in
-    its own frame. Kept before, blocks whose 3 x 3 neighbourhood's pilot reached z 2.5 missed
+    Blocks are half a tile wide. Of every rectangle of blocks, the one whose pilot evidence
+    has the highest z-score is kept (:func:`~provenance.watermark.region.best_rectangle`): a
+    pasted picture is one rectangle in its own frame. Kept before, blocks whose 3 x 3 neighbourhood's pilot reached z 2.5 missed
     most of a weakly marked region (gravel pasted into a photo twice its sides: a quarter of
     its blocks, 42-47 bit errors; the rectangle: 14-19, which decodes). The pilot's chips are
     not the payload's, so choosing blocks by the pilot does not bias the payload's bits on an
     unmarked image: each decode stays one attempt of the payload code.
     """
     grid_h, grid_w = weighted.shape
-    size = GATE_BLOCK
-    rows, cols = -(-grid_h // size), -(-grid_w // size)
-    pilot = _expected(layout.pilot, k, offset, weighted.shape)
-    padded = np.zeros((rows * size, cols * size))
-    padded[:grid_h, :grid_w] = weighted * pilot
-    evidence = padded.reshape(rows, size, cols, size)
-    total = evidence.sum(axis=(1, 3))
-    energy = (evidence**2).sum(axis=(1, 3))
-    present = energy > 0
+    evidence = weighted * _expected(layout.pilot, k, offset, weighted.shape)
+    total = block_sums(evidence, GATE_BLOCK)
+    energy = block_sums(evidence**2, GATE_BLOCK)
     keep_blocks = best_rectangle(total, energy)
-    kept, blocks = int(keep_blocks.sum()), int(present.sum())
+    kept, blocks = int(keep_blocks.sum()), int(np.count_nonzero(energy > 0))
     if kept < 4 or kept >= 0.8 * blocks:
-        return tile
-    keep = np.kron(keep_blocks, np.ones((size, size), dtype=bool))[:grid_h, :grid_w]
+        return None
+    keep = np.kron(keep_blocks, np.ones((GATE_BLOCK, GATE_BLOCK), dtype=bool))[:grid_h, :grid_w]
     return _ss1.fold_tiles(np.where(keep, weighted, 0.0))
 
 
