@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from provenance.watermark import region, sync
+from provenance.watermark import payload, region, ss2, sync
 
 
 def _tiled(period: int = 96, size: int = 640, seed: int = 0) -> Image.Image:
@@ -183,3 +183,42 @@ def test_best_rectangle_finds_the_planted_rectangle() -> None:
     planted = np.zeros_like(keep)
     planted[4:14, 9:19] = True
     assert (keep & planted).sum() / (keep | planted).sum() >= 0.8
+
+
+def test_best_rectangle_leaves_out_the_blocks_off_the_image() -> None:
+    # a picture's rows and columns of blocks with no energy (off the image, as a rotated
+    # picture's corners are) add nothing to any rectangle's z: the rectangle is the planted
+    # one, not the first of its ties, which reached up and left over the empty blocks
+    rng = np.random.default_rng(7)
+    total = rng.normal(0.0, 1.0, (20, 20))
+    energy = np.ones_like(total)
+    total[6:14, 4:12] += 1.5  # the region, in the picture's top left corner
+    total[:6, :] = energy[:6, :] = 0.0  # off the image: above the region
+    total[:, :4] = energy[:, :4] = 0.0  # and left of it
+    keep = region.best_rectangle(total, energy)
+    rows, cols = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
+    assert keep.sum() == len(rows) * len(cols)  # one rectangle
+    assert (energy[keep] > 0).all()
+    planted = np.zeros_like(keep)
+    planted[6:14, 4:12] = True
+    assert (keep & planted).sum() / (keep | planted).sum() >= 0.8
+
+
+def test_splice_gate_counts_only_the_blocks_on_the_image() -> None:
+    # a marked region of a quarter of the picture's blocks, with as many blocks off the image
+    # as on it: the gate folds the region alone (the share of the picture's blocks it covers,
+    # counted over the blocks on the image, is well under 80 %)
+    layout = ss2._layout(payload.CODEWORD_BITS)
+    grid = 4 * ss2.TILE  # 8 x 8 blocks of half a tile
+    rng = np.random.default_rng(8)
+    weighted = rng.normal(0.0, 1.0, (grid, grid))
+    weighted[:, : grid // 2] = 0.0  # the left half is off the image
+    mark = ss2._expected(layout.pilot, 0, (0, 0), weighted.shape)
+    region_ = (slice(grid // 2, grid), slice(grid // 2, grid))  # the lower right quarter
+    weighted[region_] += 0.5 * mark[region_]
+    gated = ss2._gated(weighted, layout, 0, (0, 0))
+    assert gated is not None
+    only_region = np.zeros_like(weighted)
+    only_region[region_] = weighted[region_]
+    expected = ss2._ss1.fold_tiles(only_region)
+    assert np.corrcoef(gated.ravel(), expected.ravel())[0, 1] > 0.9

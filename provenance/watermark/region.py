@@ -105,7 +105,12 @@ def block_sums(values: FloatArray, size: int) -> FloatArray:
 def best_rectangle(total: FloatArray, energy: FloatArray) -> npt.NDArray[np.bool_]:
     """The rectangle of blocks whose evidence has the highest z-score: its summed ``total``
     over the square root of its summed ``energy``; every rectangle is scored, from summed-area
-    tables (a 20 x 20 grid of blocks has 44,100 of them)."""
+    tables (a 20 x 20 grid of blocks has 44,100 of them).
+
+    Rows and columns with no energy (off the image) add nothing to the score, so rectangles
+    that differ by them tie: the one returned is trimmed to its blocks that have evidence (the
+    first of the tied, without the trim, took in the empty blocks above and left of it).
+    """
     rows, cols = total.shape
     tables = []
     for values in (total, energy):
@@ -118,6 +123,12 @@ def best_rectangle(total: FloatArray, energy: FloatArray) -> npt.NDArray[np.bool
     sums, energies = (band[:, c1] - band[:, c0] for band in bands)
     z = np.where(energies > 0, sums / np.sqrt(np.maximum(energies, 1e-300)), -np.inf)
     i, j = np.unravel_index(int(np.argmax(z)), z.shape)
+    top, bottom, left, right = int(r0[i]), int(r1[i]), int(c0[j]), int(c1[j])
+    present = energy[top:bottom, left:right] > 0
+    if present.any():
+        rows_in, cols_in = np.flatnonzero(present.any(axis=1)), np.flatnonzero(present.any(axis=0))
+        top, bottom = top + int(rows_in[0]), top + int(rows_in[-1]) + 1
+        left, right = left + int(cols_in[0]), left + int(cols_in[-1]) + 1
     keep = np.zeros((rows, cols), dtype=bool)
-    keep[r0[i] : r1[i], c0[j] : c1[j]] = True
+    keep[top:bottom, left:right] = True
     return keep

@@ -517,9 +517,11 @@ def _gated(
 
     Blocks are half a tile wide. Of every rectangle of blocks, the one whose pilot evidence
     has the highest z-score is kept (:func:`~provenance.watermark.region.best_rectangle`): a
-    pasted picture is one rectangle in its own frame. Kept before, blocks whose 3 x 3 neighbourhood's pilot reached z 2.5 missed
-    most of a weakly marked region (gravel pasted into a photo twice its sides: a quarter of
-    its blocks, 42-47 bit errors; the rectangle: 14-19, which decodes). The pilot's chips are
+    pasted picture is one rectangle in its own frame. Kept before, blocks whose 3 x 3
+    neighbourhood's pilot reached z 2.5 missed most of a weakly marked region (gravel pasted
+    into a photo twice its sides: a quarter of its blocks, 42-47 bit errors; the rectangle:
+    14-19, which decodes). Blocks off the image (a rotated picture's corners) count in
+    neither the rectangle's share nor the picture's. The pilot's chips are
     not the payload's, so choosing blocks by the pilot does not bias the payload's bits on an
     unmarked image: each decode stays one attempt of the payload code.
     """
@@ -528,7 +530,8 @@ def _gated(
     total = block_sums(evidence, GATE_BLOCK)
     energy = block_sums(evidence**2, GATE_BLOCK)
     keep_blocks = best_rectangle(total, energy)
-    kept, blocks = int(keep_blocks.sum()), int(np.count_nonzero(energy > 0))
+    present = energy > 0  # blocks on the image: the 80 % is a share of the picture's blocks
+    kept, blocks = int(np.count_nonzero(keep_blocks & present)), int(np.count_nonzero(present))
     if kept < 4 or kept >= 0.8 * blocks:
         return None
     keep = np.kron(keep_blocks, np.ones((GATE_BLOCK, GATE_BLOCK), dtype=bool))[:grid_h, :grid_w]
