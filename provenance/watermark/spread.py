@@ -198,7 +198,7 @@ class _SsimAgainst:
             self.NORM * (_box(x * x, 7) - m * m) for x, m in zip(self._x, self._mx, strict=True)
         ]
 
-    def __call__(self, picture: FloatArray) -> float:
+    def __call__(self, picture: npt.NDArray[np.float64] | npt.NDArray[np.int16]) -> float:
         scores = []
         for ch, (x, mx, vx) in enumerate(zip(self._x, self._mx, self._vx, strict=True)):
             y = picture[..., ch].astype(np.float32)
