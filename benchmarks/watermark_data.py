@@ -328,6 +328,32 @@ def perspective(amount: float) -> Attack:
     return attack
 
 
+def keystone(amount: float) -> Attack:
+    """A screen photographed from below: the top corners moved in by ``amount`` of the width
+    each (the top edge ``1 - 2 * amount`` of the bottom's), bicubic, outside filled black.
+
+    Unlike :func:`perspective`'s pattern, whose opposite edges stay within 1.2 % of each
+    other's length (nearly an affine map), this is a projective map: the picture's scale runs
+    from ``1 - 2 * amount`` at the top to 1 at the bottom."""
+
+    def attack(image: Image.Image) -> Image.Image:
+        w, h = image.size
+        d = amount * w
+        target = np.array([(d, 0), (w - d, 0), (w, h), (0, h)], dtype=np.float64)
+        source = np.array([(0, 0), (w, 0), (w, h), (0, h)], dtype=np.float64)
+        rows, rhs = [], []  # PIL wants the map from output to input, as in perspective()
+        for (x, y), (u, v) in zip(target, source, strict=True):
+            rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+            rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+            rhs += [u, v]
+        coeffs = np.linalg.solve(np.array(rows), np.array(rhs))
+        return image.transform(
+            (w, h), Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BICUBIC
+        )
+
+    return attack
+
+
 def _rot5_crop10_jpeg75(image: Image.Image) -> Image.Image:
     return _jpeg(crop(0.10, "top_left")(rotate(5.0, cropped=True)(image)), 75)
 
@@ -361,6 +387,7 @@ ATTACKS: dict[str, Attack] = {
     "aspect_1.25": aspect(1.25),
     "shear_4pct": shear(0.04),
     "perspective_4pct": perspective(0.04),
+    "keystone_4pct": keystone(0.04),
     "rot5_crop10_jpeg75": _rot5_crop10_jpeg75,
 }
 ATTACK_DESCRIPTIONS: dict[str, str] = {
@@ -396,7 +423,10 @@ ATTACK_DESCRIPTIONS: dict[str, str] = {
     "aspect_0.8": "height x 0.8 (bicubic), width kept",
     "aspect_1.25": "height x 1.25 (bicubic), width kept",
     "shear_4pct": "horizontal shear: top and bottom edges moved by 4% of the width, opposite ways",
-    "perspective_4pct": "perspective: the corners moved by up to 4% of the side, outside black",
+    "perspective_4pct": "perspective: the corners moved by up to 4% of the side, outside black "
+    "(a fixed pattern whose opposite edges stay within 1.2% of each other's length)",
+    "keystone_4pct": "a screen photographed from below: the top corners moved in by 4% of the "
+    "width each, bicubic, outside black (the top edge 92% of the bottom's)",
     "rot5_crop10_jpeg75": "rotated 5 degrees and cropped to remove the corners, 10% of the area "
     "cropped from the right and bottom, JPEG quality 75",
 }

@@ -102,6 +102,7 @@ ATTACK_TARGETS: dict[str, float] = {
     "aspect_1.25": 0.90,
     "shear_4pct": 0.90,
     "perspective_4pct": 0.90,
+    "keystone_4pct": 0.90,  # the perspective line, as a phone photo of a screen
     "rot5_crop10_jpeg75": 0.85,
     "splice_25pct": 0.90,
 }

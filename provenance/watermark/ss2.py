@@ -673,8 +673,10 @@ def candidates(
 
 
 def locate(cand: Candidate, codeword: npt.NDArray[np.uint8], size: tuple[int, int]) -> Region:
-    """Score each block of the candidate's grid against the decoded pattern; the largest
-    piece of agreeing blocks gives the box, and its share of the blocks on the image.
+    """Score each block of the candidate's grid against the decoded pattern: the rectangle of
+    blocks where that evidence is strongest gives the box, and the blocks in it that agree on
+    their own, as a share of the blocks on the image, the share
+    (:func:`~provenance.watermark.region.region_of`).
 
     Args:
         cand: the candidate that decoded.
