@@ -185,22 +185,23 @@ def big_site(server: Server) -> str:
 @pytest.mark.parametrize("path", ["/segments.jpg", "/big.png"])
 def test_a_large_body_is_read_in_linear_time(big_site: str, path: str) -> None:
     """64 MiB read in 64 KiB chunks: the old reader joined every chunk read so far for each new
-    one (quadratic: at 32 MiB 8 s for the JPEG, 2 s for the PNG, so 8-30 s at 64 MiB).
+    one, on the event loop (quadratic: at 32 MiB 8 s for the JPEG, 2 s for the PNG; 10-12 s of the
+    loop's CPU at 64 MiB), where it now takes about 0.2 s.
 
-    The bound is on this process's CPU time (both ends of the transfer run in it), about 0.4 s
-    here. Wall time is not bounded tighter than the check's timeout: a bound of 4 s wall failed
-    once in CI at 4.06 s while the event loop never paused over 17 ms, the process waiting on
-    a loaded machine rather than working."""
+    The bound is on the CPU time of the thread that runs the loop (this one), which no other
+    work counts in. Wall time failed in CI at 4.06 s with the loop never pausing over 17 ms,
+    and the whole process's CPU time at 3.5 s (here 0.2-0.5 s, with or without other
+    processes busy): both count whatever else the test run's process was doing then."""
     size = 64 * 1024 * 1024
     checker = OptOutChecker(allow_private=True, timeout=30.0, site_files=False, max_body=size)
-    start = time.process_time()
+    start = time.thread_time()
     [decision], worst = check_all(checker, [big_site + path])
-    cpu_seconds = time.process_time() - start
+    loop_cpu = time.thread_time() - start
     [signal_] = decision.signals
     assert (signal_.name, signal_.value) == ("fetch", "unknown")
     assert "larger than max_body (67108864 bytes)" in signal_.evidence
     assert worst < GAP
-    assert cpu_seconds < 3.0, f"{cpu_seconds:.2f} s of CPU"
+    assert loop_cpu < 5.0, f"{loop_cpu:.2f} s of the loop's CPU"
 
 
 def _read(url: str) -> tuple[str, bytes, str]:
