@@ -328,19 +328,14 @@ def perspective(amount: float) -> Attack:
     return attack
 
 
-def keystone(amount: float) -> Attack:
-    """A screen photographed from below: the top corners moved in by ``amount`` of the width
-    each (the top edge ``1 - 2 * amount`` of the bottom's), bicubic, outside filled black.
-
-    Unlike :func:`perspective`'s pattern, whose opposite edges stay within 1.2 % of each
-    other's length (nearly an affine map), this is a projective map: the picture's scale runs
-    from ``1 - 2 * amount`` at the top to 1 at the bottom."""
+def corners_moved(moves: tuple[float, ...]) -> Attack:
+    """The projective map that moves the corners (top left, top right, bottom right, bottom
+    left; x then y) by ``moves``, as shares of the width and height; bicubic, outside black."""
 
     def attack(image: Image.Image) -> Image.Image:
         w, h = image.size
-        d = amount * w
-        target = np.array([(d, 0), (w - d, 0), (w, h), (0, h)], dtype=np.float64)
         source = np.array([(0, 0), (w, 0), (w, h), (0, h)], dtype=np.float64)
+        target = source + np.array(moves, dtype=np.float64).reshape(4, 2) * (w, h)
         rows, rhs = [], []  # PIL wants the map from output to input, as in perspective()
         for (x, y), (u, v) in zip(target, source, strict=True):
             rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
@@ -352,6 +347,16 @@ def keystone(amount: float) -> Attack:
         )
 
     return attack
+
+
+def keystone(amount: float) -> Attack:
+    """A screen photographed from below: the top corners moved in by ``amount`` of the width
+    each (the top edge ``1 - 2 * amount`` of the bottom's).
+
+    Unlike :func:`perspective`'s pattern, whose opposite edges stay within 1.2 % of each
+    other's length (nearly an affine map), this is a projective map: the picture's scale runs
+    from ``1 - 2 * amount`` at the top to 1 at the bottom."""
+    return corners_moved((amount, 0.0, -amount, 0.0, 0.0, 0.0, 0.0, 0.0))
 
 
 def _rot5_crop10_jpeg75(image: Image.Image) -> Image.Image:
