@@ -304,6 +304,17 @@ def shear(amount: float) -> Attack:
     return attack
 
 
+def _output_to_input(target: np.ndarray, source: np.ndarray) -> tuple[float, ...]:
+    """PIL's 8 perspective coefficients: the map from the output's corners ``target`` back to
+    the input's ``source`` (each 4 x 2, x then y)."""
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(target, source, strict=True):
+        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+        rhs += [u, v]
+    return tuple(np.linalg.solve(np.array(rows), np.array(rhs)))
+
+
 def perspective(amount: float) -> Attack:
     """A phone photo of a screen: the four corners moved inwards/outwards by up to ``amount``
     of the side (fixed pattern), bilinear, outside filled black."""
@@ -314,15 +325,9 @@ def perspective(amount: float) -> Attack:
         moves = np.array([1.0, 0.5, -0.6, 1.0, -1.0, -0.4, 0.3, -1.0]) * d
         target = np.array([0, 0, w, 0, w, h, 0, h], dtype=np.float64) + moves
         source = np.array([0, 0, w, 0, w, h, 0, h], dtype=np.float64)
-        # PIL wants the map from output to input: solve the 8 coefficients
-        rows, rhs = [], []
-        for (x, y), (u, v) in zip(target.reshape(4, 2), source.reshape(4, 2), strict=True):
-            rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
-            rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
-            rhs += [u, v]
-        coeffs = np.linalg.solve(np.array(rows), np.array(rhs))
+        coeffs = _output_to_input(target.reshape(4, 2), source.reshape(4, 2))
         return image.transform(
-            (w, h), Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BILINEAR
+            (w, h), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BILINEAR
         )
 
     return attack
@@ -336,14 +341,9 @@ def corners_moved(moves: tuple[float, ...]) -> Attack:
         w, h = image.size
         source = np.array([(0, 0), (w, 0), (w, h), (0, h)], dtype=np.float64)
         target = source + np.array(moves, dtype=np.float64).reshape(4, 2) * (w, h)
-        rows, rhs = [], []  # PIL wants the map from output to input, as in perspective()
-        for (x, y), (u, v) in zip(target, source, strict=True):
-            rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
-            rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
-            rhs += [u, v]
-        coeffs = np.linalg.solve(np.array(rows), np.array(rhs))
+        coeffs = _output_to_input(target, source)
         return image.transform(
-            (w, h), Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BICUBIC
+            (w, h), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BICUBIC
         )
 
     return attack
