@@ -240,7 +240,7 @@ def _held(
     flat = jnd is not None
     # rgb holds whole levels, so each try is rounded and scored in integers: marked - rgb is
     # exact, and so is the sum of its squares (under 2**53), which is what numpy's float mean
-    # of the same values sums; the result is the float code's to the bit, in a third the time
+    # of the same values sums; the result is the float code's to the bit, on int16 arrays
     levels = rgb.astype(np.int16)
     limits = _channel_limits(rgb) if offset else None
     limit = 255.0**2 / 10 ** (_ss1.MIN_PSNR / 10)
