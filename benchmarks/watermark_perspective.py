@@ -16,28 +16,24 @@ compositions), on the benchmark's photos and generated pictures, one payload eac
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, ImageOps
-from watermark_data import corners_moved, load_generated, load_photos, rotate
+from watermark_data import (
+    Attack,
+    corners_moved,
+    jpeg,
+    keystone,
+    load_generated,
+    load_photos,
+    rotate,
+    webp,
+)
 
 from provenance.watermark import Payload, embed, extract
-
-Attack = Callable[[Image.Image], Image.Image]
-
-
-def _encoded(fmt: str, quality: int) -> Attack:
-    def attack(image: Image.Image) -> Image.Image:
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, fmt, quality=quality)
-        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-
-    return attack
 
 
 def _resized(fx: float, fy: float) -> Attack:
@@ -75,10 +71,7 @@ def _chain(*attacks: Attack) -> Attack:
 
 
 ATTACKS: dict[str, Attack] = {
-    **{
-        f"keystone_top_{round(a * 100)}pct": corners_moved((a, 0, -a, 0, 0, 0, 0, 0))
-        for a in (0.02, 0.03, 0.04)
-    },
+    **{f"keystone_top_{round(a * 100)}pct": keystone(a) for a in (0.02, 0.03, 0.04)},
     **{
         f"keystone_left_{round(a * 100)}pct": corners_moved((0, a, 0, 0, 0, 0, 0, -a))
         for a in (0.02, 0.03, 0.04)
@@ -92,11 +85,9 @@ ATTACKS: dict[str, Attack] = {
     "rotate_11_white_fill": _turned(11.0, fill=(255, 255, 255)),
     "rotate_8_canvas_grown": _turned(8.0, expand=True),
     "mirror_rotate_7_cropped": _chain(ImageOps.mirror, rotate(7.0, cropped=True)),
-    "rotate_90_jpeg_75": _chain(
-        lambda i: i.transpose(Image.Transpose.ROTATE_90), _encoded("JPEG", 75)
-    ),
-    "mirror_webp_70": _chain(ImageOps.mirror, _encoded("WEBP", 70)),
-    "flip_jpeg_40": _chain(ImageOps.flip, _encoded("JPEG", 40)),
+    "rotate_90_jpeg_75": _chain(lambda i: i.transpose(Image.Transpose.ROTATE_90), jpeg(75)),
+    "mirror_webp_70": _chain(ImageOps.mirror, webp(70)),
+    "flip_jpeg_40": _chain(ImageOps.flip, jpeg(40)),
     "transpose": lambda image: image.transpose(Image.Transpose.TRANSPOSE),
     "scale_0.6_rotate_3": _chain(_resized(0.6, 0.6), _turned(3.0)),
     "screenshot_0.8_into_4x5": _chain(
@@ -104,7 +95,7 @@ ATTACKS: dict[str, Attack] = {
         lambda i: i.resize((i.width, round(i.width * 1.25)), Image.Resampling.BICUBIC),
     ),
     "rotate_-4_height_0.9_jpeg_80": _chain(
-        rotate(-4.0, cropped=True), _resized(1.0, 0.9), _encoded("JPEG", 80)
+        rotate(-4.0, cropped=True), _resized(1.0, 0.9), jpeg(80)
     ),
 }
 
