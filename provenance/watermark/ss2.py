@@ -263,7 +263,7 @@ def _held(
         # rgb holds whole levels, so floor(rgb + x) = rgb + floor(x): rounded once per pixel
         steps = np.floor(scaled + np.where(np.abs(scaled) < 0.5, dither, 0.5))
         steps = np.clip(steps, -255, 255).astype(np.int16)  # the clip below gives the same
-        marked = np.clip(levels + steps[..., None], 0, 255).astype(np.int16)
+        marked = np.clip(levels + steps[..., None], 0, 255)  # int16, as levels
         change = (marked - levels).ravel().astype(np.int64)
         mse = float(change @ change) / change.size
         if mse > limit:
