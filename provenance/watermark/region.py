@@ -63,7 +63,8 @@ def region_of(
         weight: each chip's weight (0 off the image).
         phase: (x, y) of the grid's first chip in the searched frame.
         chip: chip size in the searched frame.
-        matrix: 2 x 3 map from the searched frame (x, y, 1) to image pixels.
+        matrix: 2 x 3 (affine) or 3 x 3 (projective) map from the searched frame (x, y, 1)
+            to image pixels.
         size: (width, height) of the searched image, to clip the box.
     """
     grid_h, grid_w = weighted.shape
@@ -84,6 +85,8 @@ def region_of(
         for cx in (left, right)
     ]
     mapped = matrix @ np.array(corners).T
+    if len(mapped) == 3:  # projective: back from homogeneous coordinates
+        mapped = mapped[:2] / mapped[2]
     width, height = size
     x0, y0 = (float(v) for v in np.clip(mapped.min(axis=1), 0, [width, height]))
     x1, y1 = (float(v) for v in np.clip(mapped.max(axis=1), 0, [width, height]))

@@ -308,7 +308,8 @@ class Candidate:
     offset: tuple[int, int]
     chip: float
     phase: tuple[float, float]
-    matrix: FloatArray  # 2 x 3: searched frame (x, y, 1) -> image pixels
+    matrix: FloatArray  # 2 x 3 (affine) or 3 x 3 (projective): searched frame (x, y, 1) ->
+    # image pixels
     spliced: FloatArray | None = None  # soft bits of the blocks whose pilot agrees, when
     # only some do (a splice)
 
@@ -658,10 +659,26 @@ def _rectified(luma: npt.NDArray[np.float32], layout: _ss1._Layout) -> Iterator[
         yield from _phases(evidence, [chip], layout, matrix, windows=True, keep=2)
 
 
+def _keystoned(luma: npt.NDArray[np.float32], layout: _ss1._Layout) -> Iterator[Candidate]:
+    """Candidates read after undoing a keystone (:func:`sync.find_keystone`), then the affine
+    map the tile lattice shows, as in :func:`_rectified`: a screen photographed from below
+    or from a side, whose scale changes across the picture."""
+    found = sync.find_keystone(luma)
+    if found is None:
+        return
+    height, width = luma.shape
+    keystone = sync.keystone_matrix(width, height, *found)
+    back = np.linalg.inv(keystone)
+    for cand in _rectified(sync.warp_projective(luma, keystone), layout):
+        matrix = back @ np.vstack([cand.matrix, [0.0, 0.0, 1.0]])
+        yield dataclasses.replace(cand, matrix=matrix)
+
+
 def candidates(
     image: Image.Image, n_bits: int, *, evidence: _ss1.Evidence | None = None
 ) -> Iterator[Candidate]:
-    """Alignments worth decoding, likeliest first: the native grid, then the lattice's.
+    """Alignments worth decoding, likeliest first: the native grid, then the lattice's, then
+    the lattice's after a keystone.
 
     ``evidence`` (the image's, from ``spread.Evidence.of``) lets a caller share the chip grids
     read here with ``spread.soft_candidates``.
@@ -670,6 +687,7 @@ def candidates(
     luma = evidence if evidence is not None else _ss1.Evidence.of(image)
     yield from _native(luma, layout)
     yield from _rectified(luma.luma, layout)
+    yield from _keystoned(luma.luma, layout)
 
 
 def locate(cand: Candidate, codeword: npt.NDArray[np.uint8], size: tuple[int, int]) -> Region:
