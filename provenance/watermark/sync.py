@@ -385,7 +385,7 @@ class _SquareScore:
         )
         lags = np.arange(-margin, margin + 1)
         self.rows, self.cols = np.ix_(lags % self.shape[0], lags % self.shape[1])
-        self.count = np.outer(height - np.abs(lags), width - np.abs(lags)).astype(np.float64)
+        self.count = np.outer(height - np.abs(lags), width - np.abs(lags)).astype(np.float32)
         yy, xx = np.mgrid[-margin : margin + 1, -margin : margin + 1]
         radius = np.hypot(yy, xx)
         self.valid = (radius >= MIN_PERIOD) & (radius <= reach)
@@ -416,11 +416,13 @@ class _SquareScore:
             spectrum = np.abs(scipy.fft.rfft2(residual, self.shape, workers=1)) ** 2
             power += spectrum / (energy + 1e-12)
         corr = scipy.fft.irfft2(power, self.shape, workers=1)[self.rows, self.cols] / self.count
-        z = _zscored(corr, self.valid)
-        local = _local_max(np.where(self.valid, z, 0.0), 3)
+        # the lag map's z-score and the square search's re-centring, in one: a positive
+        # affine map of the values commutes with the 3 x 3 maximum
+        outside = float(corr[self.valid].mean())
+        local = _local_max(np.where(self.valid, corr, outside).astype(np.float32), 3)
         ring = local[self.valid]
         spread = float(ring.std())
-        if spread <= 1e-9:
+        if spread <= 1e-12:
             return 0.0
         local = np.where(self.valid, (local - float(ring.mean())) / spread, 0.0)
         sampled = cv2.remap(
