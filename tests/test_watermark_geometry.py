@@ -24,6 +24,11 @@ def marked() -> Image.Image:
     return embed(watermark_data.load_photo("astronaut", 512).image, PAYLOAD)
 
 
+@pytest.fixture(scope="module")
+def chelsea() -> Image.Image:
+    return embed(watermark_data.load_photo("chelsea", 512).image, PAYLOAD)
+
+
 @pytest.mark.parametrize(
     "attack", ["mirror_h", "mirror_v", "rotate_90", "rotate_270", "aspect_1.25"]
 )
@@ -37,6 +42,27 @@ def test_rotation_by_seven_degrees(marked: Image.Image) -> None:
     assert turned.size == (459, 459)
     found = extract(turned)
     assert found is not None and found.payload == PAYLOAD
+
+
+@pytest.mark.parametrize(
+    "moves",
+    [
+        (0.04, 0.0, -0.04, 0.0, 0.0, 0.0, 0.0, 0.0),  # a screen seen from below
+        (0.0, 0.0, 0.0, 0.04, 0.0, -0.04, 0.0, 0.0),  # from the left
+        (0.04, 0.04, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),  # one corner moved in
+    ],
+    ids=["top", "right", "corner"],
+)
+def test_keystone_of_four_percent(chelsea: Image.Image, moves: tuple[float, ...]) -> None:
+    # a projective map: the scale changes across the picture, so no affine map undoes it
+    # (before the keystone search, none of the three was read on this photo)
+    bent = watermark_data.corners_moved(moves)(chelsea)
+    found = extract(bent)
+    assert found is not None and found.payload == PAYLOAD
+    # the box is on the picture (where the keystone's estimate aligns best: a part of it)
+    assert found.region is not None and 0.0 < found.region.share <= 1.0
+    left, top, right, bottom = found.region.box
+    assert 0 <= left < right <= 512 and 0 <= top < bottom <= 512
 
 
 def test_aspect_085(marked: Image.Image) -> None:

@@ -222,3 +222,73 @@ def test_splice_gate_counts_only_the_blocks_on_the_image() -> None:
     only_region[region_] = weighted[region_]
     expected = ss2._ss1.fold_tiles(only_region)
     assert np.corrcoef(gated.ravel(), expected.ravel())[0, 1] > 0.9
+
+
+def test_keystone_matrix_keeps_the_centre_and_undoes_a_screen_seen_from_below() -> None:
+    # watermark_data.keystone(0.04) moves the top corners of a 512 px picture in by 20.48 px
+    # (the top edge 92 % of the bottom): h = 1/12 maps its corners to a rectangle again (the
+    # scale and place left over are the lattice's affine map's), and keeps the centre
+    def corners(matrix: np.ndarray, points: list[tuple[float, float]]) -> list[np.ndarray]:
+        out = matrix @ np.array([[x, y, 1.0] for x, y in points]).T
+        return list((out[:2] / out[2]).T)
+
+    matrix = sync.keystone_matrix(512, 512, 0.0, 1 / 12)
+    assert np.allclose(corners(matrix, [(256, 256)])[0], (256, 256))
+    top_left, top_right, bottom_right, bottom_left = corners(
+        matrix, [(20.48, 0), (491.52, 0), (512, 512), (0, 512)]
+    )
+    assert np.allclose(top_left + bottom_right, top_right + bottom_left, atol=0.05)
+    assert top_left[1] == pytest.approx(top_right[1])
+    assert top_right[0] - top_left[0] == pytest.approx(491.5, abs=0.1)
+    # a smaller h leaves the top narrower than the bottom
+    narrow = corners(sync.keystone_matrix(512, 512, 0.0, 0.07), [(20.48, 0), (491.52, 0)])
+    assert narrow[1][0] - narrow[0][0] < 491.5 - 3
+    # g is h turned a quarter: the same map from the left
+    left_top, left_bottom, right_bottom, right_top = corners(
+        sync.keystone_matrix(512, 512, 1 / 12, 0.0), [(0, 20.48), (0, 491.52), (512, 512), (512, 0)]
+    )
+    assert np.allclose(left_top + right_bottom, left_bottom + right_top, atol=0.05)
+
+
+def test_region_maps_its_box_through_a_projective_matrix() -> None:
+    # the same evidence as an affine map gives, through a keystone: the box is the keystoned
+    # corners' bounds (homogeneous coordinates divided out), not the affine box
+    rng = np.random.default_rng(6)
+    weighted = rng.normal(0.0, 1.0, (160, 160))
+    product = np.abs(weighted)  # every chip agrees: the box is the whole grid
+    args = (product, weighted, np.ones_like(weighted), (0.0, 0.0), 2.0)
+    affine = region.region_of(*args, np.array([[1.0, 0, 0], [0, 1.0, 0]]), (320, 320))
+    assert affine.box == (0, 0, 320, 320)
+    keystone = np.linalg.inv(sync.keystone_matrix(320, 320, 0.0, 0.2))
+    bent = region.region_of(*args, keystone, (400, 400))
+    corners = keystone @ np.array([[0, 0, 1], [320, 0, 1], [0, 320, 1], [320, 320, 1.0]]).T
+    xs, ys = corners[0] / corners[2], corners[1] / corners[2]
+    expected = (0, round(ys.min()), round(xs.max()), round(ys.max()))
+    assert xs.min() < 0  # clipped to the picture
+    assert bent.box == expected
+    assert bent.box[2] - bent.box[0] > 330  # wider than the grid: the keystone's wide edge
+
+
+def test_find_keystone_reads_the_keystone_of_a_marked_photo() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import watermark_data
+
+    from provenance.watermark import Payload, embed
+
+    photo = watermark_data.load_photo("astronaut", 512).image
+    marked = embed(photo, Payload(content_id=0x5EED_0022_0003, issuer_id=22))
+    below = _luma(watermark_data.keystone(0.04)(marked))
+    g, h = sync.find_keystone(below) or (9.0, 9.0)
+    assert abs(g) < 0.02 and 0.07 < h < 0.1  # the map above: h = 0.08
+    side = watermark_data.corners_moved((0.0, 0.04, 0.0, 0.0, 0.0, 0.0, 0.0, -0.04))
+    g, h = sync.find_keystone(_luma(side(marked))) or (9.0, 9.0)
+    assert 0.07 < g < 0.1 and abs(h) < 0.02
+    corner = watermark_data.corners_moved((0.04, 0.04, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+    g, h = sync.find_keystone(_luma(corner(marked))) or (9.0, 9.0)
+    assert 0.03 < g < 0.06 and 0.03 < h < 0.06
+    # the unmarked photo, as it is and keystoned: nothing beats the plain picture enough
+    assert sync.find_keystone(_luma(photo)) is None
+    assert sync.find_keystone(_luma(watermark_data.keystone(0.04)(photo))) is None

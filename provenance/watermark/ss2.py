@@ -25,6 +25,10 @@ What is new in the decoder:
   lattices pooled along rays, general ones from pairs of peaks); the image is resampled so that
   the lattice is square again (undoing rotation by any angle, non-uniform scale, shear and,
   locally, mild perspective) and read as above.
+* **Keystones.** A projective map (a screen photographed from below or from a side, one
+  corner moved) changes the lattice's scale across the picture, so no affine map undoes it:
+  when nothing else has read, the keystone that makes the lattice clearest
+  (:func:`sync.find_keystone`) is undone first and the lattice path runs again on the result.
 * **Splices.** On the lattice path the pilot is also read in windows of half the grid; the
   rectangle of blocks where the pilot agrees best is folded alone as a second reading.
 * **Localisation.** Once a payload decodes, every block of 16 x 16 chips is scored against the

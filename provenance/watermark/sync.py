@@ -8,7 +8,10 @@ and scaling", SPIE 1998). :func:`find_lattices` reads the two shortest lattice v
 peaks (refined by least squares over every peak near a lattice point); :func:`rectify` resamples
 the image so that the lattice becomes square and axis-aligned again, leaving only what a lattice
 cannot tell apart (which basis vector was "x", and their signs: mirrors and quarter turns) to the
-8 dihedral hypotheses of :func:`dihedral`, and the tile offset to the pilot correlation.
+8 dihedral hypotheses of :func:`dihedral`, and the tile offset to the pilot correlation. A
+projective map bends the lattice (its scale changes across the picture): :func:`find_keystone`
+finds the keystone (:func:`keystone_matrix`) whose undoing makes the lattice clearest, to be
+undone (:func:`warp_projective`) before the lattice is searched.
 
 This module knows nothing about payloads: it maps pixels to pixels (numpy, scipy, OpenCV).
 """
@@ -31,8 +34,8 @@ __all__ = [
     "coarser",
     "dihedral",
     "doubled",
-    "find_lattices",
     "find_keystone",
+    "find_lattices",
     "find_square_lattices",
     "finer",
     "keystone_matrix",
@@ -463,32 +466,28 @@ def find_keystone(luma: npt.NDArray[np.float32]) -> tuple[float, float] | None:
     plain = score(None)
     tried: dict[tuple[float, float], float] = {(0.0, 0.0): plain}
 
-    def read(g: float, h: float) -> None:
+    def read(g: float, h: float) -> tuple[float, float]:
         key = (round(g, 4), round(h, 4))
         if key not in tried:
             tried[key] = score(keystone_matrix(width, height, *key))
+        return key
 
-    for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+    for sx, sy in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
         for step in KEYSTONE_STEPS:
-            read(dx * step, dy * step)
+            read(sx * step, sy * step)
     (g, h), _ = max(tried.items(), key=lambda item: item[1])
     half = KEYSTONE_STEPS[0] / 2
-    for dx in (-half, 0.0, half):
-        for dy in (-half, 0.0, half):
-            read(g + dx, h + dy)
-    g, h = round(g, 4), round(h, 4)
-    (g, h), _ = max(tried.items(), key=lambda item: item[1])
+    for du in (-half, 0.0, half):
+        for dv in (-half, 0.0, half):
+            read(g + du, h + dv)
+    (g, h), centre = max(tried.items(), key=lambda item: item[1])
     # the peak between the points read: a parabola through the best and its two neighbours,
     # along each axis (the steps are as wide as the peak on a weak mark)
-    centre = tried[(g, h)]
     moves = []
-    for axis in (0, 1):
-        sides = [tried.get((g + d, h) if axis == 0 else (g, h + d)) for d in (-half, half)]
-        if any(side is None for side in sides):
-            moves.append(0.0)
-            continue
-        minus, plus = (float(side) for side in sides if side is not None)
-        denom = minus - 2 * centre + plus
+    for du, dv in ((half, 0.0), (0.0, half)):
+        minus = tried.get((round(g - du, 4), round(h - dv, 4)), centre)
+        plus = tried.get((round(g + du, 4), round(h + dv, 4)), centre)
+        denom = minus - 2 * centre + plus  # 0 where a side was not read: no move
         moves.append(0.0 if denom >= 0 else float(np.clip(0.5 * (minus - plus) / denom, -0.5, 0.5)))
     read(g + moves[0] * half, h + moves[1] * half)
     (g, h), best = max(tried.items(), key=lambda item: item[1])
