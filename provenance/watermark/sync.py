@@ -67,6 +67,8 @@ MAX_BASIS_ANGLE_COS = 0.5  # basis vectors within 60..120 degrees of each other
 KEYSTONE_STEPS = (0.03, 0.06, 0.09)
 KEYSTONE_SIDE = 512  # px: the keystone search runs on a copy at most this long
 KEYSTONE_GAIN = 2.0  # a keystone is kept when its lattice score beats the unwarped one by this
+KEYSTONE_FULL = 1.5  # from this many times the copy's size, the copy only points the way,
+KEYSTONE_HINT = 1.0  # when its best beats the unwarped copy by this
 
 
 @dataclass(frozen=True)
@@ -448,50 +450,78 @@ def find_keystone(luma: npt.NDArray[np.float32]) -> tuple[float, float] | None:
     The lattice's pooled score (:class:`_SquareScore`, on a copy at most
     :data:`KEYSTONE_SIDE` px long) is read after each of :data:`KEYSTONE_STEPS` in each of 8
     directions (the axes: one edge shorter than the one opposite; the diagonals: one corner
-    moved), then at the 8 neighbours of the best, half a step away; the best is returned when
-    it beats the unwarped picture's score by :data:`KEYSTONE_GAIN`.
+    moved), then around the best, half a step away, and at the peak of a parabola through
+    those. On a picture of :data:`KEYSTONE_FULL` times the copy's size or more, the copy only
+    points the way (its best must beat the unwarped copy by :data:`KEYSTONE_HINT`) and the
+    reads around the best are made on the picture itself: a 1024 px picture's 6.4 px chips are
+    3.2 px on the copy, where weak marks show too little and the generated pictures' peaks
+    split in two. The best is returned when it beats the unwarped picture's score by
+    :data:`KEYSTONE_GAIN`.
 
     Args:
         luma: the picture's luma, 0..255 (float32).
     """
     height, width = luma.shape
     factor = max(height, width) / KEYSTONE_SIDE
+    copy = luma
     if factor > 1:
         size = (max(1, round(width / factor)), max(1, round(height / factor)))
-        luma = np.asarray(cv2.resize(luma, size, interpolation=cv2.INTER_AREA), dtype=np.float32)
-        height, width = luma.shape
-    if min(height, width) * MAX_LAG < MIN_SQUARE_PERIOD:
+        copy = np.asarray(cv2.resize(luma, size, interpolation=cv2.INTER_AREA), dtype=np.float32)
+    if min(copy.shape) * MAX_LAG < MIN_SQUARE_PERIOD:
         return None
-    score = _SquareScore(luma)
-    plain = score(None)
-    tried: dict[tuple[float, float], float] = {(0.0, 0.0): plain}
-
-    def read(g: float, h: float) -> tuple[float, float]:
-        key = (round(g, 4), round(h, 4))
-        if key not in tried:
-            tried[key] = score(keystone_matrix(width, height, *key))
-        return key
-
+    search = _KeystoneReads(copy)
     for sx, sy in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
         for step in KEYSTONE_STEPS:
-            read(sx * step, sy * step)
-    (g, h), _ = max(tried.items(), key=lambda item: item[1])
-    half = KEYSTONE_STEPS[0] / 2
-    for du in (-half, 0.0, half):
-        for dv in (-half, 0.0, half):
-            read(g + du, h + dv)
-    (g, h), centre = max(tried.items(), key=lambda item: item[1])
-    # the peak between the points read: a parabola through the best and its two neighbours,
-    # along each axis (the steps are as wide as the peak on a weak mark)
-    moves = []
-    for du, dv in ((half, 0.0), (0.0, half)):
-        minus = tried.get((round(g - du, 4), round(h - dv, 4)), centre)
-        plus = tried.get((round(g + du, 4), round(h + dv, 4)), centre)
-        denom = minus - 2 * centre + plus  # 0 where a side was not read: no move
-        moves.append(0.0 if denom >= 0 else float(np.clip(0.5 * (minus - plus) / denom, -0.5, 0.5)))
-    read(g + moves[0] * half, h + moves[1] * half)
-    (g, h), best = max(tried.items(), key=lambda item: item[1])
-    return (g, h) if best >= plain + KEYSTONE_GAIN else None
+            search.read(sx * step, sy * step)
+    if factor >= KEYSTONE_FULL:
+        (g, h), best = search.best()
+        if best < search.plain + KEYSTONE_HINT:
+            return None
+        search = _KeystoneReads(luma)
+        search.read(g, h)
+        search.around(g, h, diagonals=False)
+    else:
+        search.around(*search.best()[0], diagonals=True)
+    (g, h), best = search.best()
+    return (g, h) if best >= search.plain + KEYSTONE_GAIN else None
+
+
+class _KeystoneReads:
+    """The pooled lattice scores of one picture after keystones, each read once."""
+
+    def __init__(self, luma: npt.NDArray[np.float32]) -> None:
+        height, width = luma.shape
+        self.size = (width, height)
+        self.score = _SquareScore(luma)
+        self.plain = self.score(None)
+        self.tried: dict[tuple[float, float], float] = {(0.0, 0.0): self.plain}
+
+    def read(self, g: float, h: float) -> None:
+        key = (round(g, 4), round(h, 4))
+        if key not in self.tried:
+            self.tried[key] = self.score(keystone_matrix(*self.size, *key))
+
+    def best(self) -> tuple[tuple[float, float], float]:
+        return max(self.tried.items(), key=lambda item: item[1])
+
+    def around(self, g: float, h: float, *, diagonals: bool) -> None:
+        """Reads half a step from (g, h) (the 4 or 8 neighbours), then at the peak of a
+        parabola through the best of them and its two neighbours along each axis (the steps
+        are as wide as the peak on a weak mark)."""
+        half = KEYSTONE_STEPS[0] / 2
+        for du in (-half, 0.0, half):
+            for dv in (-half, 0.0, half):
+                if diagonals or du == 0.0 or dv == 0.0:
+                    self.read(g + du, h + dv)
+        (g, h), centre = self.best()
+        moves = []
+        for du, dv in ((half, 0.0), (0.0, half)):
+            minus = self.tried.get((round(g - du, 4), round(h - dv, 4)), centre)
+            plus = self.tried.get((round(g + du, 4), round(h + dv, 4)), centre)
+            denom = minus - 2 * centre + plus  # 0 where a side was not read: no move
+            move = 0.0 if denom >= 0 else float(np.clip(0.5 * (minus - plus) / denom, -0.5, 0.5))
+            moves.append(move)
+        self.read(g + moves[0] * half, h + moves[1] * half)
 
 
 def _peak_points(
