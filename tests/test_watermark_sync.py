@@ -292,3 +292,23 @@ def test_find_keystone_reads_the_keystone_of_a_marked_photo() -> None:
     # the unmarked photo, as it is and keystoned: nothing beats the plain picture enough
     assert sync.find_keystone(_luma(photo)) is None
     assert sync.find_keystone(_luma(watermark_data.keystone(0.04)(photo))) is None
+
+
+def test_find_keystone_on_a_large_picture_reads_around_the_copys_best_on_the_picture() -> None:
+    # 1024 px: the 512 px copy points the way, the picture itself places the keystone (the
+    # map that undoes watermark_data.keystone(0.04) is h = 1/12)
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import watermark_data
+
+    from provenance.watermark import Payload, embed, extract
+
+    payload_ = Payload(content_id=0x5EED_0022_0004, issuer_id=22)
+    marked = embed(watermark_data.load_photo("coffee", 1024).image, payload_)
+    below = watermark_data.keystone(0.04)(marked)
+    g, h = sync.find_keystone(_luma(below)) or (9.0, 9.0)
+    assert abs(g) < 0.01 and abs(h - 1 / 12) < 0.01
+    found = extract(below)
+    assert found is not None and found.payload == payload_

@@ -67,8 +67,7 @@ MAX_BASIS_ANGLE_COS = 0.5  # basis vectors within 60..120 degrees of each other
 KEYSTONE_STEPS = (0.03, 0.06, 0.09)
 KEYSTONE_SIDE = 512  # px: the keystone search runs on a copy at most this long
 KEYSTONE_GAIN = 2.0  # a keystone is kept when its lattice score beats the unwarped one by this
-KEYSTONE_FULL = 1.5  # from this many times the copy's size, the copy only points the way,
-KEYSTONE_HINT = 1.0  # when its best beats the unwarped copy by this
+KEYSTONE_FULL = 1.5  # from this many times the copy's size, the copy only points the way
 
 
 @dataclass(frozen=True)
@@ -450,13 +449,13 @@ def find_keystone(luma: npt.NDArray[np.float32]) -> tuple[float, float] | None:
     The lattice's pooled score (:class:`_SquareScore`, on a copy at most
     :data:`KEYSTONE_SIDE` px long) is read after each of :data:`KEYSTONE_STEPS` in each of 8
     directions (the axes: one edge shorter than the one opposite; the diagonals: one corner
-    moved), then around the best, half a step away, and at the peak of a parabola through
-    those. On a picture of :data:`KEYSTONE_FULL` times the copy's size or more, the copy only
-    points the way (its best must beat the unwarped copy by :data:`KEYSTONE_HINT`) and the
-    reads around the best are made on the picture itself: a 1024 px picture's 6.4 px chips are
-    3.2 px on the copy, where weak marks show too little and the generated pictures' peaks
-    split in two. The best is returned when it beats the unwarped picture's score by
-    :data:`KEYSTONE_GAIN`.
+    moved), then at the 8 neighbours of the best, half a step away, and at the peak of a
+    parabola through those. On a picture of :data:`KEYSTONE_FULL` times the copy's size or
+    more, the copy only points the way (its best must beat the unwarped copy by
+    :data:`KEYSTONE_GAIN` as well) and the reads around its best are made on the picture
+    itself: a 1024 px picture's 6.4 px chips are 3.2 px on the copy, where a generated
+    picture's peak spreads over two steps. The best is returned when it beats the unwarped
+    picture's score by :data:`KEYSTONE_GAIN`.
 
     Args:
         luma: the picture's luma, 0..255 (float32).
@@ -473,15 +472,12 @@ def find_keystone(luma: npt.NDArray[np.float32]) -> tuple[float, float] | None:
     for sx, sy in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
         for step in KEYSTONE_STEPS:
             search.read(sx * step, sy * step)
+    (g, h), best = search.best()
     if factor >= KEYSTONE_FULL:
-        (g, h), best = search.best()
-        if best < search.plain + KEYSTONE_HINT:
+        if best < search.plain + KEYSTONE_GAIN:
             return None
         search = _KeystoneReads(luma)
-        search.read(g, h)
-        search.around(g, h, diagonals=False)
-    else:
-        search.around(*search.best()[0], diagonals=True)
+    search.around(g, h)
     (g, h), best = search.best()
     return (g, h) if best >= search.plain + KEYSTONE_GAIN else None
 
@@ -504,15 +500,14 @@ class _KeystoneReads:
     def best(self) -> tuple[tuple[float, float], float]:
         return max(self.tried.items(), key=lambda item: item[1])
 
-    def around(self, g: float, h: float, *, diagonals: bool) -> None:
-        """Reads half a step from (g, h) (the 4 or 8 neighbours), then at the peak of a
+    def around(self, g: float, h: float) -> None:
+        """Reads (g, h) and its 8 neighbours half a step away, then at the peak of a
         parabola through the best of them and its two neighbours along each axis (the steps
         are as wide as the peak on a weak mark)."""
         half = KEYSTONE_STEPS[0] / 2
         for du in (-half, 0.0, half):
             for dv in (-half, 0.0, half):
-                if diagonals or du == 0.0 or dv == 0.0:
-                    self.read(g + du, h + dv)
+                self.read(g + du, h + dv)
         (g, h), centre = self.best()
         moves = []
         for du, dv in ((half, 0.0), (0.0, half)):
