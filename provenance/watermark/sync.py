@@ -374,12 +374,14 @@ class _SquareScore:
     Made for many resamplings of one picture (:func:`find_keystone`): the whitened residuals
     are made once and resampled (whitening is local, so it nearly commutes with a mild warp,
     and the luma's own resampling adds a lattice of its own), and the pooled points' positions
-    are computed once and read with one ``cv2.remap`` (a fifth of ``map_coordinates``' time).
+    are computed once and read with one ``cv2.remap`` (1.3 ms a try at 512 px, against 17 ms
+    for ``map_coordinates``). Each lag is normalised by the pixels a whole picture would
+    overlap there (:func:`_autocorrelation` counts unclipped pixels instead): the tries are
+    compared with each other, and the borders a keystone leaves are a few percent of them.
     """
 
     def __init__(self, luma: npt.NDArray[np.float32]) -> None:
         height, width = luma.shape
-        self.size = (width, height)
         self.residuals = [_whitened(luma, size) for size in WHITENING]
         reach = MAX_LAG * min(height, width)
         margin = int(np.ceil(reach)) + 3
