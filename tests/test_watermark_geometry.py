@@ -48,7 +48,7 @@ def test_rotation_by_seven_degrees(marked: Image.Image) -> None:
     "moves",
     [
         (0.04, 0.0, -0.04, 0.0, 0.0, 0.0, 0.0, 0.0),  # a screen seen from below
-        (0.0, 0.0, 0.0, 0.04, 0.0, -0.04, 0.0, 0.0),  # from the left
+        (0.0, 0.0, 0.0, 0.04, 0.0, -0.04, 0.0, 0.0),  # from the left: the right edge shorter
         (0.04, 0.04, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),  # one corner moved in
     ],
     ids=["top", "right", "corner"],
