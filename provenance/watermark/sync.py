@@ -61,9 +61,10 @@ REFINE_Z = 2.5  # peaks above this z-score refine a square lattice found by pool
 # 9/14 with 3 alone, 12/14 with 5 alone, 13/14 with both)
 WHITENING = (3, 5)
 MAX_BASIS_ANGLE_COS = 0.5  # basis vectors within 60..120 degrees of each other
-# keystones tried along each axis (g for x, h for y; see keystone_matrix): a corner moved in by
-# 4 % of the side is a keystone of about 0.08, and the square lattice's score falls back to
-# noise 0.02 away from the right one on a weak mark (measured on 20 pictures at 512 px)
+# keystones tried in each of 8 directions of (g, h) (see keystone_matrix), then half a step
+# around the best: the top corners moved in by 4 % of the width are undone by h = 1/12, and the
+# square lattice's score falls back to noise 0.02 away from the right h on a weak mark
+# (measured on 20 pictures at 512 px)
 KEYSTONE_STEPS = (0.03, 0.06, 0.09)
 KEYSTONE_SIDE = 512  # px: the keystone search runs on a copy at most this long
 KEYSTONE_GAIN = 2.0  # a keystone is kept when its lattice score beats the unwarped one by this
