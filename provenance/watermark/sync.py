@@ -54,6 +54,8 @@ MAX_LAG = 0.5  # longest lag searched, as a share of the shorter side (two tiles
 MIN_SQUARE_PERIOD = 64.0  # px: a 256 px picture's 128 px tiles at half size
 # lattice points pooled by the square search, one of each +/- pair, closed under quarter turns
 SQUARE_POINTS = ((1, 0), (0, 1), (1, 1), (1, -1), (2, 0), (0, 2), (2, 1), (1, 2), (2, -1), (1, -2))
+SQUARE_ANGLE_STEP = 0.25  # degrees: the square search's angles
+SQUARE_PERIOD_STEP = 0.5  # px: the square search's periods
 REFINE_Z = 2.5  # peaks above this z-score refine a square lattice found by pooling
 # box sizes of the residuals whose autocorrelations are summed: a 3 px box suits a picture
 # smooth at the pixel scale (upscaled, 6.4 px chips), a 5 px box a detailed one (4 px chips
@@ -125,6 +127,31 @@ def _unmarkable(luma: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
     return np.asarray((luma <= 0.5) | (luma >= 254.5))
 
 
+def _lag_frame(
+    height: int, width: int
+) -> tuple[tuple[int, int], npt.NDArray[np.int64], tuple[npt.NDArray[np.int64], ...]]:
+    """The transform size, the lags kept (-reach .. reach) and their (rows, cols) index into
+    the inverse transform, for a ``height`` x ``width`` picture's autocorrelation."""
+    reach = int(np.ceil(MAX_LAG * min(height, width))) + 3  # the 5 x 5 peak filter's margin
+    # zero padding by the longest lag searched: no wrap-around there
+    shape = (scipy.fft.next_fast_len(height + reach), scipy.fft.next_fast_len(width + reach))
+    lags = np.arange(-reach, reach + 1)
+    return shape, lags, np.ix_(lags % shape[0], lags % shape[1])  # centred, without fftshift
+
+
+def _summed_power(
+    residuals: list[npt.NDArray[np.float32]], shape: tuple[int, int]
+) -> npt.NDArray[np.float32]:
+    """The residuals' power spectra at ``shape``, each divided by its residual's energy (its
+    autocorrelation at lag 0), summed: one inverse transform gives their summed
+    autocorrelations."""
+    power = np.zeros((shape[0], shape[1] // 2 + 1), dtype=np.float32)
+    for residual in residuals:
+        spectrum = np.abs(scipy.fft.rfft2(residual, shape, workers=1)) ** 2
+        power += spectrum / (float(np.sum(residual.astype(np.float64) ** 2)) + 1e-12)
+    return power
+
+
 def _autocorrelation(luma: npt.NDArray[np.float32]) -> tuple[FloatArray, int, int]:
     """Autocorrelation of the whitened residuals, normalised per lag by the pixels that
     overlap, centred and cut to the lags searched (lag 0 at [cy, cx], the middle).
@@ -133,16 +160,8 @@ def _autocorrelation(luma: npt.NDArray[np.float32]) -> tuple[FloatArray, int, in
     residual's energy (its value at lag 0): one inverse transform for all of them.
     """
     height, width = luma.shape
-    reach = int(np.ceil(MAX_LAG * min(height, width))) + 3  # the 5 x 5 peak filter's margin
-    # zero padding by the longest lag searched: no wrap-around there
-    shape = (scipy.fft.next_fast_len(height + reach), scipy.fft.next_fast_len(width + reach))
-    lags = np.arange(-reach, reach + 1)
-    rows, cols = np.ix_(lags % shape[0], lags % shape[1])  # centred, without an fftshift
-    power = np.zeros((shape[0], shape[1] // 2 + 1), dtype=np.float32)
-    for size in WHITENING:
-        residual = _whitened(luma, size)
-        spectrum = np.abs(scipy.fft.rfft2(residual, shape, workers=1)) ** 2
-        power += spectrum / (float(np.sum(residual.astype(np.float64) ** 2)) + 1e-12)
+    shape, lags, (rows, cols) = _lag_frame(height, width)
+    power = _summed_power([_whitened(luma, size) for size in WHITENING], shape)
     corr = scipy.fft.irfft2(power, shape, workers=1)[rows, cols]
     unmarkable = _unmarkable(luma)
     if not unmarkable.any():  # pixels overlapping at lag (dy, dx): (height-|dy|) (width-|dx|)
@@ -385,19 +404,13 @@ class _SquareScore:
         height, width = luma.shape
         self.residuals = [_whitened(luma, size) for size in WHITENING]
         reach = MAX_LAG * min(height, width)
-        margin = int(np.ceil(reach)) + 3
-        self.shape = (
-            scipy.fft.next_fast_len(height + margin),
-            scipy.fft.next_fast_len(width + margin),
-        )
-        lags = np.arange(-margin, margin + 1)
-        self.rows, self.cols = np.ix_(lags % self.shape[0], lags % self.shape[1])
+        self.shape, lags, self.index = _lag_frame(height, width)
+        margin = int(lags[-1])
         self.count = np.outer(height - np.abs(lags), width - np.abs(lags)).astype(np.float32)
         yy, xx = np.mgrid[-margin : margin + 1, -margin : margin + 1]
         radius = np.hypot(yy, xx)
         self.valid = (radius >= MIN_PERIOD) & (radius <= reach)
-        angles = np.radians(np.arange(0.0, 90.0, 0.25))[:, None]
-        periods = np.arange(MIN_SQUARE_PERIOD, reach + 0.5, 0.5)[None, :]
+        angles, periods = _square_grid(reach)
         xs, ys, weights = [], [], []
         counts = np.zeros(periods.shape[1])
         for i, j in SQUARE_POINTS:
@@ -415,14 +428,11 @@ class _SquareScore:
     def __call__(self, matrix: FloatArray | None) -> float:
         """The best pooled score of the picture resampled through ``matrix`` (3 x 3; ``None``:
         as it is)."""
-        power = np.zeros((self.shape[0], self.shape[1] // 2 + 1), dtype=np.float32)
-        for residual in self.residuals:
-            if matrix is not None:
-                residual = warp_projective(residual, matrix)
-            energy = float(np.sum(residual.astype(np.float64) ** 2))
-            spectrum = np.abs(scipy.fft.rfft2(residual, self.shape, workers=1)) ** 2
-            power += spectrum / (energy + 1e-12)
-        corr = scipy.fft.irfft2(power, self.shape, workers=1)[self.rows, self.cols] / self.count
+        residuals = self.residuals
+        if matrix is not None:
+            residuals = [warp_projective(residual, matrix) for residual in residuals]
+        power = _summed_power(residuals, self.shape)
+        corr = scipy.fft.irfft2(power, self.shape, workers=1)[self.index] / self.count
         # the lag map's z-score and the square search's re-centring, in one: a positive
         # affine map of the values commutes with the 3 x 3 maximum
         outside = float(corr[self.valid].mean())
@@ -541,6 +551,15 @@ def _peak_points(
     return points
 
 
+def _square_grid(reach: float) -> tuple[FloatArray, FloatArray]:
+    """The square search's angles (radians, a column) and periods (px, a row): every
+    :data:`SQUARE_ANGLE_STEP` over a quarter turn, every :data:`SQUARE_PERIOD_STEP` from
+    :data:`MIN_SQUARE_PERIOD` to ``reach``."""
+    angles = np.radians(np.arange(0.0, 90.0, SQUARE_ANGLE_STEP))[:, None]
+    periods = np.arange(MIN_SQUARE_PERIOD, reach + 0.5, SQUARE_PERIOD_STEP)[None, :]
+    return angles, periods
+
+
 def find_square_lattices(luma: npt.NDArray[np.float32] | LagMap, *, keep: int = 2) -> list[Lattice]:
     """Lattices of square tiles (rotation and uniform scale), clearest first (may be empty).
 
@@ -568,9 +587,7 @@ def find_square_lattices(luma: npt.NDArray[np.float32] | LagMap, *, keep: int = 
     local = np.where(valid, (lags.local - float(lags.local[valid].mean())) / spread, 0.0)
     cy, cx = z.shape[0] // 2, z.shape[1] // 2
     reach = MAX_LAG * min(height, width)
-    step = 0.25
-    angles = np.radians(np.arange(0.0, 90.0, step))[:, None]
-    periods = np.arange(MIN_SQUARE_PERIOD, reach + 0.5, 0.5)[None, :]
+    angles, periods = _square_grid(reach)
     scores = np.zeros((angles.shape[0], periods.shape[1]))
     counts = np.zeros(periods.shape[1])
     cos, sin = np.cos(angles), np.sin(angles)
@@ -591,7 +608,9 @@ def find_square_lattices(luma: npt.NDArray[np.float32] | LagMap, *, keep: int = 
     found: list[Lattice] = []
     for o in order[: 4 * keep]:
         theta, period = float(angles[ai[o], 0]), float(periods[0, pi[o]])
-        square = _finest_square(z, theta, period, reach, np.radians(step), 0.5)
+        square = _finest_square(
+            z, theta, period, reach, np.radians(SQUARE_ANGLE_STEP), SQUARE_PERIOD_STEP
+        )
         refined, _ = _refine(square, points)
         basis = max((square, refined), key=lambda b: _point_sum(z, b, reach))
         if any(_same_lattice(basis, other.basis) for other in found):
