@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import io
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from provenance.watermark import payload, region, ss2, sync
+from provenance.watermark import Payload, embed, extract, payload, region, ss2, sync
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import watermark_data
 
 
 def _tiled(period: int = 96, size: int = 640, seed: int = 0) -> Image.Image:
@@ -270,14 +275,6 @@ def test_region_maps_its_box_through_a_projective_matrix() -> None:
 
 
 def test_find_keystone_reads_the_keystone_of_a_marked_photo() -> None:
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import watermark_data
-
-    from provenance.watermark import Payload, embed
-
     photo = watermark_data.load_photo("astronaut", 512).image
     marked = embed(photo, Payload(content_id=0x5EED_0022_0003, issuer_id=22))
     below = _luma(watermark_data.keystone(0.04)(marked))
@@ -297,14 +294,6 @@ def test_find_keystone_reads_the_keystone_of_a_marked_photo() -> None:
 def test_find_keystone_on_a_large_picture_reads_around_the_copys_best_on_the_picture() -> None:
     # 1024 px: the 512 px copy points the way, the picture itself places the keystone (the
     # map that undoes watermark_data.keystone(0.04) is h = 1/12)
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import watermark_data
-
-    from provenance.watermark import Payload, embed, extract
-
     payload_ = Payload(content_id=0x5EED_0022_0004, issuer_id=22)
     marked = embed(watermark_data.load_photo("coffee", 1024).image, payload_)
     below = watermark_data.keystone(0.04)(marked)
