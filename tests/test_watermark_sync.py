@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -298,6 +299,26 @@ def test_find_keystone_on_a_large_picture_reads_around_the_copys_best_on_the_pic
     marked = embed(watermark_data.load_photo("coffee", 1024).image, payload_)
     below = watermark_data.keystone(0.04)(marked)
     g, h = sync.find_keystone(_luma(below)) or (9.0, 9.0)
+    assert abs(g) < 0.01 and abs(h - 1 / 12) < 0.01
+    found = extract(below)
+    assert found is not None and found.payload == payload_
+
+
+def test_find_keystone_reads_an_upscaled_photos_leads_on_the_picture() -> None:
+    # brick at 1024 px is upscaled: smooth at the pixel scale, so its whitened residual is
+    # mostly the mark, which the 512 px copy loses. There the right keystone ranks below a
+    # wrong one (the search kept only the copy's best and read nothing); read on the
+    # picture, it beats the unwarped picture by far
+    payload_ = Payload(content_id=0x5EED_0022_0005, issuer_id=22)
+    marked = embed(watermark_data.load_photo("brick", 1024).image, payload_)
+    below = watermark_data.keystone(0.04)(marked)
+    luma = _luma(below)
+    copy = sync._KeystoneReads(cv2.resize(luma, (512, 512), interpolation=cv2.INTER_AREA))
+    for step in sync.KEYSTONE_STEPS:
+        for g, h in ((step, 0.0), (-step, 0.0), (0.0, step), (0.0, -step)):
+            copy.read(g, h)
+    assert copy.best()[0] != (0.0, 0.09)  # the copy's best is not the right one
+    g, h = sync.find_keystone(luma) or (9.0, 9.0)
     assert abs(g) < 0.01 and abs(h - 1 / 12) < 0.01
     found = extract(below)
     assert found is not None and found.payload == payload_
