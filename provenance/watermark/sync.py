@@ -148,11 +148,6 @@ def _lag_frame(
     return shape, lags, np.ix_(lags % shape[0], lags % shape[1])  # centred, without fftshift
 
 
-def _energy(residual: npt.NDArray[np.float32]) -> float:
-    """The root of a residual's energy (its autocorrelation at lag 0, rooted)."""
-    return float(np.sqrt(np.sum(residual.astype(np.float64) ** 2))) + 1e-6
-
-
 def _summed_power(
     residuals: list[npt.NDArray[np.float32]], shape: tuple[int, int]
 ) -> npt.NDArray[np.float32]:
@@ -458,17 +453,16 @@ class _SquareScore:
     """The square search's pooled score (:func:`find_square_lattices`), as one number: how
     clearly a picture shows a square lattice, at any angle and period.
 
-    Made for many resamplings of one picture (:func:`find_keystone`): the whitened residual
-    is made once and resampled (whitening is local, so it nearly commutes with a mild warp,
+    Made for many resamplings of one picture (:func:`find_keystone`): the whitened residuals
+    are made once and resampled (whitening is local, so it nearly commutes with a mild warp,
     and the luma's own resampling adds a lattice of its own), and the pooled points'
-    positions are computed once (:func:`_square_frame`) and read with one ``cv2.remap``
-    (1.3 ms a try at 512 px, against 17 ms for ``map_coordinates``). The :data:`WHITENING`
-    residuals, each of unit energy, are summed into one: one transform a try instead of one
-    for each (their cross-correlation shows the lattice too; 30 % faster, and scores within
-    a few percent of the two summed power spectra's on 3 keystoned photos). Each lag is
-    normalised by the pixels a whole picture would overlap there (:func:`_autocorrelation`
-    counts unclipped pixels instead): the tries are compared with each other, and the
-    borders a keystone leaves are a few percent of them.
+    positions are computed once per picture size (:func:`_square_frame`) and read with one
+    ``cv2.remap`` (1.3 ms a try at 512 px, against 17 ms for ``map_coordinates``). Summing
+    the two residuals into one, for one transform a try instead of two, was 30 % faster but
+    lost a weak mark's keystone at 512 px (hubble, its right keystone a hair behind a wrong
+    one). Each lag is normalised by the pixels a whole picture would overlap there
+    (:func:`_autocorrelation` counts unclipped pixels instead): the tries are compared with
+    each other, and the borders a keystone leaves are a few percent of them.
 
     Args:
         luma: the picture's luma, 0..255 (float32).
@@ -478,16 +472,17 @@ class _SquareScore:
     """
 
     def __init__(self, luma: npt.NDArray[np.float32], scale: float = 1.0) -> None:
-        residuals = [_whitened(luma, size) for size in WHITENING]
-        self.residual = np.asarray(sum(r / _energy(r) for r in residuals), dtype=np.float32)
+        self.residuals = [_whitened(luma, size) for size in WHITENING]
         self.frame = _square_frame(*luma.shape, SQUARE_PERIOD_STEP * max(1.0, scale))
 
     def __call__(self, matrix: FloatArray | None) -> float:
         """The best pooled score of the picture resampled through ``matrix`` (3 x 3; ``None``:
         as it is)."""
         frame = self.frame
-        residual = self.residual if matrix is None else warp_projective(self.residual, matrix)
-        power = _summed_power([residual], frame.shape)
+        residuals = self.residuals
+        if matrix is not None:
+            residuals = [warp_projective(residual, matrix) for residual in residuals]
+        power = _summed_power(residuals, frame.shape)
         corr = scipy.fft.irfft2(power, frame.shape, workers=1)[frame.index] / frame.count
         # the lag map's z-score and the square search's re-centring, in one: a positive
         # affine map of the values commutes with the 3 x 3 maximum
