@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.ndimage import uniform_filter
 
 from provenance.watermark import Payload, embed, extract, payload, region, ss2, sync
 
@@ -123,6 +124,22 @@ def test_square_lattice_is_placed_to_a_fifth_of_a_pixel() -> None:
     got_angle, period = _angle_and_period(found[0].basis)
     assert abs(period - 96.0) < 0.2
     assert min(abs(got_angle - 87.0), 90 - abs(got_angle - 87.0)) < 0.1
+
+
+def test_whitened_residual_is_the_box_filters_residual_over_its_local_energy() -> None:
+    # OpenCV's box filter (the same reflected border) against scipy's uniform_filter, written
+    # out: the residual of a size x size mean, over the root of its 9 x 9 mean energy + 4,
+    # and 0 on clipped pixels
+    luma = _luma(watermark_data.load_photo("camera", 512).image)
+    luma[:40, :40] = 255.0
+    for size in sync.WHITENING:
+        residual = luma.astype(np.float64) - uniform_filter(luma.astype(np.float64), size)
+        expected = residual / np.sqrt(uniform_filter(residual * residual, 9) + 4.0)
+        expected[(luma <= 0.5) | (luma >= 254.5)] = 0.0
+        got = sync._whitened(luma, size)
+        assert got.dtype == np.float32
+        assert np.abs(got - expected).max() < 1e-4
+        assert np.all(got[:40, :40] == 0.0)
 
 
 @pytest.mark.parametrize("clipped", [False, True])
