@@ -150,6 +150,14 @@ def _lag_frame(
     return shape, lags, np.ix_(lags % shape[0], lags % shape[1])  # centred, without fftshift
 
 
+def _ring(margin: int, reach: float) -> npt.NDArray[np.bool_]:
+    """The lags searched on a lag map of lags -``margin`` .. ``margin`` (lag 0 in the
+    middle): from :data:`MIN_PERIOD` to ``reach`` px long."""
+    yy, xx = np.mgrid[-margin : margin + 1, -margin : margin + 1]
+    radius = np.hypot(yy, xx)
+    return np.asarray((radius >= MIN_PERIOD) & (radius <= reach))
+
+
 def _summed_power(
     residuals: list[npt.NDArray[np.float32]], shape: tuple[int, int]
 ) -> npt.NDArray[np.float32]:
@@ -363,10 +371,7 @@ class LagMap:
 def lag_map(luma: npt.NDArray[np.float32]) -> LagMap:
     """The :class:`LagMap` of a luma plane (0..255, float32)."""
     corr, height, width = _autocorrelation(luma)
-    cy, cx = corr.shape[0] // 2, corr.shape[1] // 2
-    yy, xx = np.mgrid[-cy : corr.shape[0] - cy, -cx : corr.shape[1] - cx]
-    radius = np.hypot(yy, xx)
-    valid = (radius >= MIN_PERIOD) & (radius <= MAX_LAG * min(height, width))
+    valid = _ring(corr.shape[0] // 2, MAX_LAG * min(height, width))
     z = _zscored(corr, valid) if valid.any() else np.zeros_like(corr)
     ringed = np.where(valid, z, 0.0)
     return LagMap(corr, valid, z, ringed, _local_max(ringed, 3), (height, width))
@@ -424,9 +429,7 @@ def _square_frame(height: int, width: int, period_step: float) -> _SquareFrame:
     shape, lags, index = _lag_frame(height, width)
     margin = int(lags[-1])
     count = np.outer(height - np.abs(lags), width - np.abs(lags)).astype(np.float32)
-    yy, xx = np.mgrid[-margin : margin + 1, -margin : margin + 1]
-    radius = np.hypot(yy, xx)
-    valid = (radius >= MIN_PERIOD) & (radius <= reach)
+    valid = _ring(margin, reach)
     angles, periods = _square_grid(reach, period_step)
     xs, ys, weights = [], [], []
     counts = np.zeros(periods.shape[1])
@@ -446,7 +449,16 @@ def _square_frame(height: int, width: int, period_step: float) -> _SquareFrame:
         np.concatenate(weights, axis=0).astype(np.float32),
         1.0 / np.sqrt(np.maximum(counts, 1)),
     )
-    for array in (*index, count, valid, frame.map_x, frame.map_y, frame.inside, frame.norm):
+    arrays: list[np.ndarray] = [
+        *index,
+        count,
+        valid,
+        frame.map_x,
+        frame.map_y,
+        frame.inside,
+        frame.norm,
+    ]
+    for array in arrays:
         array.flags.writeable = False  # shared by every picture of this size
     return frame
 
