@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from scipy.ndimage import uniform_filter
 
-from provenance.watermark import Payload, embed, extract, payload, region, ss2, sync
+from provenance.watermark import Payload, embed, extract, payload, region, spread, ss2, sync
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import watermark_data
@@ -338,4 +338,19 @@ def test_find_keystone_reads_an_upscaled_photos_leads_on_the_picture() -> None:
     g, h = sync.find_keystone(luma) or (9.0, 9.0)
     assert abs(g) < 0.01 and abs(h - 1 / 12) < 0.01
     found = extract(below)
+    assert found is not None and found.payload == payload_
+
+
+def test_find_keystone_keeps_a_keystone_between_two_steps_that_the_copy_is_sure_of() -> None:
+    # one corner moved in by 4 % at 1024 px: the keystone, g = h = 0.045, falls halfway
+    # between the diagonal's first two steps. There the picture's narrower peak gains less
+    # than KEYSTONE_LEAD_GAIN, but the copy's best cleared KEYSTONE_GAIN, and that is enough
+    # for the search to go on around it on the picture
+    payload_ = Payload(content_id=0x22_0000, issuer_id=22)
+    marked = embed(watermark_data.load_photo("astronaut", 1024).image, payload_)
+    corner = watermark_data.corners_moved((0.04, 0.04, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))(marked)
+    # the decoder's own luma (float, unrounded): this case is close to the gate
+    g, h = sync.find_keystone(spread.Evidence.of(corner).luma) or (9.0, 9.0)
+    assert abs(g - 0.045) < 0.01 and abs(h - 0.045) < 0.01
+    found = extract(corner)
     assert found is not None and found.payload == payload_
